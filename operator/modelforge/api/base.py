@@ -1,0 +1,142 @@
+"""Building blocks shared by both resources: the base model, bounded string types, CEL rules."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import GetJsonSchemaHandler, JsonSchemaValue
+from pydantic_core import CoreSchema
+
+GROUP = "modelforge.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """A Kubernetes `x-kubernetes-validations` rule, evaluated by the API server and by `modelforge validate`.
+
+    `field_path` points the error at a child field (e.g. `.quantization`), as the API server reports it.
+    A rule that mentions `oldSelf` is a transition rule: it only runs on updates.
+    """
+
+    rule: str
+    message: str
+    field_path: str | None = None
+
+    @property
+    def is_transition(self) -> bool:
+        return "oldSelf" in self.rule
+
+    def to_schema(self) -> dict[str, str]:
+        out = {"rule": self.rule, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        return out
+
+
+def immutable(what: str) -> CelRule:
+    """A transition rule that forbids changing a field once the object exists."""
+    return CelRule("self == oldSelf", f"{what} is immutable once the resource exists; create a new one instead")
+
+
+class ApiModel(BaseModel):
+    """Base of every API object: camelCase on the wire, unknown fields rejected, CEL rules in the schema."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+        validate_default=False,
+    )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = ()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        if cls.cel_rules:
+            target["x-kubernetes-validations"] = [r.to_schema() for r in cls.cel_rules]
+        # A block built by default_factory defaults to {} on the API server, which then applies the
+        # defaults of its fields (the documented way to get nested defaults in a CRD).
+        for name, info in cls.model_fields.items():
+            if info.default_factory is not None:
+                value = info.default_factory()  # type: ignore[call-arg]
+                default = {} if isinstance(value, ApiModel) else value
+                target["properties"][info.alias or name]["default"] = default
+        return schema
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as the API server stores it: camelCase keys, JSON types, unset fields omitted."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --- Bounded scalar types. Every string in the CRD has a maxLength: the API server needs bounds to
+# --- estimate CEL cost, and a bound catches pasted garbage early.
+
+Str63 = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+Str253 = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+Str1k = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+Str4k = Annotated[str, StringConstraints(max_length=4096)]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ResourceName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+LabelName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL)]
+
+# Kubernetes resource.Quantity as controller-gen renders it: an int or a string like "64Gi" / "500m".
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+
+
+def _check_quantity(value: int | str) -> int | str:
+    if isinstance(value, str) and not _QUANTITY_RE.match(value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 8, 500m, 64Gi, 1.5T)")
+    if isinstance(value, int) and value < 0:
+        raise ValueError("a quantity must not be negative")
+    return value
+
+
+Quantity = Annotated[
+    int | Annotated[str, StringConstraints(max_length=64)],
+    AfterValidator(_check_quantity),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY_PATTERN,
+         "x-kubernetes-int-or-string": True}
+    ),
+]
+
+# Pod-level pass-through objects (tolerations, affinity) keep Kubernetes' own schema: we do not restate it.
+FreeObject = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]
+
+StringMap = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=317)], Annotated[str, StringConstraints(max_length=1024)]],
+    Field(max_length=64),
+]
+
+
+def quantity_bytes(value: int | str) -> float:
+    """Parse a Kubernetes quantity into a number (bytes for memory quantities)."""
+    if isinstance(value, int):
+        return float(value)
+    suffixes = {
+        "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+        "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    }
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * suffixes[suffix]
+    return float(value)

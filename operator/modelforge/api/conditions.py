@@ -1,0 +1,69 @@
+"""Condition types and reasons: the one place they are spelled, so status, events and tests agree.
+
+A condition's `reason` is a CamelCase machine-readable word; its `message` is the sentence for a person.
+`phase` is derived from the conditions for `kubectl get`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConditionType(StrEnum):
+    # FineTuneJob
+    VALIDATED = "Validated"
+    ADMITTED = "Admitted"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    # ModelServe
+    MODEL_AVAILABLE = "ModelAvailable"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+
+
+class Reason(StrEnum):
+    # Validation and planning (before any GPU is requested)
+    SPEC_VALID = "SpecValid"
+    INVALID_SPEC = "InvalidSpec"
+    INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"
+    NOT_PLANNED = "NotPlanned"
+    # Admission and scheduling
+    QUEUED = "Queued"
+    ADMITTED = "Admitted"
+    UNSCHEDULABLE = "Unschedulable"
+    IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+    # Running
+    STARTING = "Starting"
+    TRAINING = "Training"
+    MERGING = "Merging"
+    RESTARTING = "Restarting"
+    SUSPENDED = "Suspended"
+    # Terminal
+    COMPLETED = "Completed"
+    DATA_ERROR = "DataError"
+    CONFIG_ERROR = "ConfigError"
+    OUT_OF_MEMORY = "OutOfMemory"
+    OOM_KILLED = "OOMKilled"
+    RENDEZVOUS = "Rendezvous"
+    NCCL = "NCCL"
+    INTERRUPTED = "Interrupted"
+    NODE_LOST = "NodeLost"
+    EVICTED = "Evicted"
+    PREEMPTED = "Preempted"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    RESTART_LIMIT_EXCEEDED = "RestartLimitExceeded"
+    UNKNOWN = "Unknown"
+    # Serving
+    WAITING_FOR_MODEL = "WaitingForModel"
+    LOADING = "Loading"
+    SERVING = "Serving"
+    ADAPTER_MISSING = "AdapterMissing"
+    CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+
+
+# Launcher reasons after which a fresh attempt (resuming from the newest checkpoint) can succeed.
+RETRYABLE_REASONS = frozenset(
+    {Reason.RENDEZVOUS, Reason.NCCL, Reason.INTERRUPTED, Reason.NODE_LOST, Reason.EVICTED, Reason.PREEMPTED}
+)

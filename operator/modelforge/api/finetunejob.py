@@ -1,0 +1,485 @@
+"""FineTuneJob: fine-tune a model with ms-swift (LoRA, QLoRA or full), on one GPU or many nodes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from .base import ApiModel, CelRule, LabelName, ResourceName, Str63, Str253, Str1k
+from .common import Condition, Dtype, Hub, PodResources, SecretKeyRef, VolumeLocation
+from .modelserve import ModelServeSpec, ServedModel
+
+
+class Method(StrEnum):
+    LORA = "lora"
+    QLORA = "qlora"
+    FULL = "full"
+
+
+class DatasetFormat(StrEnum):
+    AUTO = "auto"
+    MESSAGES = "messages"
+    SHAREGPT = "sharegpt"
+    ALPACA = "alpaca"
+    QUERY_RESPONSE = "query-response"
+    TEXT = "text"
+
+
+class Scheduler(StrEnum):
+    COSINE = "cosine"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+    CONSTANT_WITH_WARMUP = "constant_with_warmup"
+    COSINE_WITH_RESTARTS = "cosine_with_restarts"
+    POLYNOMIAL = "polynomial"
+
+
+class Optimizer(StrEnum):
+    ADAMW_TORCH = "adamw_torch"
+    ADAMW_TORCH_FUSED = "adamw_torch_fused"
+    ADAMW_8BIT = "adamw_bnb_8bit"
+    PAGED_ADAMW = "paged_adamw_32bit"
+    PAGED_ADAMW_8BIT = "paged_adamw_8bit"
+    SGD = "sgd"
+
+
+class DeepSpeed(StrEnum):
+    AUTO = "auto"
+    NONE = "none"
+    ZERO1 = "zero1"
+    ZERO2 = "zero2"
+    ZERO3 = "zero3"
+    ZERO2_OFFLOAD = "zero2_offload"
+    ZERO3_OFFLOAD = "zero3_offload"
+
+
+class ResumePolicy(StrEnum):
+    AUTO = "auto"
+    NEVER = "never"
+
+
+class Performance(StrEnum):
+    AUTO = "auto"
+    NONE = "none"
+
+
+class QuantType(StrEnum):
+    NF4 = "nf4"
+    FP4 = "fp4"
+
+
+class JobPhase(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class ModelSpec(ApiModel):
+    """The base model to fine-tune."""
+
+    source: Str1k = Field(
+        description="Hub id (Qwen/Qwen3-8B), a directory on a claim (pvc://claim/path/inside), or an absolute "
+        "path inside the trainer image or, in local mode, on this machine.",
+    )
+    hub: Hub = Field(default=Hub.HUGGINGFACE, description="Hub to download a hub id from.")
+    revision: Str253 | None = Field(default=None, description="Hub revision (branch, tag or commit).")
+    model_type: Str63 | None = Field(
+        default=None,
+        description="ms-swift model_type (e.g. qwen3) when it cannot be inferred from the source, as for local paths.",
+    )
+    template: Str63 | None = Field(
+        default=None, description="ms-swift chat template (e.g. qwen3) when it cannot be inferred from the source."
+    )
+
+
+class LoraSpec(ApiModel):
+    """LoRA adapter shape (method lora or qlora)."""
+
+    rank: Annotated[int, Field(ge=1, le=1024)] = Field(default=8, description="LoRA rank r.")
+    alpha: Annotated[int, Field(ge=1, le=4096)] = Field(default=32, description="LoRA alpha (scale = alpha / rank).")
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(default=0.05, description="Dropout on the LoRA path.")
+    target_modules: Annotated[list[Str63], Field(min_length=1, max_length=64)] = Field(
+        default_factory=lambda: ["all-linear"],
+        description="Module names to adapt, or all-linear for every linear layer.",
+    )
+
+
+class QuantizationSpec(ApiModel):
+    """bitsandbytes quantization of the frozen base weights (method qlora only)."""
+
+    bits: Annotated[int, Field(ge=4, le=8, multiple_of=4)] = Field(default=4, description="4 or 8 bits.")
+    type: QuantType = Field(default=QuantType.NF4, description="4-bit data type: nf4 or fp4.")
+    double_quant: bool = Field(default=True, description="Quantize the quantization constants too (saves ~0.4 bit/param).")
+    compute_dtype: Dtype = Field(
+        default=Dtype.BFLOAT16, description="Dtype the dequantized weights are computed in."
+    )
+
+
+class DatasetSpec(ApiModel):
+    """One training dataset."""
+
+    cel_rules = (
+        CelRule(
+            "!self.source.contains('#')",
+            "write the subsample count in `samples`, not as #N in source",
+            ".source",
+        ),
+        CelRule(
+            "!self.source.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://') || self.source.matches('^(pvc|configMap|https?)://')",
+            "source must be a hub id, a path, or a pvc://, configMap://, http:// or https:// URL",
+            ".source",
+        ),
+    )
+
+    source: Str1k = Field(
+        description="Hub dataset id (AI-ModelScope/alpaca-gpt4-data-en), pvc://claim/path/file.jsonl, "
+        "configMap://name/key, an http(s) URL, or a local path (local mode).",
+    )
+    subset: Str253 | None = Field(default=None, description="Hub dataset subset (ms-swift `id:subset`).")
+    samples: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = Field(
+        default=None,
+        description="Use this many rows (ms-swift `#N`: a random subsample, or repetition when N exceeds the size).",
+    )
+    format: DatasetFormat = Field(
+        default=DatasetFormat.AUTO,
+        description="Row layout. auto detects it from the columns; pre-flight checks every row against it.",
+    )
+
+
+class ValidationSpec(ApiModel):
+    """Evaluation data: separate datasets or a split of the training data."""
+
+    cel_rules = (
+        CelRule(
+            "has(self.datasets) != has(self.splitRatio)",
+            "set exactly one of validation.datasets or validation.splitRatio",
+        ),
+    )
+
+    datasets: Annotated[list[DatasetSpec], Field(min_length=1, max_length=16)] | None = Field(
+        default=None, description="Evaluation datasets."
+    )
+    split_ratio: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        default=None, description="Fraction of the training data held out for evaluation."
+    )
+    eval_steps: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Evaluate every N steps. Defaults to checkpointing.saveSteps."
+    )
+
+
+class Hyperparameters(ApiModel):
+    """Training hyperparameters. Give exactly one of epochs or maxSteps."""
+
+    cel_rules = (
+        CelRule("has(self.epochs) != has(self.maxSteps)", "set exactly one of epochs or maxSteps (e.g. epochs: 1)"),
+        CelRule(
+            "!(has(self.gradientAccumulation) && has(self.globalBatchSize))",
+            "set gradientAccumulation or globalBatchSize, not both (the planner derives one from the other)",
+            ".globalBatchSize",
+        ),
+        CelRule(
+            "!has(self.warmupRatio) || !has(self.warmupSteps)",
+            "set warmupRatio or warmupSteps, not both",
+            ".warmupSteps",
+        ),
+    )
+
+    epochs: Annotated[float, Field(gt=0, le=1000)] | None = Field(default=None, description="Passes over the data.")
+    max_steps: Annotated[int, Field(ge=1, le=100_000_000)] | None = Field(
+        default=None, description="Optimizer steps to run (instead of epochs)."
+    )
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = Field(default=1e-4, description="Peak learning rate.")
+    batch_size_per_device: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=1, description="Micro-batch size on each GPU."
+    )
+    gradient_accumulation: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+        default=None, description="Micro-batches per optimizer step. Default 1, or derived from globalBatchSize."
+    )
+    global_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        default=None,
+        description="Sequences per optimizer step over all GPUs; must be a multiple of batchSizePerDevice x GPUs.",
+    )
+    max_length: Annotated[int, Field(ge=16, le=1_048_576)] = Field(
+        default=2048,
+        description="Longest sequence in tokens. Longer rows are dropped by ms-swift; pre-flight counts them.",
+    )
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        default=None, description="Fraction of steps spent warming up the learning rate (default 0.05)."
+    )
+    warmup_steps: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Warm-up steps.")
+    scheduler: Scheduler = Field(default=Scheduler.COSINE, description="Learning-rate schedule.")
+    optimizer: Optimizer = Field(
+        default=Optimizer.ADAMW_TORCH,
+        description="Optimizer (paged_adamw_8bit and adamw_bnb_8bit need bitsandbytes, as in the trainer image).",
+    )
+    weight_decay: Annotated[float, Field(ge=0, le=10)] = Field(default=0.1, description="AdamW weight decay.")
+    max_grad_norm: Annotated[float, Field(gt=0, le=1000)] = Field(default=1.0, description="Gradient clipping norm.")
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = Field(default=42, description="Random seed.")
+    gradient_checkpointing: bool = Field(
+        default=True, description="Recompute activations in the backward pass: much less memory, ~30 % slower."
+    )
+    packing: bool = Field(
+        default=False, description="Pack several short rows into one sequence of maxLength (needs flash attention)."
+    )
+    dtype: Dtype = Field(
+        default=Dtype.AUTO, description="Training dtype. auto: bfloat16 on GPUs that support it, float32 on CPU."
+    )
+    logging_steps: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=5, description="Log loss, learning rate and speed every N steps (what status.progress shows)."
+    )
+
+
+class ResourcesSpec(PodResources):
+    """How many nodes and GPUs the job uses, and what each pod gets."""
+
+    nodes: Annotated[int, Field(ge=1, le=512)] = Field(default=1, description="Training pods (one per node).")
+    gpus_per_node: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1, description="GPUs per pod; one training process runs per GPU."
+    )
+    gpu_memory: Annotated[str, Field(max_length=16, pattern=r"^[0-9]+(\.[0-9]+)?Gi$")] | None = Field(
+        default=None,
+        description="Memory of one GPU (e.g. 80Gi) for the capacity plan. Defaults to the operator's setting.",
+    )
+
+
+class DistributedSpec(ApiModel):
+    """Multi-GPU strategy."""
+
+    deepspeed: DeepSpeed = Field(
+        default=DeepSpeed.AUTO,
+        description="DeepSpeed ZeRO preset. auto lets the planner choose the cheapest stage that fits.",
+    )
+    master_port: Annotated[int, Field(ge=1024, le=65535)] = Field(
+        default=29500, description="Rendezvous port on rank 0."
+    )
+
+
+class CheckpointingSpec(ApiModel):
+    """Checkpoints and resume."""
+
+    save_steps: Annotated[int, Field(ge=1, le=10_000_000)] = Field(default=500, description="Save every N steps.")
+    keep_last: Annotated[int, Field(ge=1, le=1000)] = Field(default=2, description="Checkpoints kept on disk.")
+    resume: ResumePolicy = Field(
+        default=ResumePolicy.AUTO,
+        description="auto: a restarted attempt continues from the newest complete checkpoint. never: start over.",
+    )
+
+
+class OutputSpec(VolumeLocation):
+    """Where checkpoints, the adapter and the merged model are written."""
+
+    merge: bool = Field(
+        default=False, description="After LoRA/QLoRA training, merge the adapter into the base model (swift export)."
+    )
+
+
+class CacheSpec(VolumeLocation):
+    """A claim shared by jobs for downloaded models and datasets (download once)."""
+
+
+class SecretsSpec(ApiModel):
+    """Credentials, always by reference to a Secret."""
+
+    hub_token: SecretKeyRef | None = Field(
+        default=None, description="Hub access token (HF_TOKEN / MODELSCOPE_API_TOKEN) for gated models and datasets."
+    )
+
+
+class SchedulingSpec(ApiModel):
+    """Queueing and scheduling."""
+
+    queue_name: LabelName | None = Field(
+        default=None,
+        description="Kueue LocalQueue. The Job is created suspended and starts when Kueue admits it.",
+    )
+    scheduler_name: Str253 | None = Field(default=None, description="Pod schedulerName (e.g. a gang scheduler).")
+
+
+class FailurePolicy(ApiModel):
+    """Automatic restarts after retryable failures (node lost, preemption, NCCL/rendezvous timeouts)."""
+
+    max_restarts: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=3, description="Attempts after the first one. Each resumes from the newest checkpoint."
+    )
+    backoff_seconds: Annotated[int, Field(ge=0, le=86_400)] = Field(
+        default=30, description="Delay before the first restart; doubled for each further one (capped at 1 h)."
+    )
+
+
+class ServeTemplateSpec(ModelServeSpec):
+    """A ModelServe spec whose model defaults to this job's output."""
+
+    model: ServedModel | None = Field(  # type: ignore[assignment]
+        default=None, description="Defaults to this job's merged model, or its base model plus its adapter."
+    )
+
+
+class ServeTemplate(ApiModel):
+    """A ModelServe created automatically when the job succeeds."""
+
+    name: ResourceName | None = Field(default=None, description="Name of the ModelServe. Defaults to the job's name.")
+    spec: ServeTemplateSpec = Field(
+        default_factory=ServeTemplateSpec, description="ModelServe spec; the model defaults to this job's output."
+    )
+
+
+def _unchanged(field: str) -> CelRule:
+    """Transition rule: an optional spec field may not be added, removed or changed after creation."""
+    return CelRule(
+        f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})",
+        f"spec.{field} cannot change after the job is created; create a new FineTuneJob instead",
+        f".{field}",
+    )
+
+
+class FineTuneJobSpec(ApiModel):
+    """Desired state of a FineTuneJob."""
+
+    cel_rules = (
+        CelRule(
+            "!has(self.quantization) || self.method == 'qlora'",
+            "quantization applies only to method qlora: set method: qlora or remove quantization",
+            ".quantization",
+        ),
+        CelRule(
+            "!has(self.lora) || self.method != 'full'",
+            "lora settings do not apply to method full: remove lora or use method lora/qlora",
+            ".lora",
+        ),
+        CelRule(
+            "!has(self.output) || !self.output.merge || self.method != 'full'",
+            "output.merge merges a LoRA adapter; a full fine-tune already writes the whole model",
+            ".output.merge",
+        ),
+        CelRule(
+            "self.distributed.deepspeed == 'auto' || self.distributed.deepspeed == 'none' || "
+            "self.resources.nodes * self.resources.gpusPerNode > 1 || self.distributed.deepspeed.endsWith('_offload')",
+            "a DeepSpeed ZeRO stage without offload needs more than one GPU; use auto, none or an _offload preset",
+            ".distributed.deepspeed",
+        ),
+        *(_unchanged(f) for f in ("model", "method", "lora", "quantization", "datasets", "validation",
+                                   "hyperparameters", "output")),
+    )
+
+    model: ModelSpec = Field(description="The base model.")
+    method: Method = Field(default=Method.LORA, description="lora, qlora (4/8-bit base + LoRA) or full.")
+    lora: LoraSpec | None = Field(default=None, description="LoRA shape; defaults apply when omitted.")
+    quantization: QuantizationSpec | None = Field(
+        default=None, description="Base-weight quantization for qlora; defaults (nf4, double quant) apply when omitted."
+    )
+    datasets: Annotated[list[DatasetSpec], Field(min_length=1, max_length=32)] = Field(
+        description="Training datasets, mixed in order."
+    )
+    validation: ValidationSpec | None = Field(default=None, description="Evaluation data.")
+    hyperparameters: Hyperparameters = Field(description="Training hyperparameters.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Nodes, GPUs and pod resources.")
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec, description="DeepSpeed strategy.")
+    performance: Performance = Field(
+        default=Performance.AUTO,
+        description="auto: enable speed-ups known to be safe for the method and hardware (recorded in status). "
+        "none: run ms-swift's defaults.",
+    )
+    checkpointing: CheckpointingSpec = Field(default_factory=CheckpointingSpec, description="Checkpoints and resume.")
+    output: OutputSpec | None = Field(
+        default=None, description="Claim for checkpoints and results. Required on a cluster; local mode uses a directory."
+    )
+    cache: CacheSpec | None = Field(default=None, description="Claim for the shared model and dataset cache.")
+    secrets: SecretsSpec | None = Field(default=None, description="Credentials by Secret reference.")
+    scheduling: SchedulingSpec | None = Field(default=None, description="Kueue queue and scheduler.")
+    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy, description="Automatic restarts.")
+    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Fail the job when it has run this long in total, restarts included."
+    )
+    suspend: bool = Field(
+        default=False,
+        description="true stops the running attempt (outputs and checkpoints are kept); false resumes from the "
+        "newest checkpoint.",
+    )
+    serve: ServeTemplate | None = Field(default=None, description="Serve the result automatically on success.")
+    extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] | None = Field(
+        default=None, description="Extra `swift sft` arguments, appended last, passed as an argv list (no shell)."
+    )
+
+
+class Progress(ApiModel):
+    """Training progress reported by the rank-0 launcher."""
+
+    step: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Optimizer steps done.")
+    total_steps: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Optimizer steps in the run.")
+    percent: Annotated[float, Field(ge=0, le=100)] | None = Field(default=None, description="step / totalSteps.")
+    summary: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="Short form for kubectl get, e.g. 120/400 (30%)."
+    )
+    epoch: Annotated[float, Field(ge=0)] | None = Field(default=None, description="Fractional epoch.")
+    loss: float | None = Field(default=None, description="Latest training loss.")
+    eval_loss: float | None = Field(default=None, description="Latest evaluation loss.")
+    learning_rate: float | None = Field(default=None, description="Current learning rate.")
+    tokens_per_second: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Training throughput over all GPUs."
+    )
+    eta: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="Estimated time remaining.")
+    updated_at: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="When it was read.")
+
+
+class PlanStatus(ApiModel):
+    """The capacity plan computed before any GPU was requested."""
+
+    fits: bool | None = Field(default=None, description="Whether the job fits the GPUs it asks for.")
+    gpu_memory_gi_b_per_gpu: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, alias="gpuMemoryGiBPerGpu", description="Estimated peak memory per GPU, GiB."
+    )
+    host_memory_gi_b_per_node: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, alias="hostMemoryGiBPerNode", description="Estimated host RAM per node, GiB."
+    )
+    deepspeed: DeepSpeed | None = Field(default=None, description="The DeepSpeed preset chosen.")
+    gradient_accumulation: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Resolved gradient accumulation."
+    )
+    performance: Annotated[list[Str253], Field(max_length=32)] | None = Field(
+        default=None, description="Speed-up switches applied (performance: auto)."
+    )
+    notes: Annotated[list[Str1k], Field(max_length=32)] | None = Field(
+        default=None, description="Why, and what would change the verdict."
+    )
+
+
+class Outputs(ApiModel):
+    """What the job produced (paths as pvc://claim/path)."""
+
+    output_dir: Str1k | None = Field(default=None, description="The run directory with checkpoints and logs.")
+    adapter: Str1k | None = Field(default=None, description="The trained LoRA adapter (last checkpoint).")
+    merged_model: Str1k | None = Field(default=None, description="The adapter merged into the base model.")
+    model: Str1k | None = Field(default=None, description="The full fine-tuned model (method full).")
+
+
+class FineTuneJobStatus(ApiModel):
+    """Observed state of a FineTuneJob."""
+
+    phase: JobPhase | None = Field(
+        default=None, description="Pending, Queued, Starting, Running, Restarting, Succeeded, Failed or Suspended."
+    )
+    conditions: Annotated[list[Condition], Field(max_length=16)] | None = Field(
+        default=None, description="Validated, Admitted, Running, Succeeded, Failed, Suspended."
+    )
+    observed_generation: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="metadata.generation last acted on."
+    )
+    gpus: Annotated[int, Field(ge=0)] | None = Field(default=None, description="GPUs requested: nodes x gpusPerNode.")
+    attempt: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Current attempt (1 = first).")
+    restarts: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Automatic restarts so far.")
+    progress: Progress | None = Field(default=None, description="Training progress.")
+    plan: PlanStatus | None = Field(default=None, description="Capacity plan.")
+    latest_checkpoint: Str1k | None = Field(default=None, description="Newest complete checkpoint.")
+    outputs: Outputs | None = Field(default=None, description="Results.")
+    serve_name: ResourceName | None = Field(default=None, description="ModelServe created from spec.serve.")
+    start_time: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="First attempt start.")
+    completion_time: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="When the job succeeded or failed."
+    )

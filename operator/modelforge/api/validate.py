@@ -1,0 +1,144 @@
+"""Validate FineTuneJob / ModelServe documents: types and bounds (pydantic), then the CRD's CEL rules.
+
+Every problem carries the dotted field path the API server would name, e.g.
+`spec.hyperparameters.maxSteps`, and a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .base import API_VERSION, DNS_SUBDOMAIN
+from .cel import Problem, check_rules, join_path
+from .crd import RESOURCES_BY_KIND, Resource, openapi_schema
+
+__all__ = ["Problem", "SpecError", "parse_resource", "validate_document"]
+
+
+class SpecError(ValueError):
+    """A document that is not a valid FineTuneJob / ModelServe; `problems` lists every reason."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A validated document: its kind, metadata and typed spec."""
+
+    resource: Resource
+    name: str
+    namespace: str | None
+    spec: Any
+    raw: dict[str, Any]
+
+
+@cache
+def _schema(kind: str) -> dict[str, Any]:
+    return openapi_schema(RESOURCES_BY_KIND[kind])
+
+
+def _header_problems(doc: Any) -> list[Problem]:
+    if not isinstance(doc, dict):
+        return [Problem("", f"expected a mapping (a Kubernetes object), got {type(doc).__name__}")]
+    problems = []
+    if doc.get("apiVersion") != API_VERSION:
+        problems.append(Problem("apiVersion", f"must be {API_VERSION}, got {doc.get('apiVersion')!r}"))
+    if doc.get("kind") not in RESOURCES_BY_KIND:
+        kinds = ", ".join(RESOURCES_BY_KIND)
+        problems.append(Problem("kind", f"must be one of {kinds}, got {doc.get('kind')!r}"))
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        problems.append(Problem("metadata.name", "required: give the resource a name"))
+    elif len(name) > 253 or not re.match(DNS_SUBDOMAIN, name):
+        problems.append(
+            Problem("metadata.name", f"{name!r} is not a valid name: lowercase letters, digits, '-' and '.'")
+        )
+    if "spec" not in doc:
+        problems.append(Problem("spec", "required: the object has no spec"))
+    elif not isinstance(doc["spec"], dict):
+        problems.append(Problem("spec", "must be a mapping"))
+    return problems
+
+
+def _schema_path(schema: dict[str, Any], loc: tuple[str | int, ...], unknown_field: bool = False) -> str:
+    """A pydantic error location as the API server's field path, dropping pydantic's union tags."""
+    path, node = "spec", schema
+    for part in loc:
+        if isinstance(part, int) and "items" in node:
+            path, node = join_path(path, part), node["items"]
+        elif isinstance(part, str) and part in node.get("properties", {}):
+            path, node = join_path(path, part), node["properties"][part]
+        elif isinstance(part, str) and isinstance(node.get("additionalProperties"), dict):
+            path, node = join_path(path, part), node["additionalProperties"]
+    if unknown_field and loc and isinstance(loc[-1], str):
+        path = join_path(path, loc[-1])
+    return path
+
+
+def _humanize(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field: check the spelling (fields are camelCase, see docs/api.md)"
+    if kind == "missing":
+        return "required field is missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _parse_spec(
+    model: type[BaseModel], spec: dict[str, Any], schema: dict[str, Any]
+) -> tuple[Any, list[Problem]]:
+    """The typed spec (strict, as the API server types it), or the problems that stop it."""
+    try:
+        return model.model_validate_json(json.dumps(spec, default=str), strict=True), []
+    except ValidationError as exc:
+        by_path: dict[str, list[str]] = {}
+        for error in exc.errors():
+            path = _schema_path(schema, error["loc"], unknown_field=error["type"] == "extra_forbidden")
+            messages = by_path.setdefault(path, [])
+            text = _humanize(error)  # type: ignore[arg-type]
+            if text not in messages:
+                messages.append(text)
+        return None, [Problem(path, " or ".join(messages)) for path, messages in by_path.items()]
+
+
+def _check(doc: Any, old: dict[str, Any] | None) -> tuple[Any, list[Problem]]:
+    problems = _header_problems(doc)
+    if problems:
+        return None, problems
+    resource = RESOURCES_BY_KIND[doc["kind"]]
+    spec_schema = _schema(resource.kind)["properties"]["spec"]
+    spec, problems = _parse_spec(resource.spec, doc["spec"], spec_schema)
+    if problems:
+        return None, sorted(problems)
+    # Rules run on the defaulted object, as the API server applies defaults before validating.
+    kwargs: dict[str, Any] = {}
+    if old is not None:
+        old_spec, _ = _parse_spec(resource.spec, old.get("spec", {}), spec_schema)
+        if old_spec is not None:
+            kwargs["old"] = old_spec.to_wire()
+    problems = sorted(check_rules(spec_schema, spec.to_wire(), "spec", **kwargs))
+    return (None if problems else spec), problems
+
+
+def validate_document(doc: Any, old: dict[str, Any] | None = None) -> list[Problem]:
+    """Every problem in one document; `old` (the stored object) enables the immutability rules."""
+    return _check(doc, old)[1]
+
+
+def parse_resource(doc: Any) -> Parsed:
+    """The typed form of a valid document, or SpecError listing every problem."""
+    spec, problems = _check(doc, None)
+    if problems:
+        raise SpecError(problems)
+    meta = doc["metadata"]
+    return Parsed(RESOURCES_BY_KIND[doc["kind"]], meta["name"], meta.get("namespace"), spec, doc)
