@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import ApiModel, FreeObject, LabelName, Quantity, ResourceName, Str63, Str253, Str1k, StringMap
+from .base import ApiModel, FreeObject, LabelName, Quantity, ResourceName, Str1k, Str63, Str253, StringMap
 
 
 class Hub(StrEnum):
@@ -67,7 +67,8 @@ class PodResources(ApiModel):
     affinity: FreeObject | None = Field(default=None, description="Pod affinity (Kubernetes core/v1 Affinity).")
     priority_class_name: ResourceName | None = Field(default=None, description="PriorityClass of the pods.")
     image: Str1k | None = Field(
-        default=None, description="Container image override. Defaults to the image configured in the operator."
+        default=None,
+        description="Container image override. Defaults to the image configured in the operator.",
     )
 
 

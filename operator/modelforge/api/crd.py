@@ -84,7 +84,10 @@ def openapi_schema(resource: Resource) -> dict[str, Any]:
             "kind": {"type": "string", "description": resource.kind},
             "metadata": {"type": "object"},
             "spec": spec,
-            "status": {**status, "description": f"Observed state of the {resource.kind}, written by the operator."},
+            "status": {
+                **status,
+                "description": f"Observed state of the {resource.kind}, written by the operator.",
+            },
         },
     }
 

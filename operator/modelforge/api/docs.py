@@ -66,7 +66,12 @@ def resource_section(resource: Resource) -> str:
             _rows(sub, f"{part}.{name}", name in node.get("required", ()), rows, rules)
         for rule in node.get("x-kubernetes-validations", ()):
             rules.append((part + rule.get("fieldPath", ""), rule["message"]))
-        lines += [f"### {resource.kind}.{part}", "", "| Field | Type | Default | Description |", "|---|---|---|---|"]
+        lines += [
+            f"### {resource.kind}.{part}",
+            "",
+            "| Field | Type | Default | Description |",
+            "|---|---|---|---|",
+        ]
         lines += rows
         lines.append("")
         if rules:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import ApiModel, CelRule, LabelName, ResourceName, Str63, Str253, Str1k
+from .base import ApiModel, CelRule, LabelName, ResourceName, Str1k, Str63, Str253
 from .common import Condition, Dtype, Hub, PodResources, SecretKeyRef, VolumeLocation
 from .modelserve import ModelServeSpec, ServedModel
 
@@ -95,7 +95,8 @@ class ModelSpec(ApiModel):
         description="ms-swift model_type (e.g. qwen3) when it cannot be inferred from the source, as for local paths.",
     )
     template: Str63 | None = Field(
-        default=None, description="ms-swift chat template (e.g. qwen3) when it cannot be inferred from the source."
+        default=None,
+        description="ms-swift chat template (e.g. qwen3) when it cannot be inferred from the source.",
     )
 
 
@@ -116,10 +117,10 @@ class QuantizationSpec(ApiModel):
 
     bits: Annotated[int, Field(ge=4, le=8, multiple_of=4)] = Field(default=4, description="4 or 8 bits.")
     type: QuantType = Field(default=QuantType.NF4, description="4-bit data type: nf4 or fp4.")
-    double_quant: bool = Field(default=True, description="Quantize the quantization constants too (saves ~0.4 bit/param).")
-    compute_dtype: Dtype = Field(
-        default=Dtype.BFLOAT16, description="Dtype the dequantized weights are computed in."
+    double_quant: bool = Field(
+        default=True, description="Quantize the quantization constants too (saves ~0.4 bit/param)."
     )
+    compute_dtype: Dtype = Field(default=Dtype.BFLOAT16, description="Dtype the dequantized weights are computed in.")
 
 
 class DatasetSpec(ApiModel):
@@ -200,7 +201,8 @@ class Hyperparameters(ApiModel):
         default=1, description="Micro-batch size on each GPU."
     )
     gradient_accumulation: Annotated[int, Field(ge=1, le=4096)] | None = Field(
-        default=None, description="Micro-batches per optimizer step. Default 1, or derived from globalBatchSize."
+        default=None,
+        description="Micro-batches per optimizer step. Default 1, or derived from globalBatchSize.",
     )
     global_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
         default=None,
@@ -223,13 +225,16 @@ class Hyperparameters(ApiModel):
     max_grad_norm: Annotated[float, Field(gt=0, le=1000)] = Field(default=1.0, description="Gradient clipping norm.")
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = Field(default=42, description="Random seed.")
     gradient_checkpointing: bool = Field(
-        default=True, description="Recompute activations in the backward pass: much less memory, ~30 % slower."
+        default=True,
+        description="Recompute activations in the backward pass: much less memory, ~30 % slower.",
     )
     packing: bool = Field(
-        default=False, description="Pack several short rows into one sequence of maxLength (needs flash attention)."
+        default=False,
+        description="Pack several short rows into one sequence of maxLength (needs flash attention).",
     )
     dtype: Dtype = Field(
-        default=Dtype.AUTO, description="Training dtype. auto: bfloat16 on GPUs that support it, float32 on CPU."
+        default=Dtype.AUTO,
+        description="Training dtype. auto: bfloat16 on GPUs that support it, float32 on CPU.",
     )
     logging_steps: Annotated[int, Field(ge=1, le=100_000)] = Field(
         default=5, description="Log loss, learning rate and speed every N steps (what status.progress shows)."
@@ -276,7 +281,8 @@ class OutputSpec(VolumeLocation):
     """Where checkpoints, the adapter and the merged model are written."""
 
     merge: bool = Field(
-        default=False, description="After LoRA/QLoRA training, merge the adapter into the base model (swift export)."
+        default=False,
+        description="After LoRA/QLoRA training, merge the adapter into the base model (swift export).",
     )
 
 
@@ -288,7 +294,8 @@ class SecretsSpec(ApiModel):
     """Credentials, always by reference to a Secret."""
 
     hub_token: SecretKeyRef | None = Field(
-        default=None, description="Hub access token (HF_TOKEN / MODELSCOPE_API_TOKEN) for gated models and datasets."
+        default=None,
+        description="Hub access token (HF_TOKEN / MODELSCOPE_API_TOKEN) for gated models and datasets.",
     )
 
 
@@ -309,7 +316,8 @@ class FailurePolicy(ApiModel):
         default=3, description="Attempts after the first one. Each resumes from the newest checkpoint."
     )
     backoff_seconds: Annotated[int, Field(ge=0, le=86_400)] = Field(
-        default=30, description="Delay before the first restart; doubled for each further one (capped at 1 h)."
+        default=30,
+        description="Delay before the first restart; doubled for each further one (capped at 1 h).",
     )
 
 
@@ -326,7 +334,8 @@ class ServeTemplate(ApiModel):
 
     name: ResourceName | None = Field(default=None, description="Name of the ModelServe. Defaults to the job's name.")
     spec: ServeTemplateSpec = Field(
-        default_factory=ServeTemplateSpec, description="ModelServe spec; the model defaults to this job's output."
+        default_factory=ServeTemplateSpec,
+        description="ModelServe spec; the model defaults to this job's output.",
     )
 
 
@@ -364,15 +373,27 @@ class FineTuneJobSpec(ApiModel):
             "a DeepSpeed ZeRO stage without offload needs more than one GPU; use auto, none or an _offload preset",
             ".distributed.deepspeed",
         ),
-        *(_unchanged(f) for f in ("model", "method", "lora", "quantization", "datasets", "validation",
-                                   "hyperparameters", "output")),
+        *(
+            _unchanged(f)
+            for f in (
+                "model",
+                "method",
+                "lora",
+                "quantization",
+                "datasets",
+                "validation",
+                "hyperparameters",
+                "output",
+            )
+        ),
     )
 
     model: ModelSpec = Field(description="The base model.")
     method: Method = Field(default=Method.LORA, description="lora, qlora (4/8-bit base + LoRA) or full.")
     lora: LoraSpec | None = Field(default=None, description="LoRA shape; defaults apply when omitted.")
     quantization: QuantizationSpec | None = Field(
-        default=None, description="Base-weight quantization for qlora; defaults (nf4, double quant) apply when omitted."
+        default=None,
+        description="Base-weight quantization for qlora; defaults (nf4, double quant) apply when omitted.",
     )
     datasets: Annotated[list[DatasetSpec], Field(min_length=1, max_length=32)] = Field(
         description="Training datasets, mixed in order."
@@ -388,7 +409,8 @@ class FineTuneJobSpec(ApiModel):
     )
     checkpointing: CheckpointingSpec = Field(default_factory=CheckpointingSpec, description="Checkpoints and resume.")
     output: OutputSpec | None = Field(
-        default=None, description="Claim for checkpoints and results. Required on a cluster; local mode uses a directory."
+        default=None,
+        description="Claim for checkpoints and results. Required on a cluster; local mode uses a directory.",
     )
     cache: CacheSpec | None = Field(default=None, description="Claim for the shared model and dataset cache.")
     secrets: SecretsSpec | None = Field(default=None, description="Credentials by Secret reference.")
@@ -404,7 +426,8 @@ class FineTuneJobSpec(ApiModel):
     )
     serve: ServeTemplate | None = Field(default=None, description="Serve the result automatically on success.")
     extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] | None = Field(
-        default=None, description="Extra `swift sft` arguments, appended last, passed as an argv list (no shell)."
+        default=None,
+        description="Extra `swift sft` arguments, appended last, passed as an argv list (no shell).",
     )
 
 
@@ -463,7 +486,8 @@ class FineTuneJobStatus(ApiModel):
     """Observed state of a FineTuneJob."""
 
     phase: JobPhase | None = Field(
-        default=None, description="Pending, Queued, Starting, Running, Restarting, Succeeded, Failed or Suspended."
+        default=None,
+        description="Pending, Queued, Starting, Running, Restarting, Succeeded, Failed or Suspended.",
     )
     conditions: Annotated[list[Condition], Field(max_length=16)] | None = Field(
         default=None, description="Validated, Admitted, Running, Succeeded, Failed, Suspended."

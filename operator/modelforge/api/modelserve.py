@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import ApiModel, CelRule, LabelName, ResourceName, Str253, Str1k, Str4k
+from .base import ApiModel, CelRule, LabelName, ResourceName, Str1k, Str4k, Str253
 from .common import Condition, Dtype, Hub, PodResources, SecretKeyRef
 
 MODEL_SOURCE_DESCRIPTION = (
@@ -68,7 +68,8 @@ class Adapter(ApiModel):
     name: LabelName = Field(description="Model name clients use in the `model` field of a request.")
     source: Str1k | None = Field(default=None, description="Adapter directory: pvc://claim/path or a hub id.")
     from_fine_tune_job: ResourceName | None = Field(
-        default=None, description="Name of a LoRA/QLoRA FineTuneJob in this namespace whose adapter is served."
+        default=None,
+        description="Name of a LoRA/QLoRA FineTuneJob in this namespace whose adapter is served.",
     )
 
 
@@ -136,7 +137,8 @@ class ModelServeSpec(ApiModel):
     )
     enable_prefix_caching: bool = Field(default=True, description="Reuse the KV cache of shared prompt prefixes.")
     max_lora_rank: Annotated[int, Field(ge=1, le=1024)] | None = Field(
-        default=None, description="Largest LoRA rank to serve (vLLM --max-lora-rank). Defaults to 64 with adapters."
+        default=None,
+        description="Largest LoRA rank to serve (vLLM --max-lora-rank). Defaults to 64 with adapters.",
     )
     max_loras: Annotated[int, Field(ge=1, le=256)] | None = Field(
         default=None, description="Adapters resident on the GPU at once (vLLM --max-loras)."
@@ -147,7 +149,8 @@ class ModelServeSpec(ApiModel):
         "`modelforge chat` does).",
     )
     api_key_secret_ref: SecretKeyRef | None = Field(
-        default=None, description="Secret key holding the API key clients must send as `Authorization: Bearer`."
+        default=None,
+        description="Secret key holding the API key clients must send as `Authorization: Bearer`.",
     )
     resources: ServeResources = Field(default_factory=ServeResources, description="Per-replica resources.")
     service: ServiceSpec = Field(default_factory=ServiceSpec, description="How the endpoint is exposed.")
@@ -172,4 +175,3 @@ class ModelServeStatus(ApiModel):
         default=None, description="Model names the engine reports on /v1/models."
     )
     model_path: Str1k | None = Field(default=None, description="The resolved base model the engine loads.")
-

@@ -94,12 +94,12 @@ def _humanize(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
-def _parse_spec(
-    model: type[BaseModel], spec: dict[str, Any], schema: dict[str, Any]
-) -> tuple[Any, list[Problem]]:
+def _parse_spec(model: type[BaseModel], spec: dict[str, Any], schema: dict[str, Any]) -> tuple[Any, list[Problem]]:
     """The typed spec (strict, as the API server types it), or the problems that stop it."""
     try:
-        return model.model_validate_json(json.dumps(spec, default=str), strict=True), []
+        # Only camelCase names: the API server knows nothing of the Python field names.
+        text = json.dumps(spec, default=str)
+        return model.model_validate_json(text, strict=True, by_alias=True, by_name=False), []
     except ValidationError as exc:
         by_path: dict[str, list[str]] = {}
         for error in exc.errors():

@@ -1,0 +1,40 @@
+# ModelForge developer commands. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-fast lint generate demo clean
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned (CPU wheel here; the trainer image brings a CUDA build), then everything else.
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,train]"
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv with modelforge, ms-swift (train) and the dev tools
+
+test: setup ## run the whole test suite (unit, operator, integration with real ms-swift and helm)
+	$(PY) -m pytest
+
+test-fast: setup ## unit tests only
+	$(PY) -m pytest tests/unit -q
+
+lint: setup ## ruff, mypy and the generated-files drift check
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/modelforge crds --check
+
+generate: setup ## regenerate CRDs, the chart's CRDs and docs/api.md from operator/modelforge/api
+	$(VENV)/bin/modelforge crds
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
