@@ -57,6 +57,104 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def cmd_validate_data(args: argparse.Namespace) -> int:
+    from .launcher.dataset import check_file, is_local_source, tokenizer_counter
+
+    counter = tokenizer_counter(args.model) if args.model else None
+    if args.max_length and not args.model:
+        print("note: --max-length needs --model PATH (its tokenizer) to count tokens; lengths not checked")
+    failed = 0
+    for source in args.files:
+        if not is_local_source(source):
+            print(f"{source}: hub dataset, passed through to ms-swift (not checked here)")
+            continue
+        report = check_file(Path(source), fmt=args.format, max_length=args.max_length, count_tokens=counter)
+        for line in report.render():
+            print(line)
+        failed += not report.ok
+    if failed:
+        print(f"{failed} dataset file(s) unusable: fix the rows above before training", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .api.validate import SpecError
+    from .launcher.local import run_local
+
+    try:
+        outcome = run_local(Path(args.spec), output=args.output and Path(args.output), name=args.name,
+                            dry_run=args.dry_run)  # fmt: skip
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(f"{args.spec}: {problem}", file=sys.stderr)
+        return 1
+    return outcome.process_exit_code
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from .launcher.entrypoint import launch_in_pod
+
+    return launch_in_pod(Path(args.config), Path(args.termination_log)).process_exit_code
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from .testing import build_tiny_model, write_chat_dataset
+
+    path = build_tiny_model(Path(args.path))
+    print(f"wrote a tiny random Qwen3 model and tokenizer to {path}")
+    if args.dataset:
+        print(f"wrote {args.rows} chat rows to {write_chat_dataset(Path(args.dataset), args.rows)}")
+    return 0
+
+
+def _local_target(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .launcher.infer import LocalModel
+
+    if not args.model and not args.adapter:
+        raise SystemExit("give --model PATH (a model directory) and/or --adapter PATH (a LoRA checkpoint)")
+    return LocalModel(args.model, args.adapter, args.model_type, args.template)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from .launcher.infer import InferenceError, QuestionFileError, infer_local, load_questions
+
+    try:
+        rows = load_questions(Path(args.questions), args.system)
+        answers = infer_local(_local_target(args), rows, Path(args.output), max_new_tokens=args.max_new_tokens)
+    except (QuestionFileError, InferenceError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"wrote {len(answers)} answer(s) to {args.output}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .launcher.infer import InferenceError, infer_local, load_questions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        question = Path(tmp) / "q.txt"
+        question.write_text(args.prompt.replace("\n", " ") + "\n")
+        rows = load_questions(question, args.system)
+        try:
+            (answer,) = infer_local(_local_target(args), rows, Path(tmp) / "a.jsonl", max_new_tokens=args.max_new_tokens)
+        except InferenceError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    print(answer["response"])
+    return 0
+
+
+def _add_local_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model directory (a base or merged model)")
+    p.add_argument("--adapter", help="LoRA checkpoint directory (its base model is read from its args.json)")
+    p.add_argument("--model-type", help="ms-swift model_type for a local model (e.g. qwen3)")
+    p.add_argument("--template", help="ms-swift template for a local model (e.g. qwen3)")
+    p.add_argument("--system", help="system prompt added to every question")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelforge",
@@ -73,6 +171,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate FineTuneJob/ModelServe YAML files as kubectl apply would")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("validate-data", help="check every row of local dataset files before training")
+    p.add_argument("files", nargs="+", metavar="FILE", help="JSONL or JSON-array files (hub ids are skipped)")
+    p.add_argument("--format", default="auto", choices=["auto", "messages", "sharegpt", "alpaca", "query-response",
+                                                         "text"])  # fmt: skip
+    p.add_argument("--max-length", type=int, help="count rows longer than this many tokens (needs --model)")
+    p.add_argument("--model", help="model directory whose tokenizer counts tokens")
+    p.set_defaults(handler=cmd_validate_data)
+
+    p = sub.add_parser("run", help="run a FineTuneJob spec on this machine (pre-flight, train, merge)")
+    p.add_argument("spec", metavar="SPEC.yaml")
+    p.add_argument("--output", help="output directory (default: ./modelforge-output/<name>)")
+    p.add_argument("--name", help="which FineTuneJob, when the file has several")
+    p.add_argument("--dry-run", action="store_true", help="pre-flight and print the swift command; do not train")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("launch", help="the training pod's entrypoint (reads the job ConfigMap and pod env)")
+    p.add_argument("--config", default="/etc/modelforge/job.json")
+    p.add_argument("--termination-log", default="/dev/termination-log")
+    p.set_defaults(handler=cmd_launch)
+
+    p = sub.add_parser("tiny-model", help="build a tiny random Qwen3 model + tokenizer locally (no hub)")
+    p.add_argument("path")
+    p.add_argument("--dataset", help="also write a chat dataset (JSONL, messages format) here")
+    p.add_argument("--rows", type=int, default=64)
+    p.set_defaults(handler=cmd_tiny_model)
+
+    p = sub.add_parser("infer", help="answer every question in a file with a local model")
+    _add_local_model_args(p)
+    p.add_argument("--questions", required=True, help=".txt (one per line) or JSONL with messages/query")
+    p.add_argument("--output", required=True, help="results.jsonl")
+    p.set_defaults(handler=cmd_infer)
+
+    p = sub.add_parser("chat", help="ask a local model one question")
+    _add_local_model_args(p)
+    p.add_argument("prompt")
+    p.set_defaults(handler=cmd_chat)
     return parser
 
 

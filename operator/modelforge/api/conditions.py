@@ -63,7 +63,17 @@ class Reason(StrEnum):
     CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
 
 
-# Launcher reasons after which a fresh attempt (resuming from the newest checkpoint) can succeed.
+# Reasons after which a fresh attempt (resuming from the newest checkpoint) can succeed. Unknown is
+# included on purpose: infrastructure failures often leave no recognisable line, and maxRestarts bounds
+# the cost. Data, config and out-of-memory failures repeat with the same spec, so they are not retried.
 RETRYABLE_REASONS = frozenset(
-    {Reason.RENDEZVOUS, Reason.NCCL, Reason.INTERRUPTED, Reason.NODE_LOST, Reason.EVICTED, Reason.PREEMPTED}
+    {
+        Reason.RENDEZVOUS,
+        Reason.NCCL,
+        Reason.INTERRUPTED,
+        Reason.NODE_LOST,
+        Reason.EVICTED,
+        Reason.PREEMPTED,
+        Reason.UNKNOWN,
+    }
 )

@@ -1,0 +1,93 @@
+"""The distributed contract between the pod (or the local machine) and ms-swift.
+
+The renderer sets MODELFORGE_NNODES, MASTER_ADDR, MASTER_PORT and NPROC_PER_NODE on every pod; the
+Indexed Job sets JOB_COMPLETION_INDEX. ms-swift reads exactly NPROC_PER_NODE, NNODES, NODE_RANK,
+MASTER_ADDR and MASTER_PORT and starts torch.distributed.run itself (swift/cli/main.py), so a
+one-process run sets none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class EnvironmentError_(ValueError):
+    """The pod environment contradicts itself; the message says which variable."""
+
+
+@dataclass(frozen=True)
+class World:
+    nnodes: int
+    node_rank: int
+    nproc_per_node: int
+    master_addr: str | None
+    master_port: int
+
+    @property
+    def size(self) -> int:
+        return self.nnodes * self.nproc_per_node
+
+    @property
+    def is_rank0_node(self) -> bool:
+        return self.node_rank == 0
+
+    def describe(self) -> str:
+        where = f", rendezvous {self.master_addr}:{self.master_port}" if self.nnodes > 1 else ""
+        return (
+            f"world size {self.size} = {self.nnodes} node(s) x {self.nproc_per_node} process(es), "
+            f"this is node {self.node_rank}{where}"
+        )
+
+    def swift_env(self) -> dict[str, str]:
+        """The variables ms-swift reads; empty for a single process (no torchrun)."""
+        if self.size == 1:
+            return {}
+        env = {"NPROC_PER_NODE": str(self.nproc_per_node), "MASTER_PORT": str(self.master_port)}
+        if self.nnodes > 1:
+            env |= {"NNODES": str(self.nnodes), "NODE_RANK": str(self.node_rank), "MASTER_ADDR": str(self.master_addr)}
+        return env
+
+
+def _int(env: Mapping[str, str], key: str, default: int | None = None) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        if default is None:
+            raise EnvironmentError_(f"{key} is not set; the training pod must be created by the ModelForge operator")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise EnvironmentError_(f"{key}={raw!r} is not an integer") from None
+
+
+def pod_world(env: Mapping[str, str], visible_gpus: int) -> World:
+    """The world of a training pod, checked for consistency."""
+    nnodes = _int(env, "MODELFORGE_NNODES", 1)
+    node_rank = _int(env, "JOB_COMPLETION_INDEX", 0)
+    nproc = _int(env, "NPROC_PER_NODE", 1)
+    port = _int(env, "MASTER_PORT", 29500)
+    master = env.get("MASTER_ADDR")
+    if nnodes < 1 or nproc < 1:
+        raise EnvironmentError_(f"MODELFORGE_NNODES={nnodes} and NPROC_PER_NODE={nproc} must both be at least 1")
+    if not 0 <= node_rank < nnodes:
+        raise EnvironmentError_(f"JOB_COMPLETION_INDEX={node_rank} is outside 0..{nnodes - 1} (MODELFORGE_NNODES)")
+    if nnodes > 1 and not master:
+        raise EnvironmentError_("MASTER_ADDR is not set but MODELFORGE_NNODES > 1: ranks cannot find rank 0")
+    if visible_gpus and nproc > visible_gpus:
+        raise EnvironmentError_(
+            f"NPROC_PER_NODE={nproc} but only {visible_gpus} GPU(s) are visible in this pod: check the GPU request "
+            "(resources.gpuResourceName) and the device plugin"
+        )
+    return World(nnodes, node_rank, nproc, master, port)
+
+
+def local_world(requested_gpus: int, visible_gpus: int) -> tuple[World, str | None]:
+    """The world on this machine: as many processes as GPUs (requested, up to visible), or 1 on CPU."""
+    nproc = max(1, min(requested_gpus, visible_gpus))
+    note = None
+    if visible_gpus == 0:
+        note = f"no GPU visible: running 1 process on the CPU (the spec asks for {requested_gpus} GPU(s))"
+    elif requested_gpus > visible_gpus:
+        note = f"the spec asks for {requested_gpus} GPU(s) per node, this machine has {visible_gpus}: using {nproc}"
+    return World(1, 0, nproc, "127.0.0.1", 29500), note

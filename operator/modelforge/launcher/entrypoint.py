@@ -1,0 +1,46 @@
+"""`modelforge launch`: the training pod's entrypoint. Reads the job ConfigMap and the pod environment."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..api.finetunejob import FineTuneJobSpec
+from ..paths import JOB_CONFIG, OUTPUT_ROOT
+from .devices import visible_gpus
+from .distributed import EnvironmentError_, local_world, pod_world
+from .outcome import Outcome, failure, write_termination_message
+from .run import RunOptions, run_attempt
+
+DEFAULT_PROGRESS_PORT = 8090
+
+
+def launch_in_pod(config: Path = Path(JOB_CONFIG), termination_log: Path = Path("/dev/termination-log")) -> Outcome:
+    from ..api.conditions import Reason
+
+    env = dict(os.environ)
+    try:
+        job = json.loads(config.read_text())
+        spec = FineTuneJobSpec.model_validate(job["spec"])
+        world = pod_world(env, visible_gpus(env))
+    except (OSError, ValueError, KeyError, EnvironmentError_) as exc:
+        outcome = failure(Reason.CONFIG_ERROR, f"cannot start: {exc}")
+        write_termination_message(outcome, termination_log)
+        return outcome
+    gpus = visible_gpus(env)
+    options = RunOptions(
+        name=job["name"],
+        output_root=Path(env.get("MODELFORGE_OUTPUT_ROOT", OUTPUT_ROOT)),
+        world=world,
+        local=False,
+        env=env,
+        device="cuda" if gpus else "cpu",
+        termination_log=termination_log,
+        progress_port=int(env.get("MODELFORGE_PROGRESS_PORT", DEFAULT_PROGRESS_PORT)),
+        output_uri=job.get("outputUri"),
+    )
+    return run_attempt(spec, options)
+
+
+__all__ = ["DEFAULT_PROGRESS_PORT", "launch_in_pod", "local_world"]

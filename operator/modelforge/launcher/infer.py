@@ -1,0 +1,92 @@
+"""Batch inference over a question file and one-shot chat, on a local model, with the real `swift infer`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .dataset import RowError, detect_format, iter_rows
+from .supervise import supervise
+
+
+class QuestionFileError(ValueError):
+    """A question file that cannot be read; the message names file:line."""
+
+
+class InferenceError(RuntimeError):
+    """swift infer failed; the message carries the end of its output."""
+
+
+def load_questions(path: Path, system: str | None = None) -> list[dict]:
+    """Rows of {"messages": [...]} from a .txt file (one question per line) or JSONL/JSON rows with
+    `messages` (the assistant turn, if any, is dropped), `query`/`question`/`prompt`, or `text`."""
+    if not path.exists():
+        raise QuestionFileError(f"{path}: file not found")
+    rows = []
+    if path.suffix == ".txt":
+        lines = [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+        items = [(n, {"query": text}) for n, text in lines]
+    else:
+        items = list(iter_rows(path))
+    for line, item in items:
+        if isinstance(item, RowError) or not isinstance(item, dict):
+            raise QuestionFileError(f"{path}:{line}: {item if isinstance(item, RowError) else 'not a JSON object'}")
+        layout = detect_format(item) if "messages" in item else None
+        if layout:
+            messages = [m for m in item["messages"] if m.get("role") != "assistant"]
+        else:
+            query = next((item[k] for k in ("query", "question", "prompt", "text", "instruction") if k in item), None)
+            if not isinstance(query, str) or not query.strip():
+                raise QuestionFileError(f"{path}:{line}: no question (messages, query, question, prompt or text)")
+            messages = [{"role": "user", "content": query}]
+        if system and not any(m.get("role") == "system" for m in messages):
+            messages = [{"role": "system", "content": system}, *messages]
+        rows.append({"messages": messages})
+    if not rows:
+        raise QuestionFileError(f"{path}: no questions")
+    return rows
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    model: str | None = None
+    adapter: str | None = None
+    model_type: str | None = None
+    template: str | None = None
+
+    def args(self) -> list[str]:
+        args = []
+        if self.model:
+            args += ["--model", self.model]
+        if self.adapter:
+            args += ["--adapters", self.adapter]
+        if self.model_type:
+            args += ["--model_type", self.model_type]
+        if self.template:
+            args += ["--template", self.template]
+        return args
+
+
+def infer_local(target: LocalModel, rows: list[dict], output: Path, *, max_new_tokens: int = 256) -> list[dict]:
+    """Answer every row with `swift infer --infer_backend pt`; results (one JSON per line) go to `output`."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="modelforge-infer-") as tmp:
+        questions = Path(tmp) / "questions.jsonl"
+        questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        raw = Path(tmp) / "raw.jsonl"
+        argv = [sys.executable, "-m", "swift.cli.main", "infer", *target.args(), "--infer_backend", "pt",
+                "--val_dataset", str(questions), "--result_path", str(raw),
+                "--max_new_tokens", str(max_new_tokens), "--temperature", "0", "--stream", "false"]  # fmt: skip
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        finished = supervise(argv, env=env, sink=None)
+        if finished.returncode != 0 or not raw.exists():
+            tail = "".join(finished.tail[-10:])
+            raise InferenceError(f"swift infer failed (exit {finished.returncode}):\n{tail}")
+        results = [json.loads(line) for line in raw.read_text().splitlines() if line.strip()]
+    answers = [{"messages": row["messages"], "response": result.get("response")} for row, result in zip(rows, results)]
+    output.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
+    return answers

@@ -1,0 +1,113 @@
+"""`modelforge run SPEC.yaml`: the pod's code path on this machine, with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..api.validate import SpecError, parse_resource
+from ..specfile import load_documents
+from .devices import visible_gpus
+from .distributed import local_world
+from .outcome import Outcome
+from .progress import ProgressRecord
+from .run import RunOptions, run_attempt
+
+
+class ProgressBar:
+    """One line, redrawn in place on a terminal; a plain line every few seconds otherwise."""
+
+    def __init__(self, stream=sys.stderr, width: int = 30):  # type: ignore[no-untyped-def]
+        self.stream = stream
+        self.width = width
+        self.tty = stream.isatty()
+        self._last = ("", 0.0)
+
+    def __call__(self, record: ProgressRecord) -> None:
+        if record.step is None or not record.total_steps:
+            return
+        filled = int(self.width * record.step / record.total_steps)
+        bar = "#" * filled + "-" * (self.width - filled)
+        parts = [f"[{bar}] {record.summary}"]
+        if record.loss is not None:
+            parts.append(f"loss {record.loss:.4f}")
+        if record.tokens_per_second:
+            parts.append(f"{record.tokens_per_second:,.0f} tok/s")
+        if record.eta:
+            parts.append(f"eta {record.eta}")
+        line = "  ".join(parts)
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r" + line.ljust(100))
+            self.stream.flush()
+        elif line != self._last[0] and (now - self._last[1] > 5 or record.step == record.total_steps):
+            self.stream.write(line + "\n")
+            self._last = (line, now)
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def load_finetunejob(path: Path, name: str | None = None):  # type: ignore[no-untyped-def]
+    """The FineTuneJob in a spec file (the one named `name` when the file has several)."""
+    docs = [d for d in load_documents(path) if isinstance(d.data, dict) and d.data.get("kind") == "FineTuneJob"]
+    if name:
+        docs = [d for d in docs if d.data.get("metadata", {}).get("name") == name]
+    if len(docs) != 1:
+        found = "none" if not docs else ", ".join(d.data["metadata"]["name"] for d in docs)
+        raise SpecError([_problem(f"{path}: expected one FineTuneJob (use --name to pick one), found {found}")])
+    return parse_resource(docs[0].data)
+
+
+def _problem(message: str):  # type: ignore[no-untyped-def]
+    from ..api.cel import Problem
+
+    return Problem("", message)
+
+
+def run_local(spec_path: Path, *, output: Path | None, name: str | None, dry_run: bool) -> Outcome:
+    parsed = load_finetunejob(spec_path, name)
+    env = dict(os.environ)
+    gpus = visible_gpus(env)
+    world, note = local_world(parsed.spec.resources.gpus_per_node, gpus)
+    output_root = (output or Path("modelforge-output") / parsed.name).resolve()
+    output_root.mkdir(parents=True, exist_ok=True)
+    log_path = output_root / "train.log"
+    bar = ProgressBar()
+
+    def say(line: str) -> None:
+        if bar.tty:
+            sys.stderr.write("\r")
+        print(line, file=sys.stderr, flush=True)
+
+    if note:
+        say(note)
+    with log_path.open("a") as log:
+        options = RunOptions(
+            name=parsed.name,
+            output_root=output_root,
+            world=world,
+            local=True,
+            base_dir=spec_path.resolve().parent,
+            env=env,
+            device="cuda" if gpus else "cpu",
+            dry_run=dry_run,
+            sink=log,
+            say=say,
+            on_progress=bar,
+        )
+        if not dry_run:
+            say(f"training {parsed.name}: ms-swift output goes to {log_path}")
+        outcome = run_attempt(parsed.spec, options)
+    bar.close()
+    (output_root / "modelforge-summary.json").write_text(json.dumps(outcome.__dict__, indent=2) + "\n")
+    if outcome.outcome == "Failed" and outcome.reason not in ("DataError",) and log_path.exists():
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        say("last lines of the training log:\n  " + "\n  ".join(tail))
+    for key, value in outcome.outputs.items():
+        say(f"{key}: {value}")
+    return outcome

@@ -1,0 +1,94 @@
+"""How a training attempt ended: a classified reason, the lines that decided it, and the exit code.
+
+The JSON summary goes to the pod's termination-message path, where the controller reads it.
+Exit codes: 0 success, 1 permanent failure (do not retry the same spec), 75 retryable (EX_TEMPFAIL).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..api.conditions import RETRYABLE_REASONS, Reason
+
+EXIT_OK = 0
+EXIT_PERMANENT = 1
+EXIT_RETRYABLE = 75
+TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps
+
+# (reason, pattern) in priority order: the first reason with a matching line wins.
+PATTERNS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
+    (reason, re.compile(pattern))
+    for reason, pattern in (
+        (Reason.OUT_OF_MEMORY, r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|out of memory"),
+        (Reason.NCCL, r"NCCL error|ncclInternalError|ncclSystemError|ProcessGroupNCCL|collective operation timeout"),
+        (Reason.RENDEZVOUS, r"Rendezvous\w*Error|DistNetworkError|TCPStore|timed out initializing process group|"
+                            r"Connection refused.*(?:29\d\d\d|MASTER)|Name or service not known"),
+        (Reason.DATA_ERROR, r"pyarrow\.lib\.Arrow\w+|JSONDecodeError|StopIteration|ZeroDivisionError|"
+                            r"DatasetNotFoundError|FileNotFoundError.*(?:dataset|\.jsonl?)"),
+        (Reason.CONFIG_ERROR, r"remaining_argv|unrecognized arguments|HFValidationError|is not a valid model|"
+                              r"does not appear to have a file named|ValueError|KeyError|TypeError|AssertionError"),
+    )
+)  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    """The summary the launcher writes when it stops."""
+
+    outcome: str  # Succeeded | Failed
+    reason: str
+    message: str
+    retryable: bool = False
+    exit_code: int | None = None
+    decisive_lines: list[str] = field(default_factory=list)
+    last_step: int | None = None
+    total_steps: int | None = None
+    last_checkpoint: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def process_exit_code(self) -> int:
+        if self.outcome == "Succeeded":
+            return EXIT_OK
+        return EXIT_RETRYABLE if self.retryable else EXIT_PERMANENT
+
+    def to_json(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+        """Compact JSON within the kubelet's limit: decisive lines are trimmed first."""
+        data: dict[str, Any] = {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
+        text = json.dumps(data, separators=(",", ":"))
+        while len(text.encode()) > limit and data.get("decisive_lines"):
+            data["decisive_lines"] = [line[:200] for line in data["decisive_lines"][1:]]
+            text = json.dumps(data, separators=(",", ":"))
+        if len(text.encode()) > limit:
+            data["message"] = data["message"][:500]
+            text = json.dumps(data, separators=(",", ":"))
+        return text
+
+
+def classify(lines: Iterable[str], *, interrupted: bool) -> tuple[Reason, list[str]]:
+    """The reason a run failed, from the tail of its log, and the lines that show it."""
+    if interrupted:
+        return Reason.INTERRUPTED, []
+    tail = [line.rstrip() for line in lines if line.strip()]
+    for reason, pattern in PATTERNS:
+        hits = [line for line in tail if pattern.search(line)]
+        if hits:
+            return reason, hits[-3:]
+    return Reason.UNKNOWN, tail[-3:]
+
+
+def failure(reason: Reason, message: str, **details: Any) -> Outcome:
+    return Outcome("Failed", reason.value, message, retryable=reason in RETRYABLE_REASONS, **details)
+
+
+def write_termination_message(outcome: Outcome, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(outcome.to_json())
+    except OSError:
+        pass  # best effort: local mode without a writable /dev/termination-log

@@ -1,0 +1,183 @@
+"""Training progress from ms-swift's logging.jsonl, served as JSON (/progress) and Prometheus (/metrics).
+
+logging.jsonl (rank 0) has one object per logging step, e.g. {"loss": 7.6, "learning_rate": 9e-05,
+"epoch": 0.06, "global_step/max_steps": "1/4", "remaining_time": "3s", "train_speed(s/it)": 0.04};
+eval lines use eval_*; the last line is a summary. A resumed run appends to the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ProgressRecord:
+    step: int | None = None
+    total_steps: int | None = None
+    percent: float | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    seconds_per_step: float | None = None
+    tokens_per_second: float | None = None
+    eta: str | None = None
+    eta_seconds: float | None = None
+    updated_at: str | None = None
+    finished: bool = False
+
+    @property
+    def summary(self) -> str | None:
+        if self.step is None or not self.total_steps:
+            return None
+        return f"{self.step}/{self.total_steps} ({self.percent:.0f}%)"
+
+    def to_status(self) -> dict[str, Any]:
+        """The FineTuneJob status.progress shape (camelCase, unset fields omitted)."""
+        fields = {
+            "step": self.step, "totalSteps": self.total_steps, "percent": self.percent, "summary": self.summary,
+            "epoch": self.epoch, "loss": self.loss, "evalLoss": self.eval_loss, "learningRate": self.learning_rate,
+            "tokensPerSecond": self.tokens_per_second, "eta": self.eta, "updatedAt": self.updated_at,
+        }  # fmt: skip
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class ProgressTracker:
+    """Follows logging.jsonl incrementally (by byte offset) and keeps the latest ProgressRecord."""
+
+    def __init__(self, path: Path, tokens_per_step: float | None = None):
+        self.path = path
+        self.tokens_per_step = tokens_per_step
+        self.record = ProgressRecord()
+        self._offset = 0
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> ProgressRecord:
+        with self._lock:
+            return ProgressRecord(**asdict(self.record))
+
+    def poll(self) -> ProgressRecord:
+        """Read what was appended since the last poll."""
+        try:
+            with self.path.open("r", encoding="utf-8", errors="replace") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read()
+                self._offset = handle.tell()
+        except FileNotFoundError:
+            return self.snapshot()
+        lines = (self._partial + chunk).split("\n")
+        self._partial = lines.pop()  # an unterminated last line is completed by the next poll
+        with self._lock:
+            for line in lines:
+                if line.strip():
+                    try:
+                        self._apply(json.loads(line))
+                    except (json.JSONDecodeError, TypeError, ValueError):
+                        continue
+        return self.snapshot()
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        record = self.record
+        steps = entry.get("global_step/max_steps")
+        if isinstance(steps, str) and "/" in steps:
+            done, total = (int(x) for x in steps.split("/", 1))
+            record.step, record.total_steps = done, total
+            record.percent = round(100.0 * done / total, 1) if total else None
+        if "last_model_checkpoint" in entry or "train_runtime" in entry:
+            record.finished = True
+        if "loss" in entry:
+            record.loss = float(entry["loss"])
+        if "eval_loss" in entry:
+            record.eval_loss = float(entry["eval_loss"])
+        if "learning_rate" in entry:
+            record.learning_rate = float(entry["learning_rate"])
+        if "epoch" in entry:
+            record.epoch = float(entry["epoch"])
+        speed = entry.get("train_speed(s/it)")
+        if speed is not None and "train_runtime" not in entry:
+            record.seconds_per_step = float(speed)
+            if self.tokens_per_step and record.seconds_per_step > 0:
+                record.tokens_per_second = round(self.tokens_per_step / record.seconds_per_step, 1)
+            if record.step is not None and record.total_steps:
+                remaining = max(0, record.total_steps - record.step) * record.seconds_per_step
+                record.eta_seconds = remaining
+                record.eta = format_duration(remaining)
+        record.updated_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+METRICS = (
+    ("modelforge_train_step", "Optimizer steps done.", "step"),
+    ("modelforge_train_total_steps", "Optimizer steps in the run.", "total_steps"),
+    ("modelforge_train_epoch", "Fractional epoch.", "epoch"),
+    ("modelforge_train_loss", "Latest training loss.", "loss"),
+    ("modelforge_eval_loss", "Latest evaluation loss.", "eval_loss"),
+    ("modelforge_train_learning_rate", "Current learning rate.", "learning_rate"),
+    ("modelforge_train_tokens_per_second", "Training throughput over all GPUs.", "tokens_per_second"),
+    ("modelforge_train_eta_seconds", "Estimated seconds remaining.", "eta_seconds"),
+)
+
+
+def prometheus_text(record: ProgressRecord) -> str:
+    lines = []
+    for name, help_text, attr in METRICS:
+        value = getattr(record, attr)
+        if value is None:
+            continue
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {float(value)}"]
+    return "\n".join(lines) + "\n"
+
+
+class ProgressServer:
+    """GET /progress (JSON), /metrics (Prometheus), /healthz on a background thread."""
+
+    def __init__(self, tracker: ProgressTracker, port: int, host: str = "0.0.0.0"):  # noqa: S104 - pod-internal
+        tracker_ref = tracker
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+                record = tracker_ref.poll()
+                if self.path.startswith("/progress"):
+                    body = json.dumps({**asdict(record), "summary": record.summary}).encode()
+                    self._send(200, "application/json", body)
+                elif self.path.startswith("/metrics"):
+                    self._send(200, "text/plain; version=0.0.4", prometheus_text(record).encode())
+                elif self.path.startswith("/healthz"):
+                    self._send(200, "text/plain", b"ok\n")
+                else:
+                    self._send(404, "text/plain", b"try /progress or /metrics\n")
+
+            def _send(self, code: int, content_type: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep request logs quiet
+                return
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="progress-server", daemon=True)
+
+    def start(self) -> ProgressServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,273 @@
+"""One training attempt, the same in a pod and in local mode: pre-flight, resume, train, merge, summarize."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from ..api.conditions import Reason
+from ..api.finetunejob import FineTuneJobSpec, Method, ResumePolicy
+from ..paths import RUN_DIR, pod_path, split_uri
+from ..plan.resolve import PlanError, resolve
+from .argv import LaunchContext, build_sft_argv
+from .checkpoints import list_checkpoints, missing_parts, newest_complete
+from .dataset import FileReport, check_file, is_local_source
+from .distributed import EnvironmentError_, World
+from .outcome import Outcome, classify, failure, write_termination_message
+from .progress import ProgressRecord, ProgressServer, ProgressTracker
+from .supervise import supervise
+
+QUIET_ENV = {"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+# When the model and every dataset are local, nothing may touch a hub: ms-swift otherwise retries it.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1",
+}  # fmt: skip
+
+
+@dataclass
+class RunOptions:
+    """Where and how one attempt runs; built by the pod entrypoint or by `modelforge run`."""
+
+    name: str
+    output_root: Path
+    world: World
+    local: bool
+    base_dir: Path = Path(".")  # relative dataset/model paths (local mode) are relative to the spec file
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    device: str = "cpu"
+    termination_log: Path | None = None
+    progress_port: int | None = None
+    output_uri: str | None = None  # pvc://claim/subPath that output_root is mounted from (for status)
+    dry_run: bool = False
+    sink: IO[str] | None = None  # where ms-swift's own output goes
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+    on_progress: Callable[[ProgressRecord], None] | None = None
+    python: str = sys.executable
+
+
+@dataclass
+class Prepared:
+    argv: list[str]
+    env: dict[str, str]
+    reports: list[FileReport]
+    resume_from: Path | None
+    tokens_per_step: float | None
+    notes: list[str]
+
+
+class Stop(Exception):
+    """Ends the attempt early with an outcome (pre-flight or configuration failure)."""
+
+    def __init__(self, outcome: Outcome):
+        self.outcome = outcome
+
+
+def _resolve_source(source: str, opts: RunOptions, what: str) -> str:
+    if split_uri(source):
+        if opts.local:
+            raise Stop(failure(Reason.CONFIG_ERROR, f"{what} {source!r} is on a cluster volume; in local mode use a path"))
+        return pod_path(source)
+    if is_local_source(source):
+        path = Path(source).expanduser()
+        return str(path if path.is_absolute() else (opts.base_dir / path).resolve())
+    return source  # hub id or URL: ms-swift fetches it
+
+
+def _token_counter(model: str):  # type: ignore[no-untyped-def]
+    """A fast token counter from the model's tokenizer.json, or None when the model is not local."""
+    tokenizer_file = Path(model) / "tokenizer.json"
+    if not tokenizer_file.exists():
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    per_turn = 5  # ChatML: <|im_start|>role\n ... <|im_end|>\n
+
+    def count(turns: list[dict[str, str]]) -> int:
+        encoded = tokenizer.encode_batch([t["content"] for t in turns], add_special_tokens=False)
+        return sum(len(e.ids) + per_turn for e in encoded)
+
+    return count
+
+
+def preflight(spec: FineTuneJobSpec, opts: RunOptions, model: str) -> tuple[list[str], list[str], list[FileReport]]:
+    """Resolve dataset sources and check every local file; Stop with DataError when any is unusable."""
+    counter = _token_counter(model)
+    max_length = spec.hyperparameters.max_length
+    train, val, reports = [], [], []
+    groups = [(spec.datasets, train)]
+    if spec.validation and spec.validation.datasets:
+        groups.append((spec.validation.datasets, val))
+    for datasets, out in groups:
+        for dataset in datasets:
+            source = _resolve_source(dataset.source, opts, "dataset")
+            out.append(source)
+            if is_local_source(source):
+                reports.append(check_file(Path(source), fmt=dataset.format, max_length=max_length, count_tokens=counter))
+            else:
+                opts.say(f"dataset {source}: hub dataset, not checked before training (ms-swift downloads it)")
+    for report in reports:
+        for line in report.render():
+            opts.say(line)
+    bad = [r for r in reports if not r.ok]
+    if bad:
+        first = bad[0]
+        where = f"{first.path}:{first.problems[0][0]}: {first.problems[0][1]}" if first.problems else first.path
+        count = sum(len(r.problems) for r in bad)
+        raise Stop(
+            failure(
+                Reason.DATA_ERROR,
+                f"dataset pre-flight found {count} problem(s) in {len(bad)} file(s); first: {where}",
+                decisive_lines=[line for r in bad for line in r.render()][:10],
+            )
+        )
+    return train, val, reports
+
+
+def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
+    """Everything before ms-swift starts. Raises Stop with a classified outcome on any problem."""
+    notes: list[str] = []
+    try:
+        resolved = resolve(spec)
+    except PlanError as exc:
+        raise Stop(failure(Reason.CONFIG_ERROR, str(exc))) from exc
+    notes += resolved.notes
+    if not opts.local and resolved.world_size != opts.world.size:
+        raise Stop(
+            failure(
+                Reason.CONFIG_ERROR,
+                f"the spec asks for {resolved.world_size} GPU processes but the pod environment gives "
+                f"{opts.world.describe()}",
+            )
+        )
+    model = _resolve_source(spec.model.source, opts, "model")
+    if is_local_source(model) and not Path(model).exists():
+        raise Stop(failure(Reason.CONFIG_ERROR, f"spec.model.source: {model} does not exist"))
+    train, val, reports = preflight(spec, opts, model)
+
+    run_dir = opts.output_root / RUN_DIR
+    resume_from = None
+    if spec.checkpointing.resume == ResumePolicy.AUTO:
+        resume_from, skipped = newest_complete(run_dir)
+        notes += skipped
+        if resume_from:
+            notes.append(f"resuming from {resume_from.name}")
+    ctx = LaunchContext(model, tuple(train), tuple(val), str(run_dir), opts.device, str(resume_from or "") or None)
+    argv = build_sft_argv(spec, resolved, ctx)
+    all_local = all(is_local_source(s) for s in (model, *train, *val))
+    env = {**opts.env, **QUIET_ENV, **(OFFLINE_ENV if all_local else {}), **opts.world.swift_env()}
+    for key in ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR"):
+        if key not in opts.world.swift_env():
+            env.pop(key, None)  # a single process must not start torchrun
+    means = [r.mean_tokens for r in reports if r.mean_tokens]
+    tokens_per_step = None
+    if means:
+        per_step = spec.hyperparameters.batch_size_per_device * resolved.gradient_accumulation * resolved.world_size
+        tokens_per_step = sum(means) / len(means) * per_step
+    return Prepared(argv, env, reports, resume_from, tokens_per_step, notes)
+
+
+def _display(path: Path, opts: RunOptions) -> str:
+    if opts.output_uri:
+        try:
+            return f"{opts.output_uri.rstrip('/')}/{path.relative_to(opts.output_root)}"
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _outputs(spec: FineTuneJobSpec, last: Path | None, merged: Path | None, opts: RunOptions) -> dict[str, str]:
+    outputs = {"outputDir": _display(opts.output_root / RUN_DIR, opts)}
+    if last is not None:
+        outputs["model" if spec.method == Method.FULL else "adapter"] = _display(last, opts)
+    if merged is not None:
+        outputs["mergedModel"] = _display(merged, opts)
+    return outputs
+
+
+def merge_adapter(checkpoint: Path, opts: RunOptions, env: Mapping[str, str]) -> Path:
+    """`swift export --merge_lora` into <output_root>/merged (a fixed path that serving can rely on)."""
+    target = opts.output_root / "merged"
+    argv = [opts.python, "-m", "swift.cli.main", "export", "--adapters", str(checkpoint), "--merge_lora", "true"]
+    argv += ["--output_dir", str(target), "--exist_ok", "true"]
+    opts.say(f"merging the adapter of {checkpoint.name} into the base model -> {target}")
+    finished = supervise(argv, env=env, sink=opts.sink)
+    if finished.returncode != 0:
+        reason, lines = classify(finished.tail, interrupted=finished.interrupted)
+        raise Stop(failure(reason, f"LoRA merge failed (exit {finished.returncode})", decisive_lines=lines))
+    return target
+
+
+def run_attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
+    """Run one attempt end to end and return its outcome (also written to the termination log)."""
+    opts.say(f"modelforge launcher: job {opts.name}, {opts.world.describe()}, device {opts.device}")
+    try:
+        outcome = _attempt(spec, opts)
+    except Stop as stop:
+        outcome = stop.outcome
+    except EnvironmentError_ as exc:
+        outcome = failure(Reason.CONFIG_ERROR, str(exc))
+    opts.say(f"outcome: {outcome.outcome} ({outcome.reason}): {outcome.message}")
+    if opts.termination_log is not None:
+        write_termination_message(outcome, opts.termination_log)
+    return outcome
+
+
+def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
+    prepared = prepare(spec, opts)
+    for note in prepared.notes:
+        opts.say(note)
+    command = [opts.python, "-m", "swift.cli.main", "sft", *prepared.argv]
+    if opts.dry_run:
+        opts.say("dry run: would run " + " ".join(command))
+        return Outcome("Succeeded", "DryRun", "pre-flight passed; nothing was trained (--dry-run)")
+
+    run_dir = opts.output_root / RUN_DIR
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracker = ProgressTracker(run_dir / "logging.jsonl", prepared.tokens_per_step)
+    tracker.poll()  # a resumed run appends: start from what is already there
+    server = None
+    if opts.progress_port is not None and opts.world.is_rank0_node:
+        server = ProgressServer(tracker, opts.progress_port).start()
+        opts.say(f"progress: http://0.0.0.0:{server.port}/progress and /metrics")
+
+    def tick() -> None:
+        record = tracker.poll()
+        if opts.on_progress is not None:
+            opts.on_progress(record)
+
+    try:
+        finished = supervise(command, env=prepared.env, sink=opts.sink, tick=tick)
+    finally:
+        if server is not None:
+            server.stop()
+    record = tracker.poll()
+    checkpoints = list_checkpoints(run_dir)
+    last = next((c for c in reversed(checkpoints) if not missing_parts(c)), None)
+    details = {
+        "last_step": record.step,
+        "total_steps": record.total_steps,
+        "last_checkpoint": _display(last, opts) if last else None,
+    }
+    if finished.returncode != 0 or finished.interrupted:
+        reason, lines = classify(finished.tail, interrupted=finished.interrupted)
+        message = f"swift sft exited with code {finished.returncode}"
+        if reason != Reason.INTERRUPTED and lines:
+            message += f": {lines[-1].strip()[:300]}"
+        return failure(reason, message, decisive_lines=lines, exit_code=finished.returncode, **details)
+
+    merged = None
+    if spec.output and spec.output.merge and spec.method != Method.FULL and last is not None:
+        merged = merge_adapter(last, opts, prepared.env)
+    return Outcome(
+        "Succeeded",
+        Reason.COMPLETED.value,
+        f"trained {record.step or 0} step(s)" + (f", final loss {record.loss:.4g}" if record.loss is not None else ""),
+        exit_code=0,
+        outputs=_outputs(spec, last, merged, opts),
+        **details,
+    )

@@ -1,0 +1,146 @@
+"""Dataset pre-flight: every row checked, every problem reported as file:line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modelforge.cli import main
+from modelforge.launcher.dataset import check_file, detect_format
+
+
+def write(tmp_path: Path, name: str, rows: list) -> Path:
+    path = tmp_path / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+GOOD_MESSAGES = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+@pytest.mark.parametrize(
+    ("row", "fmt"),
+    [
+        (GOOD_MESSAGES, "messages"),
+        ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}, "sharegpt"),
+        ({"instruction": "translate", "input": "hola", "output": "hello"}, "alpaca"),
+        ({"query": "q", "response": "a"}, "query-response"),
+        ({"input": "q", "output": "a"}, "query-response"),
+        ({"text": "plain pretraining text"}, "text"),
+        ({"foo": 1}, None),
+    ],
+)
+def test_detect_format(row, fmt):
+    assert detect_format(row) == fmt
+
+
+def test_good_file_of_each_format(tmp_path):
+    for name, row in [
+        ("m.jsonl", GOOD_MESSAGES),
+        ("a.jsonl", {"instruction": "i", "output": "o"}),
+        ("q.jsonl", {"query": "q", "response": "r", "history": [["q0", "r0"]], "system": "s"}),
+        ("t.jsonl", {"text": "t"}),
+    ]:
+        report = check_file(write(tmp_path, name, [row] * 3))
+        assert report.ok and report.rows == 3 and report.usable_rows == 3, report.render()
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"messages": [', "invalid JSON"),
+        ({"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "a"}]},
+         "messages[0].content is null"),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]},
+         "messages[1].content is empty"),
+        ({"messages": [{"role": "customer", "content": "q"}, {"role": "assistant", "content": "a"}]},
+         "messages[0].role 'customer' is not a known role"),
+        ({"messages": [{"role": "user", "content": "q"}]}, "has no assistant turn"),
+        ({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]},
+         "ends with a user turn"),
+        ({"messages": []}, "must be a non-empty list"),
+        ({"prompt_text": "x", "label": "y"}, "unknown layout"),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 5}]},
+         "messages[1].content must be a string"),
+        ([1, 2], "must be a JSON object"),
+    ],
+)  # fmt: skip
+def test_each_bad_row_is_reported_at_its_line(tmp_path, line, expected):
+    path = write(tmp_path, "d.jsonl", [GOOD_MESSAGES, line, GOOD_MESSAGES])
+    report = check_file(path)
+    assert not report.ok
+    assert len(report.problems) == 1
+    number, message = report.problems[0]
+    assert number == 2 and expected in message, message
+    assert report.usable_rows == 2
+    assert f"{path}:2: " in "\n".join(report.render())
+
+
+def test_every_row_is_checked_not_just_the_first(tmp_path):
+    rows = [GOOD_MESSAGES] * 5 + ["not json"] * 3 + [{"messages": [{"role": "user", "content": "q"}]}] * 2
+    report = check_file(write(tmp_path, "d.jsonl", rows))
+    assert [n for n, _ in report.problems] == [6, 7, 8, 9, 10]
+    assert report.render()[-1].endswith("10 rows, format messages, 5 usable, 5 with problems")
+
+
+def test_mixed_layouts_are_flagged(tmp_path):
+    report = check_file(write(tmp_path, "d.jsonl", [GOOD_MESSAGES, {"text": "x"}]))
+    assert report.problems == [(2, "row is in text layout but the dataset is messages")]
+
+
+def test_forced_format_is_enforced(tmp_path):
+    report = check_file(write(tmp_path, "d.jsonl", [GOOD_MESSAGES]), fmt="alpaca")
+    assert report.problems == [(1, "row is in messages layout but the dataset is alpaca")]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("", "the file has no rows"), ("\n\n", "the file has no rows")],
+)
+def test_empty_file(tmp_path, content, expected):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content)
+    report = check_file(path)
+    assert not report.ok and expected in report.problems[0][1]
+
+
+def test_missing_file(tmp_path):
+    report = check_file(tmp_path / "nope.jsonl")
+    assert not report.ok and "file not found" in report.problems[0][1]
+
+
+def test_json_array_rows_get_their_own_line_numbers(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[\n  {"text": "a"},\n  {"text": null},\n  {"text": "c"}\n]\n')
+    report = check_file(path)
+    assert report.rows == 3 and report.problems == [(3, "text is null")]
+
+
+def test_broken_json_array(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[\n  {"text": "a"},\n  {"text": \n')
+    report = check_file(path)
+    assert report.problems and "invalid JSON" in report.problems[-1][1]
+
+
+def test_rows_over_max_length_are_counted(tmp_path):
+    rows = [{"text": "short"}, {"text": "x " * 50}, {"text": "y " * 80}]
+    report = check_file(write(tmp_path, "d.jsonl", rows), max_length=20, count_tokens=lambda turns: len(
+        turns[0]["content"].split()))  # fmt: skip
+    assert report.too_long == [2, 3]
+    assert report.ok  # usable rows remain: a warning, not a failure
+    assert "2 row(s) longer than maxLength 20 tokens would be dropped silently" in "\n".join(report.render())
+
+
+def test_validate_data_cli(tmp_path, capsys):
+    good = write(tmp_path, "good.jsonl", [GOOD_MESSAGES])
+    bad = write(tmp_path, "bad.jsonl", [GOOD_MESSAGES, "{oops"])
+    assert main(["validate-data", str(good), "org/hub-dataset"]) == 0
+    out = capsys.readouterr().out
+    assert "org/hub-dataset: hub dataset, passed through" in out
+    assert main(["validate-data", str(good), str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert f"{bad}:2: invalid JSON" in captured.out
+    assert "1 dataset file(s) unusable" in captured.err
