@@ -3,10 +3,13 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
+DEEPSPEED_VERSION ?= 0.19.8
+QUICKSTART := examples/quickstart
+DEMO_OUT := modelforge-output/quickstart
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint generate demo clean
+.PHONY: help setup test test-fast lint generate demo bench clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,6 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, pinned (CPU wheel here; the trainer image brings a CUDA build), then everything else.
 	$(PY) -m pip install -q torch==$(TORCH_VERSION)
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,train]"
+	# DeepSpeed builds its ops at runtime; a CPU install without build isolation keeps the pinned torch.
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -c constraints.txt --no-build-isolation deepspeed==$(DEEPSPEED_VERSION)
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv with modelforge, ms-swift (train) and the dev tools
@@ -32,6 +37,16 @@ lint: setup ## ruff, mypy and the generated-files drift check
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/modelforge crds --check
+
+demo: setup ## the main job: build the tiny model, fine-tune it locally with modelforge run, chat with it
+	$(VENV)/bin/modelforge tiny-model $(QUICKSTART)/tiny-model --dataset $(QUICKSTART)/data/chat.jsonl
+	rm -rf $(DEMO_OUT)
+	$(VENV)/bin/modelforge run $(QUICKSTART)/finetunejob.yaml --output $(DEMO_OUT)
+	$(VENV)/bin/modelforge chat --model $(DEMO_OUT)/merged --max-new-tokens 40 \
+	  --system "You are a helpful support assistant." "How do I reset my password?"
+
+bench: setup ## launcher overhead benchmark (CPU); GPU benchmarks are in bench/ and docs/benchmarks.md
+	$(PY) bench/launcher_overhead.py
 
 generate: setup ## regenerate CRDs, the chart's CRDs and docs/api.md from operator/modelforge/api
 	$(VENV)/bin/modelforge crds

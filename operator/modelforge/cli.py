@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .launcher.infer import LocalModel
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -107,9 +108,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_target(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .launcher.infer import LocalModel
-
+def _local_target(args: argparse.Namespace) -> LocalModel:
     if not args.model and not args.adapter:
         raise SystemExit("give --model PATH (a model directory) and/or --adapter PATH (a LoRA checkpoint)")
     return LocalModel(args.model, args.adapter, args.model_type, args.template)
@@ -138,7 +137,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         question.write_text(args.prompt.replace("\n", " ") + "\n")
         rows = load_questions(question, args.system)
         try:
-            (answer,) = infer_local(_local_target(args), rows, Path(tmp) / "a.jsonl", max_new_tokens=args.max_new_tokens)
+            (answer,) = infer_local(
+                _local_target(args), rows, Path(tmp) / "a.jsonl", max_new_tokens=args.max_new_tokens
+            )
         except InferenceError as exc:
             print(exc, file=sys.stderr)
             return 1

@@ -15,7 +15,7 @@ def flags(argv: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for index, item in enumerate(argv):
         if item.startswith("--"):
-            out[item] = flag_values(argv, item) if argv.count(item) == 1 else out.get(item, []) + [argv[index + 1]]
+            out[item] = flag_values(argv, item) if argv.count(item) == 1 else [*out.get(item, []), argv[index + 1]]
     return out
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from modelforge.api.conditions import Reason
 from modelforge.launcher.checkpoints import newest_complete
 from modelforge.launcher.devices import visible_gpus
 from modelforge.launcher.distributed import EnvironmentError_, local_world, pod_world
 from modelforge.launcher.outcome import EXIT_PERMANENT, EXIT_RETRYABLE, Outcome, classify, failure
 from modelforge.launcher.progress import ProgressServer, ProgressTracker, prometheus_text
-from modelforge.api.conditions import Reason
 
 POD = {"MODELFORGE_NNODES": "4", "JOB_COMPLETION_INDEX": "2", "NPROC_PER_NODE": "8",
        "MASTER_ADDR": "big-lora-a1-0.big-lora-a1.ns.svc", "MASTER_PORT": "29500"}  # fmt: skip

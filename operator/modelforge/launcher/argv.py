@@ -94,7 +94,12 @@ def build_sft_argv(spec: FineTuneJobSpec, resolved: Resolved, ctx: LaunchContext
         ratio = validation.split_ratio if validation and validation.split_ratio else 0
         args += ["--split_dataset_ratio", str(ratio)]
     if validation:
-        args += ["--eval_strategy", "steps", "--eval_steps", str(validation.eval_steps or spec.checkpointing.save_steps)]
+        args += [
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            str(validation.eval_steps or spec.checkpointing.save_steps),
+        ]
     else:
         args += ["--eval_strategy", "no"]
 

@@ -52,7 +52,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 def newest_complete(run_dir: Path) -> tuple[Path | None, list[str]]:
     """The newest resumable checkpoint, and a note for each newer one that was skipped and why."""
-    notes = []
+    notes: list[str] = []
     for path in reversed(list_checkpoints(run_dir)):
         missing = missing_parts(path)
         if not missing:

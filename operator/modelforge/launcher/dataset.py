@@ -128,7 +128,11 @@ def _alpaca(row: dict[str, Any]) -> list[dict[str, str]]:
         raise RowError(f"input must be a string, got {type(extra).__name__}")
     query = f"{instruction}\n{extra}" if extra else instruction
     turns = [{"role": "system", "content": _text(row["system"], "system")}] if row.get("system") else []
-    return [*turns, {"role": "user", "content": query}, {"role": "assistant", "content": _text(row.get("output"), "output")}]
+    return [
+        *turns,
+        {"role": "user", "content": query},
+        {"role": "assistant", "content": _text(row.get("output"), "output")},
+    ]
 
 
 def _query_response(row: dict[str, Any]) -> list[dict[str, str]]:
@@ -223,7 +227,11 @@ TokenCounter = Callable[[list[dict[str, str]]], int]
 
 
 def check_file(
-    path: Path, *, fmt: str = DatasetFormat.AUTO, max_length: int | None = None, count_tokens: TokenCounter | None = None
+    path: Path,
+    *,
+    fmt: str = DatasetFormat.AUTO,
+    max_length: int | None = None,
+    count_tokens: TokenCounter | None = None,
 ) -> FileReport:
     """Check every row of one local dataset file."""
     report = FileReport(str(path), max_length=max_length)
@@ -278,9 +286,9 @@ def tokenizer_counter(model_path: str) -> TokenCounter:
 
     def count(turns: list[dict[str, str]]) -> int:
         if getattr(tokenizer, "chat_template", None):
-            encoded = tokenizer.apply_chat_template(turns, tokenize=True)
-            ids = encoded["input_ids"] if isinstance(encoded, dict) or hasattr(encoded, "keys") else encoded
-            return len(ids)
+            # transformers 5 returns a BatchEncoding here, 4.x a plain list of ids
+            encoded: Any = tokenizer.apply_chat_template(turns, tokenize=True)
+            return len(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
         return len(tokenizer("\n".join(t["content"] for t in turns))["input_ids"])
 
     return count

@@ -6,10 +6,11 @@ import json
 import os
 from pathlib import Path
 
+from ..api.conditions import Reason
 from ..api.finetunejob import FineTuneJobSpec
 from ..paths import JOB_CONFIG, OUTPUT_ROOT
 from .devices import visible_gpus
-from .distributed import EnvironmentError_, local_world, pod_world
+from .distributed import EnvironmentError_, pod_world
 from .outcome import Outcome, failure, write_termination_message
 from .run import RunOptions, run_attempt
 
@@ -17,18 +18,16 @@ DEFAULT_PROGRESS_PORT = 8090
 
 
 def launch_in_pod(config: Path = Path(JOB_CONFIG), termination_log: Path = Path("/dev/termination-log")) -> Outcome:
-    from ..api.conditions import Reason
-
     env = dict(os.environ)
     try:
         job = json.loads(config.read_text())
         spec = FineTuneJobSpec.model_validate(job["spec"])
-        world = pod_world(env, visible_gpus(env))
+        gpus = visible_gpus(env)
+        world = pod_world(env, gpus)
     except (OSError, ValueError, KeyError, EnvironmentError_) as exc:
         outcome = failure(Reason.CONFIG_ERROR, f"cannot start: {exc}")
         write_termination_message(outcome, termination_log)
         return outcome
-    gpus = visible_gpus(env)
     options = RunOptions(
         name=job["name"],
         output_root=Path(env.get("MODELFORGE_OUTPUT_ROOT", OUTPUT_ROOT)),
@@ -41,6 +40,3 @@ def launch_in_pod(config: Path = Path(JOB_CONFIG), termination_log: Path = Path(
         output_uri=job.get("outputUri"),
     )
     return run_attempt(spec, options)
-
-
-__all__ = ["DEFAULT_PROGRESS_PORT", "launch_in_pod", "local_world"]

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .dataset import RowError, detect_format, iter_rows
 from .supervise import supervise
@@ -21,12 +22,13 @@ class InferenceError(RuntimeError):
     """swift infer failed; the message carries the end of its output."""
 
 
-def load_questions(path: Path, system: str | None = None) -> list[dict]:
+def load_questions(path: Path, system: str | None = None) -> list[dict[str, Any]]:
     """Rows of {"messages": [...]} from a .txt file (one question per line) or JSONL/JSON rows with
     `messages` (the assistant turn, if any, is dropped), `query`/`question`/`prompt`, or `text`."""
     if not path.exists():
         raise QuestionFileError(f"{path}: file not found")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    items: list[tuple[int, Any]]
     if path.suffix == ".txt":
         lines = [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
         items = [(n, {"query": text}) for n, text in lines]
@@ -36,6 +38,7 @@ def load_questions(path: Path, system: str | None = None) -> list[dict]:
         if isinstance(item, RowError) or not isinstance(item, dict):
             raise QuestionFileError(f"{path}:{line}: {item if isinstance(item, RowError) else 'not a JSON object'}")
         layout = detect_format(item) if "messages" in item else None
+        messages: list[dict[str, Any]]
         if layout:
             messages = [m for m in item["messages"] if m.get("role") != "assistant"]
         else:
@@ -71,7 +74,9 @@ class LocalModel:
         return args
 
 
-def infer_local(target: LocalModel, rows: list[dict], output: Path, *, max_new_tokens: int = 256) -> list[dict]:
+def infer_local(
+    target: LocalModel, rows: list[dict[str, Any]], output: Path, *, max_new_tokens: int = 256
+) -> list[dict[str, Any]]:
     """Answer every row with `swift infer --infer_backend pt`; results (one JSON per line) go to `output`."""
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="modelforge-infer-") as tmp:
@@ -87,6 +92,9 @@ def infer_local(target: LocalModel, rows: list[dict], output: Path, *, max_new_t
             tail = "".join(finished.tail[-10:])
             raise InferenceError(f"swift infer failed (exit {finished.returncode}):\n{tail}")
         results = [json.loads(line) for line in raw.read_text().splitlines() if line.strip()]
-    answers = [{"messages": row["messages"], "response": result.get("response")} for row, result in zip(rows, results)]
+    answers = [
+        {"messages": row["messages"], "response": result.get("response")}
+        for row, result in zip(rows, results, strict=True)
+    ]
     output.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
     return answers

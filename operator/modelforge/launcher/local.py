@@ -7,8 +7,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
-from ..api.validate import SpecError, parse_resource
+from ..api.cel import Problem
+from ..api.validate import Parsed, SpecError, parse_resource
 from ..specfile import load_documents
 from .devices import visible_gpus
 from .distributed import local_world
@@ -20,7 +22,7 @@ from .run import RunOptions, run_attempt
 class ProgressBar:
     """One line, redrawn in place on a terminal; a plain line every few seconds otherwise."""
 
-    def __init__(self, stream=sys.stderr, width: int = 30):  # type: ignore[no-untyped-def]
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 30):
         self.stream = stream
         self.width = width
         self.tty = stream.isatty()
@@ -52,21 +54,15 @@ class ProgressBar:
             self.stream.write("\n")
 
 
-def load_finetunejob(path: Path, name: str | None = None):  # type: ignore[no-untyped-def]
+def load_finetunejob(path: Path, name: str | None = None) -> Parsed:
     """The FineTuneJob in a spec file (the one named `name` when the file has several)."""
     docs = [d for d in load_documents(path) if isinstance(d.data, dict) and d.data.get("kind") == "FineTuneJob"]
     if name:
         docs = [d for d in docs if d.data.get("metadata", {}).get("name") == name]
     if len(docs) != 1:
         found = "none" if not docs else ", ".join(d.data["metadata"]["name"] for d in docs)
-        raise SpecError([_problem(f"{path}: expected one FineTuneJob (use --name to pick one), found {found}")])
+        raise SpecError([Problem("", f"{path}: expected one FineTuneJob (use --name to pick one), found {found}")])
     return parse_resource(docs[0].data)
-
-
-def _problem(message: str):  # type: ignore[no-untyped-def]
-    from ..api.cel import Problem
-
-    return Problem("", message)
 
 
 def run_local(spec_path: Path, *, output: Path | None, name: str | None, dry_run: bool) -> Outcome:

@@ -49,7 +49,7 @@ class ProgressRecord:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
@@ -144,11 +144,11 @@ def prometheus_text(record: ProgressRecord) -> str:
 class ProgressServer:
     """GET /progress (JSON), /metrics (Prometheus), /healthz on a background thread."""
 
-    def __init__(self, tracker: ProgressTracker, port: int, host: str = "0.0.0.0"):  # noqa: S104 - pod-internal
+    def __init__(self, tracker: ProgressTracker, port: int, host: str = "0.0.0.0"):
         tracker_ref = tracker
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            def do_GET(self) -> None:
                 record = tracker_ref.poll()
                 if self.path.startswith("/progress"):
                     body = json.dumps({**asdict(record), "summary": record.summary}).encode()
@@ -167,7 +167,7 @@ class ProgressServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep request logs quiet
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)

@@ -15,7 +15,7 @@ from ..paths import RUN_DIR, pod_path, split_uri
 from ..plan.resolve import PlanError, resolve
 from .argv import LaunchContext, build_sft_argv
 from .checkpoints import list_checkpoints, missing_parts, newest_complete
-from .dataset import FileReport, check_file, is_local_source
+from .dataset import FileReport, TokenCounter, check_file, is_local_source
 from .distributed import EnvironmentError_, World
 from .outcome import Outcome, classify, failure, write_termination_message
 from .progress import ProgressRecord, ProgressServer, ProgressTracker
@@ -69,7 +69,9 @@ class Stop(Exception):
 def _resolve_source(source: str, opts: RunOptions, what: str) -> str:
     if split_uri(source):
         if opts.local:
-            raise Stop(failure(Reason.CONFIG_ERROR, f"{what} {source!r} is on a cluster volume; in local mode use a path"))
+            raise Stop(
+                failure(Reason.CONFIG_ERROR, f"{what} {source!r} is on a cluster volume; in local mode use a path")
+            )
         return pod_path(source)
     if is_local_source(source):
         path = Path(source).expanduser()
@@ -77,7 +79,7 @@ def _resolve_source(source: str, opts: RunOptions, what: str) -> str:
     return source  # hub id or URL: ms-swift fetches it
 
 
-def _token_counter(model: str):  # type: ignore[no-untyped-def]
+def _token_counter(model: str) -> TokenCounter | None:
     """A fast token counter from the model's tokenizer.json, or None when the model is not local."""
     tokenizer_file = Path(model) / "tokenizer.json"
     if not tokenizer_file.exists():
@@ -98,7 +100,9 @@ def preflight(spec: FineTuneJobSpec, opts: RunOptions, model: str) -> tuple[list
     """Resolve dataset sources and check every local file; Stop with DataError when any is unusable."""
     counter = _token_counter(model)
     max_length = spec.hyperparameters.max_length
-    train, val, reports = [], [], []
+    train: list[str] = []
+    val: list[str] = []
+    reports: list[FileReport] = []
     groups = [(spec.datasets, train)]
     if spec.validation and spec.validation.datasets:
         groups.append((spec.validation.datasets, val))
@@ -107,7 +111,9 @@ def preflight(spec: FineTuneJobSpec, opts: RunOptions, model: str) -> tuple[list
             source = _resolve_source(dataset.source, opts, "dataset")
             out.append(source)
             if is_local_source(source):
-                reports.append(check_file(Path(source), fmt=dataset.format, max_length=max_length, count_tokens=counter))
+                reports.append(
+                    check_file(Path(source), fmt=dataset.format, max_length=max_length, count_tokens=counter)
+                )
             else:
                 opts.say(f"dataset {source}: hub dataset, not checked before training (ms-swift downloads it)")
     for report in reports:
@@ -248,17 +254,16 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     record = tracker.poll()
     checkpoints = list_checkpoints(run_dir)
     last = next((c for c in reversed(checkpoints) if not missing_parts(c)), None)
-    details = {
-        "last_step": record.step,
-        "total_steps": record.total_steps,
-        "last_checkpoint": _display(last, opts) if last else None,
-    }
+    last_checkpoint = _display(last, opts) if last else None
     if finished.returncode != 0 or finished.interrupted:
         reason, lines = classify(finished.tail, interrupted=finished.interrupted)
         message = f"swift sft exited with code {finished.returncode}"
         if reason != Reason.INTERRUPTED and lines:
             message += f": {lines[-1].strip()[:300]}"
-        return failure(reason, message, decisive_lines=lines, exit_code=finished.returncode, **details)
+        return failure(
+            reason, message, decisive_lines=lines, exit_code=finished.returncode,
+            last_step=record.step, total_steps=record.total_steps, last_checkpoint=last_checkpoint,
+        )  # fmt: skip
 
     merged = None
     if spec.output and spec.output.merge and spec.method != Method.FULL and last is not None:
@@ -269,5 +274,7 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
         f"trained {record.step or 0} step(s)" + (f", final loss {record.loss:.4g}" if record.loss is not None else ""),
         exit_code=0,
         outputs=_outputs(spec, last, merged, opts),
-        **details,
+        last_step=record.step,
+        total_steps=record.total_steps,
+        last_checkpoint=last_checkpoint,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,7 +43,7 @@ def supervise(
     SIGTERM/SIGINT received by this process are forwarded to the child's whole process group (ms-swift
     forks torchrun, which forks one worker per GPU), and the run counts as interrupted.
     """
-    process = subprocess.Popen(  # noqa: S603 - argv list, never a shell
+    process = subprocess.Popen(
         list(argv),
         env=dict(env),
         stdout=subprocess.PIPE,
@@ -61,10 +62,8 @@ def supervise(
 
     def forward(signum: int, _frame: object) -> None:
         interrupted.set()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signum)
-        except ProcessLookupError:
-            pass
 
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {}
