@@ -58,6 +58,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    """Print the children the operator would create (GitOps review, dry run)."""
+    import yaml
+
+    from .api.validate import validate_document
+    from .render.manifests import PLACEHOLDER_UID, render_resource
+    from .render.settings import RenderSettings
+    from .specfile import SpecFileError, load_documents
+
+    settings = RenderSettings.from_env({})
+    objects = []
+    for file in args.files:
+        try:
+            documents = load_documents(Path(file))
+        except SpecFileError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        for doc in documents:
+            if not (isinstance(doc.data, dict) and str(doc.data.get("apiVersion", "")).startswith("modelforge.io/")):
+                continue
+            problems = validate_document(doc.data)
+            if problems:
+                for problem in problems:
+                    print(f"{file}:{doc.index}: {problem}", file=sys.stderr)
+                return 1
+            try:
+                objects += render_resource(doc.data, settings, attempt=args.attempt, namespace=args.namespace)
+            except ValueError as exc:
+                print(f"{file}:{doc.index}: {exc}", file=sys.stderr)
+                return 1
+    print(f"# Rendered by modelforge render; ownerReferences carry the placeholder uid {PLACEHOLDER_UID}.")
+    print(yaml.safe_dump_all(objects, sort_keys=False, width=120), end="")
+    return 0
+
+
 def cmd_validate_data(args: argparse.Namespace) -> int:
     from .launcher.dataset import check_file, is_local_source, tokenizer_counter
 
@@ -172,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate FineTuneJob/ModelServe YAML files as kubectl apply would")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("render", help="print the Kubernetes objects the operator would create for these specs")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--attempt", type=int, default=1, help="which training attempt to render (default 1)")
+    p.add_argument("--namespace", default="default", help="namespace when the spec names none")
+    p.set_defaults(handler=cmd_render)
 
     p = sub.add_parser("validate-data", help="check every row of local dataset files before training")
     p.add_argument("files", nargs="+", metavar="FILE", help="JSONL or JSON-array files (hub ids are skipped)")

@@ -498,6 +498,9 @@ class FineTuneJobStatus(ApiModel):
     gpus: Annotated[int, Field(ge=0)] | None = Field(default=None, description="GPUs requested: nodes x gpusPerNode.")
     attempt: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Current attempt (1 = first).")
     restarts: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Automatic restarts so far.")
+    next_attempt_time: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="When the next attempt starts (phase Restarting, exponential backoff)."
+    )
     progress: Progress | None = Field(default=None, description="Training progress.")
     plan: PlanStatus | None = Field(default=None, description="Capacity plan.")
     latest_checkpoint: Str1k | None = Field(default=None, description="Newest complete checkpoint.")

@@ -1,0 +1,397 @@
+"""The FineTuneJob lifecycle as a pure function: (spec, status, observed children, now) -> decision.
+
+The controller observes (Job, Pods, rank-0 /progress), calls `decide`, applies the decision (create or
+delete an attempt, post events) and patches status. Everything that makes a phase truthful lives here
+and is table-tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..api.conditions import RETRYABLE_REASONS, ConditionType, Reason
+from ..api.finetunejob import FineTuneJobSpec, JobPhase
+from .resolve import PlanError, resolve
+
+MAX_BACKOFF_SECONDS = 3600
+# Pod disruption reasons (DisruptionTarget condition) and what they mean for the gang.
+DISRUPTIONS = {
+    "PreemptionByScheduler": Reason.PREEMPTED,
+    "PreemptionByKubeScheduler": Reason.PREEMPTED,
+    "DeletionByTaintManager": Reason.NODE_LOST,
+    "DeletionByPodGC": Reason.NODE_LOST,
+    "TerminationByKubelet": Reason.NODE_LOST,
+    "EvictionByEvictionAPI": Reason.EVICTED,
+}
+PULL_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the controller saw of the current attempt."""
+
+    job: dict[str, Any] | None = None
+    pods: tuple[dict[str, Any], ...] = ()
+    progress: dict[str, Any] | None = None  # rank 0's /progress, when it could be read
+
+
+@dataclass
+class Decision:
+    status: dict[str, Any]
+    create_attempt: int | None = None
+    delete_attempt: int | None = None
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (Normal|Warning, reason, message)
+
+
+@dataclass(frozen=True)
+class Cause:
+    reason: Reason | str
+    message: str
+    retryable: bool
+    outcome: dict[str, Any] | None = None  # the launcher's termination message, when there is one
+
+
+def timestamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=None)
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], kind: str, status: bool, reason: str, message: str, now: datetime
+) -> list[dict[str, Any]]:
+    """Conditions with `kind` set; lastTransitionTime moves only when the status flips."""
+    value = "True" if status else "False"
+    out = [c for c in conditions if c.get("type") != kind]
+    previous = next((c for c in conditions if c.get("type") == kind), None)
+    changed = previous is None or previous.get("status") != value
+    out.append(
+        {
+            "type": kind,
+            "status": value,
+            "reason": str(reason),
+            "message": message[:4000],
+            "lastTransitionTime": timestamp(now) if changed else previous["lastTransitionTime"],  # type: ignore[index]
+        }
+    )
+    return sorted(out, key=lambda c: [t.value for t in ConditionType].index(c["type"]))
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
+
+
+def _termination(pod: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(terminated state of the trainer container, parsed launcher outcome)."""
+    for container in pod.get("status", {}).get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            try:
+                outcome = json.loads(terminated.get("message") or "")
+            except (json.JSONDecodeError, TypeError):
+                outcome = None
+            return terminated, outcome if isinstance(outcome, dict) else None
+    return None, None
+
+
+def pod_failure_cause(pod: dict[str, Any]) -> Cause | None:
+    """Why one pod failed, most specific evidence first; None when it did not fail."""
+    status = pod.get("status", {})
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+            reason = DISRUPTIONS.get(condition.get("reason", ""), Reason.EVICTED)
+            return Cause(reason, f"pod {pod['metadata']['name']}: {condition.get('message') or reason}", True)
+    if status.get("reason") in ("Evicted", "NodeLost", "Preempting", "Terminated"):
+        reason = Reason.EVICTED if status["reason"] == "Evicted" else Reason.NODE_LOST
+        return Cause(reason, f"pod {pod['metadata']['name']}: {status.get('message') or status['reason']}", True)
+    if status.get("phase") != "Failed":
+        return None
+    terminated, outcome = _termination(pod)
+    if terminated and terminated.get("reason") == "OOMKilled":
+        return Cause(
+            Reason.OOM_KILLED,
+            f"pod {pod['metadata']['name']} ran out of host memory (OOMKilled); raise resources.memory",
+            False,
+        )
+    if outcome:
+        reason = outcome.get("reason", Reason.UNKNOWN)
+        return Cause(reason, str(outcome.get("message", "")), bool(outcome.get("retryable")), outcome)
+    code = terminated.get("exitCode") if terminated else None
+    tail = (terminated or {}).get("message") or ""
+    message = f"pod {pod['metadata']['name']} failed (exit code {code})" + (f": {tail[-300:]}" if tail else "")
+    return Cause(Reason.UNKNOWN, message, Reason.UNKNOWN in RETRYABLE_REASONS)
+
+
+def _job_condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for condition in (job or {}).get("status", {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def _rank0(pods: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
+    for pod in pods:
+        labels = pod.get("metadata", {}).get("labels", {})
+        annotations = pod.get("metadata", {}).get("annotations", {})
+        index = labels.get("batch.kubernetes.io/job-completion-index") or annotations.get(
+            "batch.kubernetes.io/job-completion-index"
+        )
+        if index == "0":
+            return pod
+    return pods[0] if len(pods) == 1 else None
+
+
+def _waiting_problem(pods: tuple[dict[str, Any], ...]) -> tuple[Reason, str] | None:
+    """Why pods are not running yet: unschedulable (with the scheduler's words) or an image that won't pull."""
+    for pod in pods:
+        status = pod.get("status", {})
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in PULL_ERRORS:
+                detail = waiting.get("message") or f"cannot pull {container.get('image', 'the image')}"
+                return Reason.IMAGE_PULL_BACK_OFF, f"pod {pod['metadata']['name']}: {detail}"
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                if condition.get("reason") == "Unschedulable":
+                    return Reason.UNSCHEDULABLE, f"pod {pod['metadata']['name']}: {condition.get('message', '')}"
+    return None
+
+
+def progress_status(progress: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The launcher's /progress JSON as status.progress (camelCase, known fields only)."""
+    if not progress:
+        return None
+    mapping = {
+        "step": "step", "total_steps": "totalSteps", "percent": "percent", "summary": "summary",
+        "epoch": "epoch", "loss": "loss", "eval_loss": "evalLoss", "learning_rate": "learningRate",
+        "tokens_per_second": "tokensPerSecond", "eta": "eta", "updated_at": "updatedAt",
+        "last_step": "step",
+    }  # fmt: skip
+    out = {mapping[k]: v for k, v in progress.items() if k in mapping and v is not None}
+    return out or None
+
+
+class _Builder:
+    """Accumulates the new status and side effects while `decide` walks the lifecycle."""
+
+    def __init__(self, status: dict[str, Any], now: datetime):
+        self.status = json.loads(json.dumps(status))  # a deep copy we can edit
+        self.now = now
+        self.decision = Decision(self.status)
+        self._old_phase = status.get("phase")
+        self._old_reasons = {c.get("type"): c.get("reason") for c in status.get("conditions") or []}
+
+    def condition(self, kind: ConditionType, ok: bool, reason: Reason | str, message: str) -> None:
+        self.status["conditions"] = set_condition(self.status.get("conditions") or [], kind, ok, reason, message,
+                                                  self.now)  # fmt: skip
+
+    def phase(self, phase: JobPhase, reason: Reason | str, message: str, warning: bool = False) -> None:
+        """Set the phase; an event is posted when the phase changes or a warning has a new reason."""
+        self.status["phase"] = phase.value
+        new_warning = warning and self._old_reasons.get(ConditionType.RUNNING.value) != str(reason)
+        if self._old_phase != phase.value or new_warning:
+            self.decision.events.append(("Warning" if warning else "Normal", str(reason), message))
+
+    def done(self) -> Decision:
+        return self.decision
+
+
+def _validated(b: _Builder, spec: FineTuneJobSpec | None, problems: list[str]) -> bool:
+    if spec is None or problems:
+        message = "; ".join(problems) or "the spec could not be read"
+        b.condition(ConditionType.VALIDATED, False, Reason.INVALID_SPEC, message)
+        b.condition(ConditionType.FAILED, True, Reason.INVALID_SPEC, message)
+        b.status["completionTime"] = b.status.get("completionTime") or timestamp(b.now)
+        b.phase(JobPhase.FAILED, Reason.INVALID_SPEC, message, warning=True)
+        return False
+    try:
+        resolved = resolve(spec)
+    except PlanError as exc:
+        b.condition(ConditionType.VALIDATED, False, Reason.INVALID_SPEC, str(exc))
+        b.condition(ConditionType.FAILED, True, Reason.INVALID_SPEC, str(exc))
+        b.phase(JobPhase.FAILED, Reason.INVALID_SPEC, str(exc), warning=True)
+        return False
+    b.status["gpus"] = resolved.world_size
+    plan = dict(b.status.get("plan") or {})
+    plan.update({"deepspeed": resolved.deepspeed.value, "gradientAccumulation": resolved.gradient_accumulation})
+    if resolved.notes:
+        plan["notes"] = list(resolved.notes)
+    b.status["plan"] = plan
+    b.condition(ConditionType.VALIDATED, True, Reason.SPEC_VALID, "the spec is valid and planned")
+    return True
+
+
+def _fail(b: _Builder, reason: Reason | str, message: str) -> None:
+    b.condition(ConditionType.RUNNING, False, reason, message)
+    b.condition(ConditionType.FAILED, True, reason, message)
+    b.status["completionTime"] = timestamp(b.now)
+    b.phase(JobPhase.FAILED, reason, message, warning=True)
+
+
+def _record_outcome(b: _Builder, outcome: dict[str, Any] | None) -> None:
+    if not outcome:
+        return
+    if outcome.get("last_checkpoint"):
+        b.status["latestCheckpoint"] = outcome["last_checkpoint"]
+    if outcome.get("outputs"):
+        b.status["outputs"] = outcome["outputs"]
+    if outcome.get("last_step") is not None:
+        progress = dict(b.status.get("progress") or {})
+        progress["step"] = outcome["last_step"]
+        if outcome.get("total_steps"):
+            progress["totalSteps"] = outcome["total_steps"]
+            progress["percent"] = round(100.0 * outcome["last_step"] / outcome["total_steps"], 1)
+            progress["summary"] = f"{outcome['last_step']}/{outcome['total_steps']} ({progress['percent']:.0f}%)"
+        b.status["progress"] = progress
+
+
+def _start_attempt(b: _Builder, spec: FineTuneJobSpec, attempt: int) -> None:
+    b.status["attempt"] = attempt
+    b.status.pop("nextAttemptTime", None)
+    b.decision.create_attempt = attempt
+    b.status.setdefault("startTime", timestamp(b.now))
+    queued = bool(spec.scheduling and spec.scheduling.queue_name)
+    message = f"attempt {attempt}: creating {spec.resources.nodes} pod(s) x {spec.resources.gpus_per_node} GPU(s)"
+    if attempt > 1:
+        message += ", resuming from the newest checkpoint"
+    b.condition(ConditionType.RUNNING, False, Reason.STARTING, message)
+    b.phase(JobPhase.QUEUED if queued else JobPhase.STARTING, Reason.STARTING, message)
+
+
+def decide(
+    spec: FineTuneJobSpec | None,
+    problems: list[str],
+    status: dict[str, Any],
+    observed: Observed,
+    now: datetime,
+    generation: int | None = None,
+) -> Decision:
+    """The next step for one FineTuneJob. Idempotent: the same inputs give the same decision."""
+    b = _Builder(status, now)
+    if generation is not None:
+        b.status["observedGeneration"] = generation
+    if status.get("phase") in (JobPhase.SUCCEEDED, JobPhase.FAILED):
+        return b.done()
+    if not _validated(b, spec, problems) or spec is None:
+        return b.done()
+
+    attempt = int(status.get("attempt") or 0)
+    restarts = int(status.get("restarts") or 0)
+    started = parse_time(status.get("startTime"))
+    deadline = spec.active_deadline_seconds
+    if deadline and started and now - started > timedelta(seconds=deadline):
+        b.decision.delete_attempt = attempt or None
+        _fail(b, Reason.DEADLINE_EXCEEDED, f"the job ran longer than activeDeadlineSeconds ({deadline} s)")
+        return b.done()
+
+    if spec.suspend:
+        if observed.job is not None or observed.pods:
+            b.decision.delete_attempt = attempt
+        message = "suspended: the attempt was stopped; checkpoints and outputs are kept"
+        b.condition(ConditionType.SUSPENDED, True, Reason.SUSPENDED, message)
+        b.condition(ConditionType.RUNNING, False, Reason.SUSPENDED, message)
+        b.phase(JobPhase.SUSPENDED, Reason.SUSPENDED, message)
+        return b.done()
+    if status.get("phase") == JobPhase.SUSPENDED:
+        b.condition(ConditionType.SUSPENDED, False, Reason.STARTING, "resumed")
+        _start_attempt(b, spec, attempt + 1)
+        return b.done()
+
+    if attempt == 0:
+        _start_attempt(b, spec, 1)
+        return b.done()
+
+    if status.get("phase") == JobPhase.RESTARTING:
+        next_time = parse_time(status.get("nextAttemptTime"))
+        if next_time and now < next_time:
+            return b.done()
+        if observed.job is not None:
+            b.decision.delete_attempt = attempt  # the old attempt is still being torn down
+            return b.done()
+        _start_attempt(b, spec, attempt + 1)
+        return b.done()
+
+    if observed.job is None:
+        b.decision.create_attempt = attempt  # lost or never created (operator restart): recreate, same name
+        return b.done()
+
+    if observed.job.get("spec", {}).get("suspend"):
+        queue = spec.scheduling.queue_name if spec.scheduling else "?"
+        b.condition(ConditionType.ADMITTED, False, Reason.QUEUED, f"waiting for Kueue to admit it (queue {queue})")
+        b.phase(JobPhase.QUEUED, Reason.QUEUED, f"waiting for Kueue to admit it (queue {queue})")
+        return b.done()
+    if spec.scheduling and spec.scheduling.queue_name:
+        b.condition(ConditionType.ADMITTED, True, Reason.ADMITTED, "admitted by Kueue")
+
+    rank0 = _rank0(observed.pods)
+    if _job_condition(observed.job, "Complete") or (
+        observed.pods and len(observed.pods) >= spec.resources.nodes
+        and all(p.get("status", {}).get("phase") == "Succeeded" for p in observed.pods)
+    ):  # fmt: skip
+        _, outcome = _termination(rank0) if rank0 else (None, None)
+        _record_outcome(b, outcome)
+        message = (outcome or {}).get("message") or f"attempt {attempt} completed"
+        b.condition(ConditionType.RUNNING, False, Reason.COMPLETED, message)
+        b.condition(ConditionType.SUCCEEDED, True, Reason.COMPLETED, message)
+        b.status["completionTime"] = timestamp(now)
+        b.phase(JobPhase.SUCCEEDED, Reason.COMPLETED, message)
+        return b.done()
+
+    causes = [c for c in (pod_failure_cause(p) for p in observed.pods) if c is not None]
+    job_failed = _job_condition(observed.job, "Failed")
+    if job_failed and not causes:
+        reason = job_failed.get("reason", "")
+        if reason == "DeadlineExceeded":
+            causes.append(Cause(Reason.DEADLINE_EXCEEDED, job_failed.get("message", "deadline exceeded"), False))
+        else:
+            causes.append(Cause(Reason.UNKNOWN, f"the Job failed: {job_failed.get('message') or reason}", True))
+    if causes:
+        # A permanent cause anywhere decides; otherwise the first retryable one.
+        cause = next((c for c in causes if not c.retryable), causes[0])
+        _record_outcome(b, cause.outcome)
+        b.decision.delete_attempt = attempt
+        if cause.retryable and restarts < spec.failure_policy.max_restarts:
+            delay = min(MAX_BACKOFF_SECONDS, spec.failure_policy.backoff_seconds * 2**restarts)
+            b.status["restarts"] = restarts + 1
+            b.status["nextAttemptTime"] = timestamp(now + timedelta(seconds=delay))
+            checkpoint = b.status.get("latestCheckpoint")
+            resume = f" from {checkpoint}" if checkpoint else ""
+            message = (
+                f"attempt {attempt} failed ({cause.reason}: {cause.message}); attempt {attempt + 1} "
+                f"starts in {delay} s{resume} (restart {restarts + 1} of {spec.failure_policy.max_restarts})"
+            )
+            b.condition(ConditionType.RUNNING, False, Reason.RESTARTING, message)
+            b.phase(JobPhase.RESTARTING, Reason.RESTARTING, message, warning=True)
+        elif cause.retryable:
+            _fail(b, Reason.RESTART_LIMIT_EXCEEDED,
+                  f"attempt {attempt} failed ({cause.reason}: {cause.message}) and all "
+                  f"{spec.failure_policy.max_restarts} restarts are used")  # fmt: skip
+        else:
+            _fail(b, cause.reason, cause.message)
+        return b.done()
+
+    problem = _waiting_problem(observed.pods)
+    running = [p for p in observed.pods if p.get("status", {}).get("phase") == "Running"]
+    if problem:
+        b.condition(ConditionType.RUNNING, False, problem[0], problem[1])
+        b.phase(JobPhase.STARTING, problem[0], problem[1], warning=True)
+    elif observed.pods and len(running) >= spec.resources.nodes:
+        progress = progress_status(observed.progress)
+        if progress:
+            b.status["progress"] = progress
+        summary = (progress or {}).get("summary")
+        message = f"attempt {attempt}: training" + (f", {summary}" if summary else "")
+        b.condition(ConditionType.RUNNING, True, Reason.TRAINING, message)
+        b.phase(JobPhase.RUNNING, Reason.TRAINING, f"attempt {attempt}: all {spec.resources.nodes} pod(s) running")
+    else:
+        message = f"attempt {attempt}: {len(running)}/{spec.resources.nodes} pod(s) running"
+        b.condition(ConditionType.RUNNING, False, Reason.STARTING, message)
+        b.phase(JobPhase.STARTING, Reason.STARTING, message)
+    return b.done()

@@ -1,0 +1,1 @@
+"""Pure builders: (spec, plan, attempt, operator settings) -> Kubernetes manifests as plain dicts."""

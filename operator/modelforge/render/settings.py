@@ -1,0 +1,29 @@
+"""Operator-wide defaults the renderers need (from Helm values via environment), as a plain value."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    trainer_image: str = "ghcr.io/modelforge/trainer:0.1.0"
+    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    serve_swift_image: str = "ghcr.io/modelforge/trainer-cpu:0.1.0"
+    progress_port: int = 8090
+    trainer_service_account: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+    termination_grace_seconds: int = 120  # room for a checkpoint flush after SIGTERM
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RenderSettings:
+        defaults = cls()
+        return cls(
+            trainer_image=env.get("MODELFORGE_TRAINER_IMAGE", defaults.trainer_image),
+            vllm_image=env.get("MODELFORGE_VLLM_IMAGE", defaults.vllm_image),
+            serve_swift_image=env.get("MODELFORGE_SWIFT_IMAGE", defaults.serve_swift_image),
+            progress_port=int(env.get("MODELFORGE_PROGRESS_PORT", defaults.progress_port)),
+            trainer_service_account=env.get("MODELFORGE_TRAINER_SERVICE_ACCOUNT") or None,
+            image_pull_policy=env.get("MODELFORGE_IMAGE_PULL_POLICY", defaults.image_pull_policy),
+        )

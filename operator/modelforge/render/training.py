@@ -1,0 +1,260 @@
+"""Attempt N of a FineTuneJob as Kubernetes objects: a ConfigMap, a headless Service, an Indexed Job.
+
+Pure: everything comes in as arguments (no environment, no API calls). The controller applies the
+result; `modelforge render` prints it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.base import API_VERSION
+from ..api.finetunejob import FineTuneJobSpec, Hub
+from ..paths import CACHE_ROOT, CONFIGMAP_ROOT, JOB_CONFIG, OUTPUT_ROOT, PVC_ROOT, split_uri
+from .names import attempt_name, label_value
+from .settings import RenderSettings
+
+MANAGED_BY = "modelforge-operator"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The FineTuneJob (or ModelServe) that owns the rendered children."""
+
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def job_labels(owner: Owner, attempt: int) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "modelforge-trainer",
+        "app.kubernetes.io/instance": label_value(owner.name),
+        "app.kubernetes.io/component": "training",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "modelforge.io/job": label_value(owner.name),
+        "modelforge.io/attempt": str(attempt),
+    }
+
+
+def _meta(name: str, owner: Owner, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": owner.namespace, "labels": labels, "ownerReferences": [owner.reference()]}
+
+
+def output_uri(owner: Owner, spec: FineTuneJobSpec) -> str | None:
+    if spec.output is None:
+        return None
+    return f"pvc://{spec.output.claim_name}/{spec.output.sub_path or owner.name}"
+
+
+def render_config_map(owner: Owner, spec: FineTuneJobSpec, attempt: int) -> dict[str, Any]:
+    """The resolved spec the launcher reads from /etc/modelforge/job.json."""
+    payload = {"name": owner.name, "namespace": owner.namespace, "attempt": attempt, "spec": spec.to_wire()}
+    uri = output_uri(owner, spec)
+    if uri:
+        payload["outputUri"] = uri
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(attempt_name(owner.name, attempt), owner, job_labels(owner, attempt)),
+        "data": {"job.json": json.dumps(payload, indent=2, sort_keys=True)},
+    }
+
+
+def render_service(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: RenderSettings) -> dict[str, Any]:
+    """Headless Service: gives pod `<job>-0` the DNS name `<job>-0.<svc>.<ns>.svc` used as MASTER_ADDR."""
+    labels = job_labels(owner, attempt)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(attempt_name(owner.name, attempt), owner, labels),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,  # ranks must resolve rank 0 before anything is "ready"
+            "selector": {"modelforge.io/job": labels["modelforge.io/job"], "modelforge.io/attempt": str(attempt)},
+            "ports": [
+                {"name": "rendezvous", "port": spec.distributed.master_port, "protocol": "TCP"},
+                {"name": "progress", "port": settings.progress_port, "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def _shm_size(spec: FineTuneJobSpec) -> str:
+    if spec.resources.shared_memory is not None:
+        return str(spec.resources.shared_memory)
+    return f"{max(2, 4 * spec.resources.gpus_per_node)}Gi"
+
+
+def _volume_name(kind: str, name: str) -> str:
+    return label_value(f"{kind}-{name}".replace(".", "-"))
+
+
+def _source_volumes(spec: FineTuneJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read-only volumes for pvc:// and configMap:// sources of the model and datasets."""
+    sources = [spec.model.source, *(d.source for d in spec.datasets)]
+    if spec.validation and spec.validation.datasets:
+        sources += [d.source for d in spec.validation.datasets]
+    volumes: dict[str, dict[str, Any]] = {}
+    mounts: dict[str, dict[str, Any]] = {}
+    for source in sources:
+        split = split_uri(source)
+        if split is None:
+            continue
+        scheme, name, _ = split
+        if scheme == "pvc":
+            volume = _volume_name("pvc", name)
+            volumes[volume] = {"name": volume, "persistentVolumeClaim": {"claimName": name, "readOnly": True}}
+            mounts[volume] = {"name": volume, "mountPath": f"{PVC_ROOT}/{name}", "readOnly": True}
+        else:
+            volume = _volume_name("cm", name)
+            volumes[volume] = {"name": volume, "configMap": {"name": name}}
+            mounts[volume] = {"name": volume, "mountPath": f"{CONFIGMAP_ROOT}/{name}", "readOnly": True}
+    return list(volumes.values()), list(mounts.values())
+
+
+def _env(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: RenderSettings) -> list[dict[str, Any]]:
+    service = attempt_name(owner.name, attempt)
+    env: list[dict[str, Any]] = [
+        {"name": "MODELFORGE_NNODES", "value": str(spec.resources.nodes)},
+        {"name": "NPROC_PER_NODE", "value": str(spec.resources.gpus_per_node)},
+        {"name": "MASTER_ADDR", "value": f"{service}-0.{service}.{owner.namespace}.svc"},
+        {"name": "MASTER_PORT", "value": str(spec.distributed.master_port)},
+        {"name": "MODELFORGE_PROGRESS_PORT", "value": str(settings.progress_port)},
+        {"name": "MODELFORGE_OUTPUT_ROOT", "value": OUTPUT_ROOT},
+        {"name": "USE_HF", "value": "1" if spec.model.hub == Hub.HUGGINGFACE else "0"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if spec.cache is not None:
+        env += [
+            {"name": "HF_HOME", "value": f"{CACHE_ROOT}/huggingface"},
+            {"name": "MODELSCOPE_CACHE", "value": f"{CACHE_ROOT}/modelscope"},
+        ]
+    if spec.secrets and spec.secrets.hub_token:
+        ref = {"secretKeyRef": {"name": spec.secrets.hub_token.name, "key": spec.secrets.hub_token.key}}
+        env += [{"name": "HF_TOKEN", "valueFrom": ref}, {"name": "MODELSCOPE_API_TOKEN", "valueFrom": ref}]
+    return env
+
+
+def _resources(spec: FineTuneJobSpec) -> dict[str, Any]:
+    gpus = str(spec.resources.gpus_per_node)
+    limits: dict[str, str] = {spec.resources.gpu_resource_name: gpus}
+    requests: dict[str, str] = {spec.resources.gpu_resource_name: gpus}
+    for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)):
+        if value is not None:
+            requests[key] = limits[key] = str(value)
+    return {"requests": requests, "limits": limits}
+
+
+def render_job(
+    owner: Owner,
+    spec: FineTuneJobSpec,
+    attempt: int,
+    settings: RenderSettings,
+    *,
+    active_deadline_seconds: int | None = None,
+) -> dict[str, Any]:
+    """The Indexed Job: one pod per node, all-or-nothing (backoffLimit 0; the operator restarts the gang)."""
+    name = attempt_name(owner.name, attempt)
+    labels = job_labels(owner, attempt)
+    config_volume = {"name": "job-config", "configMap": {"name": name}}
+    volumes: list[dict[str, Any]] = [
+        config_volume,
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": _shm_size(spec)}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "job-config", "mountPath": JOB_CONFIG.rsplit("/", 1)[0], "readOnly": True},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    if spec.output is not None:
+        volumes.append({"name": "output", "persistentVolumeClaim": {"claimName": spec.output.claim_name}})
+        mounts.append({"name": "output", "mountPath": OUTPUT_ROOT, "subPath": spec.output.sub_path or owner.name})
+    if spec.cache is not None:
+        volumes.append({"name": "cache", "persistentVolumeClaim": {"claimName": spec.cache.claim_name}})
+        cache_mount: dict[str, Any] = {"name": "cache", "mountPath": CACHE_ROOT}
+        if spec.cache.sub_path:
+            cache_mount["subPath"] = spec.cache.sub_path
+        mounts.append(cache_mount)
+    source_volumes, source_mounts = _source_volumes(spec)
+    volumes += source_volumes
+    mounts += source_mounts
+
+    container = {
+        "name": "trainer",
+        "image": spec.resources.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["modelforge", "launch"],
+        "env": _env(owner, spec, attempt, settings),
+        "ports": [
+            {"name": "rendezvous", "containerPort": spec.distributed.master_port},
+            {"name": "progress", "containerPort": settings.progress_port},
+        ],
+        "resources": _resources(spec),
+        "volumeMounts": mounts,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "subdomain": name,
+        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    resources = spec.resources
+    for key, value in (
+        ("nodeSelector", resources.node_selector),
+        ("tolerations", resources.tolerations),
+        ("affinity", resources.affinity),
+        ("priorityClassName", resources.priority_class_name),
+        ("schedulerName", spec.scheduling.scheduler_name if spec.scheduling else None),
+        ("serviceAccountName", settings.trainer_service_account),
+    ):
+        if value:
+            pod_spec[key] = value
+
+    job_metadata = _meta(name, owner, dict(labels))
+    queue = spec.scheduling.queue_name if spec.scheduling else None
+    if queue:
+        job_metadata["labels"]["kueue.x-k8s.io/queue-name"] = queue
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": resources.nodes,
+        "parallelism": resources.nodes,
+        "backoffLimit": 0,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if queue:
+        job_spec["suspend"] = True  # Kueue unsuspends it on admission
+    if active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = max(1, active_deadline_seconds)
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_metadata, "spec": job_spec}
+
+
+def render_attempt(
+    owner: Owner,
+    spec: FineTuneJobSpec,
+    attempt: int,
+    settings: RenderSettings,
+    *,
+    active_deadline_seconds: int | None = None,
+) -> list[dict[str, Any]]:
+    """Everything attempt N needs, in creation order."""
+    return [
+        render_config_map(owner, spec, attempt),
+        render_service(owner, spec, attempt, settings),
+        render_job(owner, spec, attempt, settings, active_deadline_seconds=active_deadline_seconds),
+    ]
