@@ -158,9 +158,11 @@ def _waiting_problem(pods: tuple[dict[str, Any], ...]) -> tuple[Reason, str] | N
                 detail = waiting.get("message") or f"cannot pull {container.get('image', 'the image')}"
                 return Reason.IMAGE_PULL_BACK_OFF, f"pod {pod['metadata']['name']}: {detail}"
         for condition in status.get("conditions") or []:
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                if condition.get("reason") == "Unschedulable":
-                    return Reason.UNSCHEDULABLE, f"pod {pod['metadata']['name']}: {condition.get('message', '')}"
+            unschedulable = (condition.get("type"), condition.get("status"), condition.get("reason")) == (
+                "PodScheduled", "False", "Unschedulable"
+            )  # fmt: skip
+            if unschedulable:
+                return Reason.UNSCHEDULABLE, f"pod {pod['metadata']['name']}: {condition.get('message', '')}"
     return None
 
 
