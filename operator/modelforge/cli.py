@@ -127,6 +127,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return outcome.process_exit_code
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    import dataclasses
+    import os
+
+    from .controller.config import ControllerConfig
+    from .controller.main import run_operator
+
+    config = ControllerConfig.from_env(os.environ)
+    if args.namespace:
+        config = dataclasses.replace(config, namespaces=tuple(args.namespace))
+    run_operator(config, json_logs=not args.plain_logs, verbose=args.verbose)
+    return 0
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     from .launcher.entrypoint import launch_in_pod
 
@@ -228,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="which FineTuneJob, when the file has several")
     p.add_argument("--dry-run", action="store_true", help="pre-flight and print the swift command; do not train")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("operator", help="run the operator (watches FineTuneJobs; settings from MODELFORGE_* env)")
+    p.add_argument("--namespace", action="append", help="watch only this namespace (repeatable; default: all)")
+    p.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON lines")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(handler=cmd_operator)
 
     p = sub.add_parser("launch", help="the training pod's entrypoint (reads the job ConfigMap and pod env)")
     p.add_argument("--config", default="/etc/modelforge/job.json")

@@ -121,6 +121,12 @@ CASES: list[tuple[str, dict, dict, str]] = [
         "spec.engine",
     ),
     (
+        "gpusPerReplica 0 (CPU serving) needs engine swift",
+        serve(engine="swift", resources={"gpusPerReplica": 0}),
+        serve(resources={"gpusPerReplica": 0}),
+        "spec.resources.gpusPerReplica",
+    ),
+    (
         "adapter names must be unique",
         serve(adapters=[{"name": "a", "source": "x/a"}, {"name": "b", "source": "x/b"}]),
         serve(adapters=[{"name": "a", "source": "x/a"}, {"name": "a", "source": "x/b"}]),

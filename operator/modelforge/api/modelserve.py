@@ -83,6 +83,10 @@ class ServiceSpec(ApiModel):
 class ServeResources(PodResources):
     """Compute resources of each replica; GPUs per replica are tensorParallel x pipelineParallel."""
 
+    gpus_per_replica: Annotated[int, Field(ge=0, le=64)] | None = Field(
+        default=None,
+        description="GPUs per replica. Defaults to tensorParallel x pipelineParallel; 0 runs on the CPU (engine swift).",
+    )
     gpus_per_node: Annotated[int, Field(ge=1, le=64)] | None = Field(
         default=None,
         description="GPUs on one node of your GPU pool. When set, a replica that needs more GPUs than a node has "
@@ -98,6 +102,11 @@ class ModelServeSpec(ApiModel):
             "self.engine == 'vllm' || self.tensorParallel == 1 && self.pipelineParallel == 1",
             "tensorParallel and pipelineParallel above 1 need engine vllm",
             ".engine",
+        ),
+        CelRule(
+            "!has(self.resources.gpusPerReplica) || self.resources.gpusPerReplica > 0 || self.engine == 'swift'",
+            "gpusPerReplica 0 (CPU serving) needs engine swift",
+            ".resources.gpusPerReplica",
         ),
         CelRule(
             "!has(self.adapters) || self.adapters.all(a, self.adapters.exists_one(b, b.name == a.name))",

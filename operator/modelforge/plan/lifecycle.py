@@ -136,7 +136,7 @@ def _job_condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | No
     return None
 
 
-def _rank0(pods: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
+def rank0_pod(pods: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
     for pod in pods:
         labels = pod.get("metadata", {}).get("labels", {})
         annotations = pod.get("metadata", {}).get("annotations", {})
@@ -332,7 +332,7 @@ def decide(
     if spec.scheduling and spec.scheduling.queue_name:
         b.condition(ConditionType.ADMITTED, True, Reason.ADMITTED, "admitted by Kueue")
 
-    rank0 = _rank0(observed.pods)
+    rank0 = rank0_pod(observed.pods)
     if _job_condition(observed.job, "Complete") or (
         observed.pods and len(observed.pods) >= spec.resources.nodes
         and all(p.get("status", {}).get("phase") == "Succeeded" for p in observed.pods)

@@ -1,0 +1,133 @@
+"""kopf handlers for FineTuneJob: one reconcile, triggered on create/resume and by a timer.
+
+Level-triggered: every run observes the current attempt (Job, Pods, rank-0 /progress), asks the pure
+lifecycle what to do, applies it, and patches only the status keys that changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from ..api.base import GROUP, VERSION
+from ..api.validate import SpecError, parse_resource
+from ..plan.lifecycle import Observed, decide, rank0_pod
+from ..render.names import attempt_name, label_value
+from ..render.training import Owner, render_attempt
+from .config import ANNOTATION_PREFIX, ControllerConfig
+from .kube import Kube, fetch_json, make_api_client
+from .metrics import OperatorMetrics
+
+PLURAL = "finetunejobs"
+
+
+def _document(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {"name": body.metadata.name, "namespace": body.metadata.namespace},
+        "spec": dict(body.spec),
+    }
+
+
+def observe(
+    kube: Kube, config: ControllerConfig, namespace: str, name: str, attempt: int, phase: str | None
+) -> Observed:
+    if attempt == 0:
+        return Observed()
+    job = kube.get_job(namespace, attempt_name(name, attempt))
+    labels = {"modelforge.io/job": label_value(name), "modelforge.io/attempt": str(attempt)}
+    pods = tuple(kube.list_pods(namespace, labels))
+    progress = None
+    rank0 = rank0_pod(pods)
+    if phase in ("Starting", "Running") and rank0 and rank0.get("status", {}).get("phase") == "Running":
+        ip = rank0["status"].get("podIP")
+        if ip:
+            progress = fetch_json(f"http://{ip}:{config.render.progress_port}/progress",
+                                  config.progress_timeout_seconds)  # fmt: skip
+    return Observed(job, pods, progress)
+
+
+def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: logging.Logger) -> None:
+    started = time.perf_counter()
+    kube: Kube = memo.kube
+    config: ControllerConfig = memo.config
+    metrics: OperatorMetrics = memo.metrics
+    name, namespace = body.metadata.name, body.metadata.namespace
+    spec, problems = None, []
+    try:
+        spec = parse_resource(_document(body)).spec
+    except SpecError as exc:
+        problems = [str(p) for p in exc.problems]
+    status = dict(body.get("status") or {})
+    attempt = int(status.get("attempt") or 0)
+    observed = observe(kube, config, namespace, name, attempt, status.get("phase"))
+    decision = decide(spec, problems, status, observed, datetime.now(UTC).replace(tzinfo=None),
+                      body.metadata.get("generation"))  # fmt: skip
+
+    if decision.delete_attempt:
+        kube.delete_attempt(namespace, attempt_name(name, decision.delete_attempt))
+        logger.info(f"deleted attempt {decision.delete_attempt}")
+    if decision.create_attempt and spec is not None:
+        owner = Owner("FineTuneJob", name, namespace, body.metadata.uid)
+        for obj in render_attempt(owner, spec, decision.create_attempt, config.render):
+            if kube.create_or_adopt(obj):
+                logger.info(f"created {obj['kind']} {obj['metadata']['name']}")
+    for kind, reason, message in decision.events:
+        kopf.event(body, type=kind, reason=reason, message=message)
+    if decision.status.get("restarts", 0) > status.get("restarts", 0):
+        metrics.restarts.inc()
+
+    for key in set(status) | set(decision.status):
+        if status.get(key) != decision.status.get(key):
+            patch.status[key] = decision.status.get(key)
+    metrics.observe_phase(f"{namespace}/{name}", decision.status.get("phase"))
+    metrics.reconcile_seconds.observe(time.perf_counter() - started)
+
+
+def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
+    """Attach the FineTuneJob handlers and operator settings to `registry`."""
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        # Our own annotation prefix for kopf's bookkeeping, instead of kopf.zalando.org.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"  # unused: owner references clean up
+        settings.posting.loggers = False  # log lines stay logs; the events we post are written for people
+        settings.execution.max_workers = config.workers
+        settings.watching.server_timeout = 300
+        memo.config = config
+        memo.kube = Kube(make_api_client(config.api_server))
+        memo.metrics = OperatorMetrics()
+        if config.metrics_port is not None:
+            memo.metrics.serve(config.metrics_port)
+
+    if config.api_server:
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=config.api_server, insecure=True)  # type: ignore[arg-type]
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+        try:
+            reconcile(body, patch, memo, logger)
+        except Exception as exc:  # API hiccups: retry soon rather than give up
+            raise kopf.TemporaryError(f"reconcile failed, retrying: {exc}", delay=5) from exc
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=config.poll_seconds, registry=registry)
+    def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+        reconcile(body, patch, memo, logger)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True)
+    def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        memo.metrics.observe_phase(f"{body.metadata.namespace}/{body.metadata.name}", None)

@@ -1,0 +1,234 @@
+"""A ModelServe as a Deployment + Service, with the engine (vLLM or ms-swift) behind one small interface.
+
+Pure: the resolved model (paths inside the pod, adapters, claims to mount) comes in as a value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..api.modelserve import Engine, ModelServeSpec
+from ..paths import PVC_ROOT, pod_path, split_uri
+from .names import label_value
+from .settings import RenderSettings
+from .training import MANAGED_BY, Owner
+
+API_PORT = 8000
+SPEC_HASH = "modelforge.io/spec-hash"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What to load: the base model and adapters as sources (hub id, pvc://, or a path)."""
+
+    base: str
+    adapters: tuple[tuple[str, str], ...] = ()  # (served name, source)
+    params_b: float | None = None  # model size, for the startup budget
+
+    def claims(self) -> list[str]:
+        found = []
+        for source in (self.base, *(s for _, s in self.adapters)):
+            split = split_uri(source)
+            if split and split[0] == "pvc" and split[1] not in found:
+                found.append(split[1])
+        return found
+
+
+class ServingEngine(Protocol):
+    name: str
+    image_setting: str
+
+    def problems(self, spec: ModelServeSpec) -> list[str]: ...
+
+    def container_command(
+        self, spec: ModelServeSpec, model: ResolvedModel, served_name: str
+    ) -> tuple[list[str], list[str]]: ...
+
+    def api_key_env(self) -> str: ...
+
+
+class VllmEngine:
+    name = "vllm"
+    image_setting = "vllm_image"
+
+    def problems(self, spec: ModelServeSpec) -> list[str]:
+        return []
+
+    def api_key_env(self) -> str:
+        return "VLLM_API_KEY"  # vllm serve reads it like --api-key; the key never appears in args
+
+    def container_command(
+        self, spec: ModelServeSpec, model: ResolvedModel, served_name: str
+    ) -> tuple[list[str], list[str]]:
+        args = [pod_path(model.base), "--host", "0.0.0.0", "--port", str(API_PORT),
+                "--served-model-name", served_name,
+                "--tensor-parallel-size", str(spec.tensor_parallel),
+                "--pipeline-parallel-size", str(spec.pipeline_parallel),
+                "--gpu-memory-utilization", str(spec.gpu_memory_utilization),
+                "--dtype", spec.dtype.value]  # fmt: skip
+        if spec.max_model_len:
+            args += ["--max-model-len", str(spec.max_model_len)]
+        if spec.quantization:
+            args += ["--quantization", spec.quantization]
+        if spec.enable_prefix_caching:
+            args += ["--enable-prefix-caching"]
+        if model.adapters:
+            args += ["--enable-lora", "--lora-modules", *(f"{n}={pod_path(s)}" for n, s in model.adapters)]
+            args += ["--max-lora-rank", str(spec.max_lora_rank or 64)]
+            args += ["--max-loras", str(spec.max_loras or len(model.adapters))]
+        return ["vllm", "serve"], args + list(spec.extra_args or ())
+
+
+class SwiftEngine:
+    """ms-swift's own server (`swift deploy`, PyTorch backend): CPU and tiny models, e2e and demos."""
+
+    name = "swift"
+    image_setting = "serve_swift_image"
+
+    def problems(self, spec: ModelServeSpec) -> list[str]:
+        vllm_only = {
+            "spec.quantization": spec.quantization,
+            "spec.maxLoras": spec.max_loras,
+            "spec.maxLoraRank": spec.max_lora_rank,
+        }
+        return [f"{field_}: not supported by engine swift (use engine vllm)" for field_, v in vllm_only.items() if v]
+
+    def api_key_env(self) -> str:
+        return "MODELFORGE_API_KEY"
+
+    def container_command(
+        self, spec: ModelServeSpec, model: ResolvedModel, served_name: str
+    ) -> tuple[list[str], list[str]]:
+        args = ["--model", pod_path(model.base), "--infer_backend", "pt",
+                "--host", "0.0.0.0", "--port", str(API_PORT), "--served_model_name", served_name]  # fmt: skip
+        if model.adapters:
+            args += ["--adapters", *(f"{n}={pod_path(s)}" for n, s in model.adapters)]
+        if spec.max_model_len:
+            args += ["--max_length", str(spec.max_model_len)]
+        if spec.system_prompt:
+            args += ["--system", spec.system_prompt]
+        if spec.api_key_secret_ref:
+            args += ["--api_key", "$(MODELFORGE_API_KEY)"]  # expanded by the kubelet from the Secret env
+        return ["python", "-m", "swift.cli.deploy"], args + list(spec.extra_args or ())
+
+
+ENGINES: dict[str, ServingEngine] = {Engine.VLLM.value: VllmEngine(), Engine.SWIFT.value: SwiftEngine()}
+
+
+def engine_for(spec: ModelServeSpec) -> ServingEngine:
+    try:
+        return ENGINES[spec.engine.value]
+    except KeyError:
+        raise ValueError(f"spec.engine: unknown engine {spec.engine!r}; use one of {', '.join(ENGINES)}") from None
+
+
+def gpus_per_replica(spec: ModelServeSpec) -> int:
+    if spec.resources.gpus_per_replica is not None:
+        return spec.resources.gpus_per_replica
+    return spec.tensor_parallel * spec.pipeline_parallel
+
+
+def startup_budget_seconds(params_b: float | None) -> int:
+    """Weights must load before /health answers: 5 min plus ~20 s per billion parameters (unknown: 15 min)."""
+    if params_b is None:
+        return 900
+    return int(300 + 20 * params_b)
+
+
+def serve_labels(owner: Owner) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "modelforge-serve",
+        "app.kubernetes.io/instance": label_value(owner.name),
+        "app.kubernetes.io/component": "serving",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "modelforge.io/serve": label_value(owner.name),
+    }
+
+
+@dataclass(frozen=True)
+class ServeObjects:
+    deployment: dict[str, Any]
+    service: dict[str, Any]
+    spec_hash: str
+
+
+def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, settings: RenderSettings) -> ServeObjects:
+    engine = engine_for(spec)
+    served_name = spec.served_model_name or owner.name
+    labels = serve_labels(owner)
+    gpus = gpus_per_replica(spec)
+    command, args = engine.container_command(spec, model, served_name)
+    env: list[dict[str, Any]] = [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
+    if spec.api_key_secret_ref:
+        ref = {"secretKeyRef": {"name": spec.api_key_secret_ref.name, "key": spec.api_key_secret_ref.key}}
+        env.append({"name": engine.api_key_env(), "valueFrom": ref})
+    resources: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    if gpus:
+        resources["requests"][spec.resources.gpu_resource_name] = str(gpus)
+        resources["limits"][spec.resources.gpu_resource_name] = str(gpus)
+    for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)):
+        if value is not None:
+            resources["requests"][key] = resources["limits"][key] = str(value)
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(spec.resources.shared_memory or "8Gi")}}
+    ]
+    for claim in model.claims():
+        volume = label_value(f"pvc-{claim}".replace(".", "-"))
+        volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
+    budget = startup_budget_seconds(model.params_b)
+    probe = {"httpGet": {"path": "/health", "port": "http"}}
+    container = {
+        "name": "engine",
+        "image": spec.resources.image or getattr(settings, engine.image_setting),
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": command,
+        "args": args,
+        "env": env,
+        "ports": [{"name": "http", "containerPort": API_PORT}],
+        "resources": resources,
+        "volumeMounts": mounts,
+        "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": max(3, budget // 10)},
+        "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {**probe, "periodSeconds": 30, "failureThreshold": 4},
+    }
+    pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes}
+    for key, value in (
+        ("nodeSelector", spec.resources.node_selector),
+        ("tolerations", spec.resources.tolerations),
+        ("affinity", spec.resources.affinity),
+        ("priorityClassName", spec.resources.priority_class_name),
+    ):
+        if value:
+            pod_spec[key] = value
+    template = {"metadata": {"labels": labels}, "spec": pod_spec}
+    spec_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+    meta = {"name": owner.name, "namespace": owner.namespace, "labels": labels,
+            "annotations": {SPEC_HASH: spec_hash}, "ownerReferences": [owner.reference()]}  # fmt: skip
+    template["metadata"]["annotations"] = {SPEC_HASH: spec_hash}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": {"modelforge.io/serve": labels["modelforge.io/serve"]}},
+            "strategy": {"type": "Recreate"} if gpus else {"type": "RollingUpdate"},
+            "template": template,
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {k: v for k, v in meta.items() if k != "annotations"},
+        "spec": {
+            "type": spec.service.type.value,
+            "selector": {"modelforge.io/serve": labels["modelforge.io/serve"]},
+            "ports": [{"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    return ServeObjects(deployment, service, spec_hash)
