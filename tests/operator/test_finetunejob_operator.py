@@ -25,8 +25,8 @@ def finetunejob(name: str = "sft", **spec: Any) -> dict[str, Any]:
         "failurePolicy": {"maxRestarts": 2, "backoffSeconds": 0},
     }
     body.update(spec)
-    return {"apiVersion": "modelforge.io/v1alpha1", "kind": "FineTuneJob",
-            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1}, "spec": body}  # fmt: skip
+    metadata = {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1}
+    return {"apiVersion": "modelforge.io/v1alpha1", "kind": "FineTuneJob", "metadata": metadata, "spec": body}
 
 
 def status(cluster: Cluster, name: str = "sft") -> dict[str, Any]:

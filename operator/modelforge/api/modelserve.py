@@ -85,7 +85,8 @@ class ServeResources(PodResources):
 
     gpus_per_replica: Annotated[int, Field(ge=0, le=64)] | None = Field(
         default=None,
-        description="GPUs per replica. Defaults to tensorParallel x pipelineParallel; 0 runs on the CPU (engine swift).",
+        description="GPUs per replica. Defaults to tensorParallel x pipelineParallel; 0 runs on the CPU "
+        "(engine swift).",
     )
     gpus_per_node: Annotated[int, Field(ge=1, le=64)] | None = Field(
         default=None,

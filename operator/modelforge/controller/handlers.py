@@ -52,12 +52,15 @@ def observe(
     return Observed(job, pods, progress)
 
 
-def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: logging.Logger) -> None:
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> None:
     started = time.perf_counter()
     kube: Kube = memo.kube
     config: ControllerConfig = memo.config
     metrics: OperatorMetrics = memo.metrics
-    name, namespace = body.metadata.name, body.metadata.namespace
+    name, namespace = body.metadata.name, str(body.metadata.namespace)
     spec, problems = None, []
     try:
         spec = parse_resource(_document(body)).spec
@@ -118,14 +121,14 @@ def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any) -> None:
         try:
             reconcile(body, patch, memo, logger)
         except Exception as exc:  # API hiccups: retry soon rather than give up
             raise kopf.TemporaryError(f"reconcile failed, retrying: {exc}", delay=5) from exc
 
     @kopf.timer(GROUP, VERSION, PLURAL, interval=config.poll_seconds, registry=registry)
-    def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    def on_timer(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any) -> None:
         reconcile(body, patch, memo, logger)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True)

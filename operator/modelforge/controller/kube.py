@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -40,18 +41,18 @@ class Kube:
     def __init__(self, client: kubernetes.client.ApiClient):
         self.core = kubernetes.client.CoreV1Api(client)
         self.batch = kubernetes.client.BatchV1Api(client)
+        self._create: dict[str, Callable[..., Any]] = {
+            "ConfigMap": self.core.create_namespaced_config_map,
+            "Service": self.core.create_namespaced_service,
+            "Job": self.batch.create_namespaced_job,
+        }
 
     def create_or_adopt(self, obj: dict[str, Any]) -> bool:
         """Create `obj`; an existing object with the same name is kept (reconciles are repeatable).
         Returns True when it was created now."""
         namespace = obj["metadata"]["namespace"]
-        create = {
-            "ConfigMap": self.core.create_namespaced_config_map,
-            "Service": self.core.create_namespaced_service,
-            "Job": self.batch.create_namespaced_job,
-        }[obj["kind"]]
         try:
-            create(namespace, obj, _preload_content=False)
+            self._create[obj["kind"]](namespace, obj, _preload_content=False)
         except ApiException as exc:
             if exc.status == 409:
                 return False

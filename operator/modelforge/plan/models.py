@@ -48,7 +48,7 @@ KNOWN: dict[str, Architecture] = {
             experts=128,
             experts_per_token=8,
             expert_intermediate=768,
-        ),  # fmt: skip
+        ),
         Architecture("qwen2.5-7b", 7.62, 3584, 28, 28, 4, 18944, 152064),
         Architecture("llama-2-7b", 6.74, 4096, 32, 32, 32, 11008, 32000),
         Architecture("llama-2-13b", 13.02, 5120, 40, 40, 40, 13824, 32000),

@@ -172,7 +172,7 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
     for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)):
         if value is not None:
             resources["requests"][key] = resources["limits"][key] = str(value)
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(spec.resources.shared_memory or "8Gi")}}
     ]
@@ -197,14 +197,13 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
         "livenessProbe": {**probe, "periodSeconds": 30, "failureThreshold": 4},
     }
     pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes}
-    for key, value in (
-        ("nodeSelector", spec.resources.node_selector),
-        ("tolerations", spec.resources.tolerations),
-        ("affinity", spec.resources.affinity),
-        ("priorityClassName", spec.resources.priority_class_name),
-    ):
-        if value:
-            pod_spec[key] = value
+    placement: dict[str, Any] = {
+        "nodeSelector": spec.resources.node_selector,
+        "tolerations": spec.resources.tolerations,
+        "affinity": spec.resources.affinity,
+        "priorityClassName": spec.resources.priority_class_name,
+    }
+    pod_spec.update({key: value for key, value in placement.items() if value})
     template = {"metadata": {"labels": labels}, "spec": pod_spec}
     spec_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
     meta = {"name": owner.name, "namespace": owner.namespace, "labels": labels,
