@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .launcher.infer import LocalModel
@@ -157,8 +159,42 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The API key from the environment variable the user named (never from the command line)."""
+    import os
+
+    if not args.api_key_env:
+        return None
+    key = os.environ.get(args.api_key_env)
+    if not key:
+        raise SystemExit(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    return key
+
+
+def _infer_endpoint(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
+    from .client import EndpointError, chat
+
+    results = []
+    for row in rows:
+        try:
+            answer = chat(args.endpoint, row["messages"], model=args.model, api_key=_api_key(args),
+                          max_tokens=args.max_new_tokens)  # fmt: skip
+        except EndpointError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        results.append({"messages": row["messages"], **answer.record()})
+    Path(args.output).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
+    latencies = [r["latency_s"] for r in results]
+    speeds = [r["tokens_per_second"] for r in results if r["tokens_per_second"]]
+    summary = f"wrote {len(results)} answer(s) to {args.output}; latency mean {sum(latencies) / len(latencies):.2f} s"
+    if speeds:
+        summary += f", {sum(speeds) / len(speeds):.1f} tokens/s"
+    print(summary)
+    return 0
+
+
 def _local_target(args: argparse.Namespace) -> LocalModel:
-    if not args.model and not args.adapter:
+    if not args.model and not args.adapter:  # only reached without --endpoint
         raise SystemExit("give --model PATH (a model directory) and/or --adapter PATH (a LoRA checkpoint)")
     return LocalModel(args.model, args.adapter, args.model_type, args.template)
 
@@ -166,6 +202,13 @@ def _local_target(args: argparse.Namespace) -> LocalModel:
 def cmd_infer(args: argparse.Namespace) -> int:
     from .launcher.infer import InferenceError, QuestionFileError, infer_local, load_questions
 
+    if args.endpoint:
+        try:
+            rows = load_questions(Path(args.questions), args.system)
+        except QuestionFileError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        return _infer_endpoint(args, rows)
     try:
         rows = load_questions(Path(args.questions), args.system)
         answers = infer_local(_local_target(args), rows, Path(args.output), max_new_tokens=args.max_new_tokens)
@@ -181,23 +224,40 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     from .launcher.infer import InferenceError, infer_local, load_questions
 
+    if args.endpoint:
+        from .client import EndpointError, chat
+
+        messages = [{"role": "system", "content": args.system}] if args.system else []
+        messages.append({"role": "user", "content": args.prompt})
+        try:
+            answer = chat(args.endpoint, messages, model=args.model, api_key=_api_key(args),
+                          max_tokens=args.max_new_tokens)  # fmt: skip
+        except EndpointError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(answer.text)
+        speed = f", {answer.tokens_per_second} tokens/s" if answer.tokens_per_second else ""
+        print(f"[{answer.model}: {answer.latency_s:.2f} s{speed}]", file=sys.stderr)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         question = Path(tmp) / "q.txt"
         question.write_text(args.prompt.replace("\n", " ") + "\n")
         rows = load_questions(question, args.system)
         try:
-            (answer,) = infer_local(
+            (local_answer,) = infer_local(
                 _local_target(args), rows, Path(tmp) / "a.jsonl", max_new_tokens=args.max_new_tokens
             )
         except InferenceError as exc:
             print(exc, file=sys.stderr)
             return 1
-    print(answer["response"])
+    print(local_answer["response"])
     return 0
 
 
 def _add_local_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model directory (a base or merged model)")
+    p.add_argument("--endpoint", help="an OpenAI-compatible server (e.g. http://host:8000/v1) instead of a local model")
+    p.add_argument("--api-key-env", help="with --endpoint: the environment variable that holds the API key")
+    p.add_argument("--model", help="local: model directory (base or merged); --endpoint: served model name")
     p.add_argument("--adapter", help="LoRA checkpoint directory (its base model is read from its args.json)")
     p.add_argument("--model-type", help="ms-swift model_type for a local model (e.g. qwen3)")
     p.add_argument("--template", help="ms-swift template for a local model (e.g. qwen3)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -40,14 +41,15 @@ PATHS = {
     "ModelServe": "/apis/modelforge.io/v1alpha1/namespaces/{ns}/modelserves",
     "Pod": "/api/v1/namespaces/{ns}/pods",
     "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
+    "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
 }
 PLURALS = {"Job": "jobs", "Pod": "pods", "Service": "services", "ConfigMap": "configmaps", "Event": "events",
            "FineTuneJob": "finetunejobs", "ModelServe": "modelserves", "Deployment": "deployments"}  # fmt: skip
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """kmock plus two things every real API server does: names from generateName (kopf posts events that
-    way) and a resourceVersion (kopf's patches test it)."""
+    """kmock plus what every real API server does on create: a name from generateName (kopf posts events
+    that way), a resourceVersion (kopf's patches test it) and a uid (owner references need it)."""
 
     async def _handle(self, request: kmock.Request) -> Any:
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
@@ -55,6 +57,7 @@ class Emulator(kmock.KubernetesEmulator):
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:6]}"
             meta.setdefault("resourceVersion", "1")
+            meta.setdefault("uid", str(uuid.uuid4()))
         return await super()._handle(request)
 
 
@@ -131,13 +134,19 @@ async def running_operator(cluster: Cluster, progress_port: int = 8090, **config
     )  # fmt: skip
     registry = kopf.OperatorRegistry()
     register(registry, settings)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        kopf.operator(registry=registry, clusterwide=True, standalone=True, stop_flag=stop, ready_flag=ready)
-    )
-    await asyncio.wait_for(ready.wait(), 20)
+    # The operator gets its own thread and event loop, as in production it is a separate process: kopf
+    # waits for its handler threads when stopping, and those may be waiting for the emulator's answer.
+    stop, ready = threading.Event(), threading.Event()
+    operator_kwargs = {"registry": registry, "clusterwide": True, "standalone": True, "stop_flag": stop,
+                       "ready_flag": ready}  # fmt: skip
+    thread = threading.Thread(target=lambda: asyncio.run(kopf.operator(**operator_kwargs)), daemon=True)
+    thread.start()
+    if not await asyncio.to_thread(ready.wait, 20):
+        raise AssertionError("the operator did not start within 20 s")
     try:
         yield
     finally:
         stop.set()
-        await asyncio.wait_for(task, 30)
+        await asyncio.to_thread(thread.join, 60)
+        if thread.is_alive():
+            raise AssertionError("the operator did not stop within 60 s")

@@ -21,6 +21,7 @@ from ..render.training import Owner, render_attempt
 from .config import ANNOTATION_PREFIX, ControllerConfig
 from .kube import Kube, fetch_json, make_api_client
 from .metrics import OperatorMetrics
+from .serve import modelserve_from_job, reconcile_serve
 
 PLURAL = "finetunejobs"
 
@@ -80,6 +81,12 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> 
         for obj in render_attempt(owner, spec, decision.create_attempt, config.render):
             if kube.create_or_adopt(obj):
                 logger.info(f"created {obj['kind']} {obj['metadata']['name']}")
+    serve = spec.serve if spec is not None else None
+    if serve is not None and decision.status.get("phase") == "Succeeded" and not decision.status.get("serveName"):
+        serve_object = modelserve_from_job(name, namespace, serve.to_wire())
+        kube.create_or_adopt(serve_object)
+        decision.status["serveName"] = serve_object["metadata"]["name"]
+        decision.events.append(("Normal", "ServeCreated", f"created ModelServe {serve_object['metadata']['name']}"))
     for kind, reason, message in decision.events:
         kopf.event(body, type=kind, reason=reason, message=message)
     if decision.status.get("restarts", 0) > status.get("restarts", 0):
@@ -130,6 +137,19 @@ def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
     @kopf.timer(GROUP, VERSION, PLURAL, interval=config.poll_seconds, registry=registry)
     def on_timer(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any) -> None:
         reconcile(body, patch, memo, logger)
+
+    @kopf.on.resume(GROUP, VERSION, "modelserves", registry=registry)
+    @kopf.on.create(GROUP, VERSION, "modelserves", registry=registry)
+    @kopf.on.update(GROUP, VERSION, "modelserves", field="spec", registry=registry)
+    def on_serve_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        try:
+            reconcile_serve(body, patch, memo)
+        except Exception as exc:
+            raise kopf.TemporaryError(f"reconcile failed, retrying: {exc}", delay=5) from exc
+
+    @kopf.timer(GROUP, VERSION, "modelserves", interval=config.poll_seconds, registry=registry)
+    def on_serve_timer(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+        reconcile_serve(body, patch, memo)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True)
     def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

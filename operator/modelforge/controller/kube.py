@@ -11,12 +11,18 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from ..api.base import GROUP, VERSION
+
 # Every call below, as (apiGroup, resource, verbs). A test checks the Helm chart grants exactly these.
 RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("batch", "jobs", ("get", "create", "delete")),
+    ("apps", "deployments", ("get", "create", "patch")),
     ("", "services", ("create", "delete")),
     ("", "configmaps", ("create", "delete")),
     ("", "pods", ("list",)),
+    ("", "pods/log", ("get",)),
+    ("modelforge.io", "finetunejobs", ("get",)),
+    ("modelforge.io", "modelserves", ("create",)),
 )
 
 
@@ -31,6 +37,9 @@ def make_api_client(server: str | None) -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient()
 
 
+REQUEST_TIMEOUT = 30  # seconds; a handler must never hang on a silent API server
+
+
 def _json(response: Any) -> dict[str, Any]:
     return json.loads(response.data)
 
@@ -41,10 +50,16 @@ class Kube:
     def __init__(self, client: kubernetes.client.ApiClient):
         self.core = kubernetes.client.CoreV1Api(client)
         self.batch = kubernetes.client.BatchV1Api(client)
+        self.apps = kubernetes.client.AppsV1Api(client)
+        self.custom = kubernetes.client.CustomObjectsApi(client)
         self._create: dict[str, Callable[..., Any]] = {
             "ConfigMap": self.core.create_namespaced_config_map,
             "Service": self.core.create_namespaced_service,
             "Job": self.batch.create_namespaced_job,
+            "Deployment": self.apps.create_namespaced_deployment,
+            "ModelServe": lambda ns, obj, **kw: self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, ns, "modelserves", obj, **kw
+            ),
         }
 
     def create_or_adopt(self, obj: dict[str, Any]) -> bool:
@@ -52,7 +67,7 @@ class Kube:
         Returns True when it was created now."""
         namespace = obj["metadata"]["namespace"]
         try:
-            self._create[obj["kind"]](namespace, obj, _preload_content=False)
+            self._create[obj["kind"]](namespace, obj, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -60,21 +75,66 @@ class Kube:
         return True
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return _json(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._get(
+            lambda: self.batch.read_namespaced_job(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
 
     def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        items = _json(self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False))
+        items = _json(
+            self.core.list_namespaced_pod(
+                namespace, label_selector=selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
         # Filter here too: a label selector is the server's job, but emulators may not apply it.
         return [
             pod for pod in items.get("items", [])
             if all(pod.get("metadata", {}).get("labels", {}).get(k) == v for k, v in labels.items())
         ]  # fmt: skip
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(
+            lambda: self.apps.read_namespaced_deployment(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+
+    def patch_deployment(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        self.apps.patch_namespaced_deployment(
+            name, namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+        )
+
+    def get_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(lambda: self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "finetunejobs", name,
+            _preload_content=False, _request_timeout=REQUEST_TIMEOUT))  # fmt: skip
+
+    def pod_log_tail(self, namespace: str, name: str, container: str) -> str | None:
+        """The last line the container printed (its previous run, after a crash)."""
+        try:
+            response: Any = self.core.read_namespaced_pod_log(
+                name,
+                namespace,
+                container=container,
+                tail_lines=1,
+                previous=True,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            text = response.data.decode(errors="replace")
+        except ApiException:
+            return None
+        return text.strip().splitlines()[-1][:500] if text.strip() else None
+
+    def _get(self, call: Callable[[], Any]) -> dict[str, Any] | None:
+        try:
+            return _json(call())
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def delete_attempt(self, namespace: str, name: str) -> None:
         """Delete an attempt's Job (its pods go with it), Service and ConfigMap; missing ones are fine."""
@@ -82,7 +142,7 @@ class Kube:
         for delete in (self.batch.delete_namespaced_job, self.core.delete_namespaced_service,
                        self.core.delete_namespaced_config_map):  # fmt: skip
             try:
-                delete(name, namespace, body=body, _preload_content=False)
+                delete(name, namespace, body=body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
             except ApiException as exc:
                 if exc.status != 404:
                     raise

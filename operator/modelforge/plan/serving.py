@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from ..api.conditions import ConditionType, Reason
 from ..api.finetunejob import FineTuneJobSpec, Method
-from ..api.modelserve import ModelServeSpec
+from ..api.modelserve import ModelServeSpec, ServePhase
 from ..render.serving import ResolvedModel, engine_for, gpus_per_replica
 from .models import Architecture
 
@@ -70,3 +72,86 @@ def predicted_outputs(job_name: str, spec: FineTuneJobSpec) -> dict[str, str]:
     if spec.output.merge:
         outputs["mergedModel"] = f"{root}/merged"
     return outputs
+
+
+@dataclass(frozen=True)
+class ServeObserved:
+    deployment: dict[str, Any] | None = None
+    pods: tuple[dict[str, Any], ...] = ()
+    reported_models: tuple[str, ...] | None = None  # /v1/models of a ready replica; None when not read
+    last_log_line: str | None = None  # of a crashing engine container
+
+
+def _pod_trouble(pods: tuple[dict[str, Any], ...]) -> tuple[Reason, str] | None:
+    """The most telling reason a replica is not serving: OOMKilled, CrashLoopBackOff, unschedulable, pull."""
+    for pod in pods:
+        name = pod.get("metadata", {}).get("name", "?")
+        for container in pod.get("status", {}).get("containerStatuses") or []:
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            state = container.get("state") or {}
+            if last.get("reason") == "OOMKilled" or (state.get("terminated") or {}).get("reason") == "OOMKilled":
+                return Reason.OOM_KILLED, (
+                    f"pod {name}: the engine ran out of memory while loading (OOMKilled); raise resources.memory, "
+                    "lower maxModelLen or gpuMemoryUtilization, or raise tensorParallel"
+                )
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason") == "CrashLoopBackOff":
+                return Reason.CRASH_LOOP_BACK_OFF, f"pod {name}: the engine keeps crashing"
+            if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff"):
+                return Reason.IMAGE_PULL_BACK_OFF, f"pod {name}: {waiting.get('message') or 'cannot pull the image'}"
+        for condition in pod.get("status", {}).get("conditions") or []:
+            if (condition.get("type"), condition.get("status"), condition.get("reason")) == (
+                "PodScheduled", "False", "Unschedulable"
+            ):  # fmt: skip
+                return Reason.UNSCHEDULABLE, f"pod {name}: {condition.get('message', '')}"
+    return None
+
+
+def serve_status(
+    spec: ModelServeSpec,
+    served_name: str,
+    adapters: tuple[str, ...],
+    observed: ServeObserved,
+    endpoint: str,
+) -> tuple[ServePhase, list[tuple[ConditionType, bool, Reason, str]], dict[str, Any]]:
+    """(phase, conditions to set, other status fields) of a ModelServe whose children exist."""
+    status = observed.deployment.get("status", {}) if observed.deployment else {}
+    ready = int(status.get("readyReplicas") or 0)
+    fields: dict[str, Any] = {"readyReplicas": ready, "endpoint": endpoint}
+    conditions: list[tuple[ConditionType, bool, Reason, str]] = []
+    trouble = _pod_trouble(observed.pods)
+    if ready == 0:
+        conditions.append((ConditionType.DEGRADED, False, Reason.LOADING, "no replica is serving yet"))
+        if spec.replicas == 0:
+            conditions.append((ConditionType.READY, False, Reason.SERVING, "scaled to zero replicas"))
+            return ServePhase.PENDING, conditions, fields
+        if trouble and trouble[0] in (Reason.OOM_KILLED, Reason.CRASH_LOOP_BACK_OFF):
+            message = trouble[1] + (f"; last log line: {observed.last_log_line}" if observed.last_log_line else "")
+            conditions.append((ConditionType.READY, False, trouble[0], message))
+            return ServePhase.FAILED, conditions, fields
+        if trouble:
+            conditions.append((ConditionType.READY, False, trouble[0], trouble[1]))
+            return ServePhase.PENDING, conditions, fields
+        message = "loading the model (the API answers once the weights are loaded)"
+        conditions.append((ConditionType.READY, False, Reason.LOADING, message))
+        return ServePhase.LOADING, conditions, fields
+
+    expected = (served_name, *adapters)
+    if observed.reported_models is not None:
+        fields["models"] = list(observed.reported_models)
+        missing = [m for m in expected if m not in observed.reported_models]
+        if missing:
+            message = f"/v1/models does not list {', '.join(missing)} (serving: {', '.join(observed.reported_models)})"
+            conditions.append((ConditionType.READY, True, Reason.SERVING, f"{ready} replica(s) answering"))
+            conditions.append((ConditionType.DEGRADED, True, Reason.ADAPTER_MISSING, message))
+            return ServePhase.DEGRADED, conditions, fields
+    if ready < spec.replicas:
+        message = f"{ready}/{spec.replicas} replicas ready" + (f"; {trouble[1]}" if trouble else "")
+        conditions.append((ConditionType.READY, True, Reason.SERVING, message))
+        conditions.append((ConditionType.DEGRADED, True, trouble[0] if trouble else Reason.LOADING, message))
+        return ServePhase.DEGRADED, conditions, fields
+    verified = "" if observed.reported_models is not None else " (models not verified: /v1/models needs the API key)"
+    conditions.append((ConditionType.READY, True, Reason.SERVING, f"{ready} replica(s) serving {', '.join(expected)}"
+                       + verified))  # fmt: skip
+    conditions.append((ConditionType.DEGRADED, False, Reason.SERVING, "all replicas ready, all models listed"))
+    return ServePhase.READY, conditions, fields

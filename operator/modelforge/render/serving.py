@@ -192,7 +192,7 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
         "ports": [{"name": "http", "containerPort": API_PORT}],
         "resources": resources,
         "volumeMounts": mounts,
-        "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": max(3, budget // 10)},
+        "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": max(3, -(-budget // 10))},
         "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
         "livenessProbe": {**probe, "periodSeconds": 30, "failureThreshold": 4},
     }
@@ -205,7 +205,9 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
     }
     pod_spec.update({key: value for key, value in placement.items() if value})
     template = {"metadata": {"labels": labels}, "spec": pod_spec}
-    spec_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+    # The hash covers what a change must roll or rescale: the pod template and the replica count.
+    hashed = {"template": template, "replicas": spec.replicas}
+    spec_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
     meta = {"name": owner.name, "namespace": owner.namespace, "labels": labels,
             "annotations": {SPEC_HASH: spec_hash}, "ownerReferences": [owner.reference()]}  # fmt: skip
     template["metadata"]["annotations"] = {SPEC_HASH: spec_hash}

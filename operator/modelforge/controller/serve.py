@@ -1,0 +1,171 @@
+"""kopf reconcile for ModelServe: resolve the model (waiting for a FineTuneJob if need be), validate,
+apply the Deployment and Service, observe replicas and /v1/models, patch status."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from ..api.conditions import ConditionType, Reason
+from ..api.modelserve import ModelServeSpec, ServePhase
+from ..api.validate import SpecError, parse_resource
+from ..plan.lifecycle import set_condition
+from ..plan.models import architecture
+from ..plan.serving import ServeObserved, resolve_from_job, serve_problems, serve_status
+from ..render.names import label_value
+from ..render.serving import API_PORT, SPEC_HASH, ResolvedModel, render_serve
+from ..render.training import Owner
+from .kube import Kube, fetch_json
+
+
+@dataclasses.dataclass
+class _Status:
+    """The new status being built, and the events to post."""
+
+    old: dict[str, Any]
+    now: datetime
+    new: dict[str, Any] = dataclasses.field(default_factory=dict)
+    events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.new = {k: v for k, v in self.old.items()}
+
+    def condition(self, kind: ConditionType, ok: bool, reason: Reason | str, message: str) -> None:
+        self.new["conditions"] = set_condition(self.new.get("conditions") or [], kind, ok, reason, message, self.now)
+
+    def phase(self, phase: ServePhase, reason: Reason | str, message: str) -> None:
+        self.new["phase"] = phase.value
+        if self.old.get("phase") != phase.value:
+            warning = phase in (ServePhase.FAILED, ServePhase.DEGRADED)
+            self.events.append(("Warning" if warning else "Normal", str(reason), message))
+
+
+def _resolve(kube: Kube, namespace: str, spec: ModelServeSpec) -> tuple[ResolvedModel | None, str, str]:
+    """(model or None, why, the id to look the architecture up by)."""
+    if spec.model.from_fine_tune_job:
+        job_name = spec.model.from_fine_tune_job
+        job = kube.get_finetunejob(namespace, job_name)
+        model, why = resolve_from_job(job_name, job)
+        arch_id = (job or {}).get("spec", {}).get("model", {}).get("source", job_name)
+    else:
+        model, why, arch_id = ResolvedModel(str(spec.model.source)), "", str(spec.model.source)
+    if model is None:
+        return None, why, arch_id
+    adapters = list(model.adapters)
+    for adapter in spec.adapters or []:
+        if adapter.source:
+            adapters.append((adapter.name, adapter.source))
+            continue
+        job_name = str(adapter.from_fine_tune_job)
+        trained, adapter_why = resolve_from_job(job_name, kube.get_finetunejob(namespace, job_name))
+        if trained is None:
+            return None, adapter_why, arch_id
+        if not trained.adapters:
+            return None, f"FineTuneJob {job_name} produced no adapter (method full or merged only)", arch_id
+        adapters.append((adapter.name, trained.adapters[0][1]))
+    return dataclasses.replace(model, adapters=tuple(adapters)), why, arch_id
+
+
+def _observe(kube: Kube, namespace: str, name: str, spec: ModelServeSpec, timeout: float) -> ServeObserved:
+    deployment = kube.get_deployment(namespace, name)
+    pods = tuple(kube.list_pods(namespace, {"modelforge.io/serve": label_value(name)}))
+    reported = None
+    if not spec.api_key_secret_ref:
+        for pod in pods:
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in pod.get("status", {}).get("conditions") or [])  # fmt: skip
+            ip = pod.get("status", {}).get("podIP")
+            if ready and ip:
+                data = fetch_json(f"http://{ip}:{API_PORT}/v1/models", timeout)
+                if data is not None:
+                    reported = tuple(str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict))
+                    break
+    last_line = None
+    for pod in pods:
+        for container in pod.get("status", {}).get("containerStatuses") or []:
+            if (container.get("state") or {}).get("waiting", {}).get("reason") == "CrashLoopBackOff":
+                last_line = kube.pod_log_tail(namespace, pod["metadata"]["name"], container.get("name", "engine"))
+    return ServeObserved(deployment, pods, reported, last_line)
+
+
+def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:
+    kube: Kube = memo.kube
+    name, namespace = body.metadata.name, str(body.metadata.namespace)
+    st = _Status(dict(body.get("status") or {}), datetime.now(UTC).replace(tzinfo=None))
+    st.new["observedGeneration"] = body.metadata.get("generation")
+    document = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+                "metadata": {"name": name, "namespace": namespace}, "spec": dict(body.spec)}  # fmt: skip
+    try:
+        spec: ModelServeSpec = parse_resource(document).spec
+    except SpecError as exc:
+        message = "; ".join(str(p) for p in exc.problems)
+        st.condition(ConditionType.READY, False, Reason.INVALID_SPEC, message)
+        st.phase(ServePhase.FAILED, Reason.INVALID_SPEC, message)
+        _finish(body, patch, st)
+        return
+
+    model, why, arch_id = _resolve(kube, namespace, spec)
+    if model is None:
+        st.condition(ConditionType.MODEL_AVAILABLE, False, Reason.WAITING_FOR_MODEL, why)
+        st.condition(ConditionType.READY, False, Reason.WAITING_FOR_MODEL, why)
+        st.phase(ServePhase.FAILED if "failed" in why else ServePhase.PENDING, Reason.WAITING_FOR_MODEL, why)
+        _finish(body, patch, st)
+        return
+    st.condition(ConditionType.MODEL_AVAILABLE, True, Reason.SERVING, why or f"serving {model.base}")
+    arch = architecture(arch_id)
+    problems, notes = serve_problems(spec, arch, arch_id)
+    if problems:
+        message = "; ".join(problems)
+        st.condition(ConditionType.READY, False, Reason.INVALID_SPEC, message)
+        st.phase(ServePhase.FAILED, Reason.INVALID_SPEC, message)
+        _finish(body, patch, st)
+        return
+
+    model = dataclasses.replace(model, params_b=arch.params_b if arch else None)
+    owner = Owner("ModelServe", name, namespace, body.metadata.uid)
+    objects = render_serve(owner, spec, model, memo.config.render)
+    existing = kube.get_deployment(namespace, name)
+    if existing is None:
+        kube.create_or_adopt(objects.deployment)
+    elif (existing.get("metadata", {}).get("annotations") or {}).get(SPEC_HASH) != objects.spec_hash:
+        kube.patch_deployment(namespace, name, {"metadata": {"annotations": {SPEC_HASH: objects.spec_hash}},
+                                                "spec": objects.deployment["spec"]})  # fmt: skip
+        st.events.append(("Normal", "Rolling", "the spec changed: rolling the Deployment"))
+    kube.create_or_adopt(objects.service)
+
+    observed = _observe(kube, namespace, name, spec, memo.config.progress_timeout_seconds)
+    served_name = spec.served_model_name or name
+    endpoint = f"http://{name}.{namespace}.svc:{spec.service.port}/v1"
+    adapter_names = tuple(n for n, _ in model.adapters)
+    phase, conditions, fields = serve_status(spec, served_name, adapter_names, observed, endpoint)
+    for kind, ok, reason, message in conditions:
+        st.condition(kind, ok, reason, message + ("; " + "; ".join(notes) if notes else ""))
+    st.new.update(fields)
+    st.new["modelPath"] = model.base
+    ready_message = next((m for k, _, _, m in conditions if k == ConditionType.READY), "")
+    st.phase(phase, next((r for k, _, r, _ in conditions if k == ConditionType.READY), Reason.SERVING), ready_message)
+    _finish(body, patch, st)
+
+
+def _finish(body: kopf.Body, patch: kopf.Patch, st: _Status) -> None:
+    for kind, reason, message in st.events:
+        kopf.event(body, type=kind, reason=reason, message=message)
+    for key in set(st.old) | set(st.new):
+        if st.old.get(key) != st.new.get(key):
+            patch.status[key] = st.new.get(key)
+
+
+def modelserve_from_job(job_name: str, namespace: str, template: dict[str, Any]) -> dict[str, Any]:
+    """The ModelServe a FineTuneJob's spec.serve asks for. No owner reference: deleting the job keeps it."""
+    spec = dict(template.get("spec") or {})
+    spec.setdefault("model", {"fromFineTuneJob": job_name})
+    return {
+        "apiVersion": "modelforge.io/v1alpha1",
+        "kind": "ModelServe",
+        "metadata": {"name": template.get("name") or job_name, "namespace": namespace,
+                     "labels": {"modelforge.io/from-job": label_value(job_name)}},
+        "spec": spec,
+    }  # fmt: skip

@@ -1,0 +1,190 @@
+"""ModelServe: engines, rendering, pre-create checks and status, without a cluster."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+
+from modelforge.api.modelserve import ModelServeSpec, ServePhase
+from modelforge.plan.models import architecture, lookup
+from modelforge.plan.serving import ServeObserved, predicted_outputs, resolve_from_job, serve_problems, serve_status
+from modelforge.render.serving import ResolvedModel, render_serve, startup_budget_seconds
+from modelforge.render.settings import RenderSettings
+from modelforge.render.training import Owner
+from tests.launcher_specs import finetunejobs
+
+OWNER = Owner("ModelServe", "assistants", "team-a", "uid-serve")
+K8S = "1.33"
+
+
+def spec(**fields) -> ModelServeSpec:
+    return ModelServeSpec.model_validate({"model": {"source": "Qwen/Qwen3-8B"}, **fields})
+
+
+def render(s: ModelServeSpec, model: ResolvedModel | None = None):
+    return render_serve(OWNER, s, model or ResolvedModel("Qwen/Qwen3-8B", params_b=8.19), RenderSettings())
+
+
+def container(objects) -> dict:
+    return objects.deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_one_gpu_vllm():
+    objects = render(spec())
+    for obj in (objects.deployment, objects.service):
+        assert kubernetes_validate.validate(obj, K8S, strict=True) == K8S
+    c = container(objects)
+    assert c["command"] == ["vllm", "serve"]
+    assert c["args"][:1] == ["Qwen/Qwen3-8B"] and "--served-model-name" in c["args"]
+    assert c["args"][c["args"].index("--served-model-name") + 1] == "assistants"
+    assert c["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert c["startupProbe"]["httpGet"]["path"] == "/health"
+    assert c["startupProbe"]["failureThreshold"] * 10 >= startup_budget_seconds(8.19)
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+    assert objects.service["spec"]["ports"][0]["port"] == 8000
+    assert objects.deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two GPU copies at once
+
+
+def test_tp4_for_qwen3_30b_a3b():
+    s = spec(model={"source": "Qwen/Qwen3-30B-A3B-Thinking-2507"}, tensorParallel=4)
+    assert serve_problems(s, lookup("Qwen/Qwen3-30B-A3B-Thinking-2507"), "Qwen3-30B-A3B") == ([], [])
+    c = container(render(s, ResolvedModel("Qwen/Qwen3-30B-A3B-Thinking-2507", params_b=30.5)))
+    assert c["args"][c["args"].index("--tensor-parallel-size") + 1] == "4"
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert startup_budget_seconds(30.5) > startup_budget_seconds(8.19)
+
+
+def test_tp5_is_rejected_with_the_reason():
+    s = spec(model={"source": "Qwen/Qwen3-30B-A3B"}, tensorParallel=5)
+    problems, _ = serve_problems(s, lookup("Qwen/Qwen3-30B-A3B"), "Qwen/Qwen3-30B-A3B")
+    assert problems == [
+        "spec.tensorParallel: 5 does not divide the 32 attention heads of Qwen/Qwen3-30B-A3B; use one of "
+        "1, 2, 4, 8, 16 (e.g. 5 GPUs: tensorParallel 4 per replica, or 5 replicas with tensorParallel 1)"
+    ]
+
+
+def test_unknown_model_is_not_checked_but_said():
+    problems, notes = serve_problems(spec(tensorParallel=3), None, "acme/secret-model")
+    assert problems == [] and notes == ["attention heads of acme/secret-model unknown: tensorParallel 3 not checked"]
+
+
+def test_replica_must_fit_a_node():
+    problems, _ = serve_problems(spec(tensorParallel=8, resources={"gpusPerNode": 4}), lookup("Qwen/Qwen3-8B"), "x")
+    assert problems and "8 GPUs per replica, but resources.gpusPerNode is 4" in problems[0]
+
+
+def test_two_adapters_and_an_api_key():
+    s = spec(adapters=[{"name": "support", "source": "pvc://models/support/run/last-checkpoint"},
+                       {"name": "sql", "source": "pvc://models/sql/run/last-checkpoint"}],
+             apiKeySecretRef={"name": "serve-key", "key": "key"})  # fmt: skip
+    model = ResolvedModel("Qwen/Qwen3-8B", (("support", "pvc://models/support/run/last-checkpoint"),
+                                            ("sql", "pvc://models/sql/run/last-checkpoint")))  # fmt: skip
+    objects = render(s, model)
+    assert kubernetes_validate.validate(objects.deployment, K8S, strict=True) == K8S
+    c = container(objects)
+    args = c["args"]
+    assert "--enable-lora" in args
+    i = args.index("--lora-modules")
+    assert args[i + 1 : i + 3] == ["support=/mnt/pvc/models/support/run/last-checkpoint",
+                                   "sql=/mnt/pvc/models/sql/run/last-checkpoint"]  # fmt: skip
+    assert args[args.index("--max-loras") + 1] == "2"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "serve-key", "key": "key"}}
+    assert "--api-key" not in args and "serve-key" not in json.dumps(args)
+    volumes = objects.deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "pvc-models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in volumes
+
+
+def test_swift_engine_on_cpu():
+    s = spec(engine="swift", resources={"gpusPerReplica": 0}, systemPrompt="Be brief.",
+             apiKeySecretRef={"name": "k", "key": "key"})  # fmt: skip
+    objects = render(s)
+    c = container(objects)
+    assert c["command"] == ["python", "-m", "swift.cli.deploy"]
+    assert c["args"][c["args"].index("--system") + 1] == "Be brief."
+    assert c["args"][c["args"].index("--api_key") + 1] == "$(MODELFORGE_API_KEY)"
+    assert c["resources"]["limits"] == {}
+    assert objects.deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+
+
+def test_engine_specific_fields_are_rejected():
+    problems, _ = serve_problems(spec(engine="swift", quantization="awq"), None, "m")
+    assert problems == ["spec.quantization: not supported by engine swift (use engine vllm)"]
+
+
+def test_spec_changes_change_the_hash():
+    assert render(spec()).spec_hash == render(spec()).spec_hash
+    assert render(spec()).spec_hash != render(spec(maxModelLen=4096)).spec_hash
+    assert render(spec()).spec_hash != render(spec(replicas=3)).spec_hash  # scaling patches the Deployment
+
+
+def job(phase: str, outputs: dict | None = None, method: str = "lora") -> dict:
+    return {"spec": {"model": {"source": "Qwen/Qwen3-8B"}, "method": method, "datasets": [{"source": "a/b"}],
+                     "hyperparameters": {"epochs": 1}},
+            "status": {"phase": phase, "outputs": outputs or {}}}  # fmt: skip
+
+
+def test_resolve_from_job():
+    assert resolve_from_job("j", None)[0] is None
+    model, why = resolve_from_job("j", job("Running"))
+    assert model is None and why == "waiting for FineTuneJob j to succeed (phase Running)"
+    model, _ = resolve_from_job("j", job("Succeeded", {"mergedModel": "pvc://m/j/merged", "adapter": "pvc://m/a"}))
+    assert model == ResolvedModel("pvc://m/j/merged")
+    model, _ = resolve_from_job("j", job("Succeeded", {"adapter": "pvc://m/j/run/checkpoint-9"}))
+    assert model == ResolvedModel("Qwen/Qwen3-8B", (("j", "pvc://m/j/run/checkpoint-9"),))
+    assert "failed" in resolve_from_job("j", job("Failed"))[1]
+
+
+def test_predicted_outputs():
+    spec_ = finetunejobs()["qwen3-8b-base-formats-merge"]
+    assert predicted_outputs("base-formats", spec_) == {
+        "adapter": "pvc://models/experiments/base-formats/run/last-checkpoint",
+        "mergedModel": "pvc://models/experiments/base-formats/merged",
+    }
+
+
+def ready_pod() -> dict:
+    return {
+        "metadata": {"name": "p"},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("observed", "phase", "reason"),
+    [
+        (ServeObserved({"status": {}}, ()), ServePhase.LOADING, "Loading"),
+        (ServeObserved({"status": {}}, ({"metadata": {"name": "p"}, "status": {"containerStatuses": [
+            {"lastState": {"terminated": {"reason": "OOMKilled"}}, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+        ]}},), last_log_line="torch.OutOfMemoryError"), ServePhase.FAILED, "OOMKilled"),
+        (ServeObserved({"status": {}}, ({"metadata": {"name": "p"}, "status": {"containerStatuses": [
+            {"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}},), last_log_line="ValueError: bad flag"),
+         ServePhase.FAILED, "CrashLoopBackOff"),
+        (ServeObserved({"status": {"readyReplicas": 1}}, (ready_pod(),), ("assistants", "support")),
+         ServePhase.READY, "Serving"),
+        (ServeObserved({"status": {"readyReplicas": 1}}, (ready_pod(),), ("assistants",)),
+         ServePhase.DEGRADED, "Serving"),
+    ],
+)  # fmt: skip
+def test_serve_status(observed, phase, reason):
+    got, conditions, _ = serve_status(spec(), "assistants", ("support",), observed, "http://x/v1")
+    assert got == phase
+    ready = next(c for c in conditions if c[0] == "Ready")
+    assert ready[2] == reason
+    if phase == ServePhase.DEGRADED:
+        degraded = next(c for c in conditions if c[0] == "Degraded")
+        assert degraded[1] is True and degraded[2] == "AdapterMissing" and "support" in degraded[3]
+    if reason == "CrashLoopBackOff":
+        assert "ValueError: bad flag" in ready[3]
+
+
+def test_architecture_from_a_local_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64, "num_hidden_layers": 2,
+                                                      "num_attention_heads": 4, "num_key_value_heads": 2,
+                                                      "vocab_size": 2048, "tie_word_embeddings": True}))  # fmt: skip
+    arch = architecture(str(tmp_path))
+    assert arch is not None and (arch.heads, arch.kv_heads, arch.layers) == (4, 2, 2)
+    assert lookup("meta-llama/Llama-2-13b-chat-hf").heads == 40
+    assert lookup("acme/unknown") is None
