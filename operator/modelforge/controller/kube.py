@@ -13,7 +13,18 @@ from kubernetes.client.exceptions import ApiException
 
 from ..api.base import GROUP, VERSION
 
-# Every call below, as (apiGroup, resource, verbs). A test checks the Helm chart grants exactly these.
+# What kopf itself needs to run the handlers (framework): watch and patch our resources, post events,
+# and watch CRDs so that resources installed later are noticed.
+KOPF_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("modelforge.io", "finetunejobs", ("list", "watch", "patch")),
+    ("modelforge.io", "modelserves", ("list", "watch", "patch")),
+    ("modelforge.io", "finetunejobs/status", ("patch",)),
+    ("modelforge.io", "modelserves/status", ("patch",)),
+    ("", "events", ("create",)),
+    ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),
+)
+# Every call below (application), as (apiGroup, resource, verbs). A test checks that the Helm chart grants
+# exactly KOPF_RULES + RBAC_RULES, nothing more.
 RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("batch", "jobs", ("get", "create", "delete")),
     ("apps", "deployments", ("get", "create", "patch")),

@@ -1,0 +1,68 @@
+{{/* Names and labels shared by every template. */}}
+{{- define "modelforge.fullname" -}}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelforge.labels" -}}
+app.kubernetes.io/name: modelforge
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "modelforge.selector" -}}
+app.kubernetes.io/name: modelforge
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* Rules the operator needs on namespaced resources (kopf framework + its own API calls). */}}
+{{- define "modelforge.namespacedRules" -}}
+# Framework (kopf): watch and patch our resources, post events.
+- apiGroups: ["modelforge.io"]
+  resources: ["finetunejobs", "modelserves"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["modelforge.io"]
+  resources: ["finetunejobs/status", "modelserves/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# Application: one training attempt = Job + headless Service + ConfigMap; deleted on restart/suspend.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["create", "delete"]
+# Application: observe training and serving pods; the last log line of a crashing engine.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+# Application: serving Deployments (created, patched to roll or scale).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "create", "patch"]
+# Application: a ModelServe reads its FineTuneJob; a FineTuneJob creates its ModelServe (spec.serve).
+- apiGroups: ["modelforge.io"]
+  resources: ["finetunejobs"]
+  verbs: ["get"]
+- apiGroups: ["modelforge.io"]
+  resources: ["modelserves"]
+  verbs: ["create"]
+{{- end -}}
+
+{{/* Cluster-scoped: kopf watches CRDs to notice resources installed after it started. */}}
+{{- define "modelforge.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- end -}}
