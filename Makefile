@@ -9,7 +9,7 @@ DEMO_OUT := modelforge-output/quickstart
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint generate demo bench clean
+.PHONY: help setup test test-fast lint generate demo bench e2e clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP) ## create .venv with modelforge, ms-swift (train) and the dev tools
 
 test: setup ## run the whole test suite (unit, operator, integration with real ms-swift and helm)
-	$(PY) -m pytest
+	PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest
 
 test-fast: setup ## unit tests only
 	$(PY) -m pytest tests/unit -q
@@ -46,6 +46,9 @@ demo: setup ## the main job: build the tiny model, fine-tune it locally with mod
 	$(VENV)/bin/modelforge run $(QUICKSTART)/finetunejob.yaml --output $(DEMO_OUT)
 	$(VENV)/bin/modelforge chat --model $(DEMO_OUT)/merged --max-new-tokens 40 \
 	  --system "You are a helpful support assistant." "How do I reset my password?"
+
+e2e: setup ## kind end-to-end (needs Docker and kind): images, helm install, fine-tune, serve, chat
+	$(PY) -m pytest tests/e2e -m e2e -v -s
 
 bench: setup ## launcher overhead benchmark (CPU); GPU benchmarks are in bench/ and docs/benchmarks.md
 	$(PY) bench/launcher_overhead.py

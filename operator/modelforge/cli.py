@@ -64,13 +64,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Print the children the operator would create (GitOps review, dry run)."""
     import yaml
 
-    from .api.validate import validate_document
+    from .api.validate import SpecError, parse_resource
     from .render.manifests import PLACEHOLDER_UID, render_resource
     from .render.settings import RenderSettings
     from .specfile import SpecFileError, load_documents
 
-    settings = RenderSettings.from_env({})
-    objects = []
+    parsed = []  # (file, document, typed) for our kinds; other objects (PVCs, Secrets) are not rendered
     for file in args.files:
         try:
             documents = load_documents(Path(file))
@@ -80,16 +79,22 @@ def cmd_render(args: argparse.Namespace) -> int:
         for doc in documents:
             if not (isinstance(doc.data, dict) and str(doc.data.get("apiVersion", "")).startswith("modelforge.io/")):
                 continue
-            problems = validate_document(doc.data)
-            if problems:
-                for problem in problems:
+            try:
+                parsed.append((file, doc, parse_resource(doc.data)))
+            except SpecError as exc:
+                for problem in exc.problems:
                     print(f"{file}:{doc.index}: {problem}", file=sys.stderr)
                 return 1
-            try:
-                objects += render_resource(doc.data, settings, attempt=args.attempt, namespace=args.namespace)
-            except ValueError as exc:
-                print(f"{file}:{doc.index}: {exc}", file=sys.stderr)
-                return 1
+    jobs = {p.name: p.spec for _, _, p in parsed if p.resource.kind == "FineTuneJob"}
+    settings = RenderSettings.from_env({})
+    objects = []
+    for file, doc, _ in parsed:
+        try:
+            objects += render_resource(doc.data, settings, attempt=args.attempt, namespace=args.namespace,
+                                       jobs=jobs)  # fmt: skip
+        except ValueError as exc:
+            print(f"{file}:{doc.index}: {exc}", file=sys.stderr)
+            return 1
     print(f"# Rendered by modelforge render; ownerReferences carry the placeholder uid {PLACEHOLDER_UID}.")
     print(yaml.safe_dump_all(objects, sort_keys=False, width=120), end="")
     return 0

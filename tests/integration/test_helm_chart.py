@@ -91,8 +91,8 @@ def test_namespaced_mode_grants_per_namespace_and_only_crd_reads_cluster_wide():
                                                 ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}  # fmt: skip
     per_namespace = rules_of([roles[0]], "Role") | rules_of(objects, "ClusterRole")
     assert per_namespace == expected_rules()
-    env = {e["name"]: e["value"] for e in next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]
-           ["spec"]["containers"][0]["env"]}  # fmt: skip
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODELFORGE_NAMESPACES"] == "team-a,team-b"
 
 

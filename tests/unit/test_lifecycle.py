@@ -62,6 +62,12 @@ def test_invalid_spec_fails_before_any_pod():
     assert d.events[0][0] == "Warning"
 
 
+def test_a_cluster_job_needs_an_output_claim():
+    d = decide(spec(output=None), [], {}, Observed(), NOW)
+    assert d.create_attempt is None and d.status["phase"] == "Failed"
+    assert "spec.output: required on a cluster" in conditions_message(d.status, "Validated")
+
+
 def test_plan_error_fails_with_the_field():
     bad = spec("qwen3-30b-a3b-full-5gpu", hyperparameters__global_batch_size=7)
     d = decide(bad, [], {}, Observed(), NOW)

@@ -213,6 +213,10 @@ def _validated(b: _Builder, spec: FineTuneJobSpec | None, problems: list[str]) -
         b.status["completionTime"] = b.status.get("completionTime") or timestamp(b.now)
         b.phase(JobPhase.FAILED, Reason.INVALID_SPEC, message, warning=True)
         return False
+    if spec.output is None:
+        problems = ["spec.output: required on a cluster: checkpoints and results need a PersistentVolumeClaim "
+                    "(e.g. output: {claimName: models})"]  # fmt: skip
+        return _validated(b, None, problems)
     try:
         resolved = resolve(spec)
     except PlanError as exc:
