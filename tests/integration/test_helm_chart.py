@@ -87,8 +87,8 @@ def test_namespaced_mode_grants_per_namespace_and_only_crd_reads_cluster_wide():
     objects = template(VALUE_SETS["namespaced"])
     roles = [o for o in objects if o["kind"] == "Role"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    assert rules_of(objects, "ClusterRole") == {("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-                                                ("apiextensions.k8s.io", "customresourcedefinitions", "watch")}  # fmt: skip
+    crd_reads = {("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("list", "watch")}
+    assert rules_of(objects, "ClusterRole") == crd_reads
     per_namespace = rules_of([roles[0]], "Role") | rules_of(objects, "ClusterRole")
     assert per_namespace == expected_rules()
     deployment = next(o for o in objects if o["kind"] == "Deployment")
