@@ -68,7 +68,8 @@ async def test_create_ready_with_models_listed():
     async with emulated_cluster() as cluster, running_operator(cluster):
         await cluster.create(modelserve(adapters=[{"name": "support", "source": "pvc://models/support"}]))
         deployment = await cluster.wait_for(lambda: cluster.get("Deployment", NS, "chat"), what="the Deployment")
-        assert cluster.get("Service", NS, "chat")["spec"]["ports"][0]["port"] == 8000
+        service = await cluster.wait_for(lambda: cluster.get("Service", NS, "chat"), what="the Service")  # after it
+        assert service["spec"]["ports"][0]["port"] == 8000
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         assert "--enable-lora" in args and "support=/mnt/pvc/models/support" in args
         await cluster.wait_for(lambda: serve_status(cluster).get("phase") == "Loading", what="phase Loading")
