@@ -177,17 +177,19 @@ def _api_key(args: argparse.Namespace) -> str | None:
 
 
 def _infer_endpoint(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
-    from .client import EndpointError, chat
+    from .client import EndpointError, chat, list_models
 
+    api_key = _api_key(args)
     results = []
-    for row in rows:
-        try:
-            answer = chat(args.endpoint, row["messages"], model=args.model, api_key=_api_key(args),
+    try:
+        model = args.model or list_models(args.endpoint, api_key)[0]  # once, not per question
+        for row in rows:
+            answer = chat(args.endpoint, row["messages"], model=model, api_key=api_key,
                           max_tokens=args.max_new_tokens)  # fmt: skip
-        except EndpointError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        results.append({"messages": row["messages"], **answer.record()})
+            results.append({"messages": row["messages"], **answer.record()})
+    except EndpointError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     Path(args.output).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
     latencies = [r["latency_s"] for r in results]
     speeds = [r["tokens_per_second"] for r in results if r["tokens_per_second"]]

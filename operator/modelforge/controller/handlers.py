@@ -18,21 +18,13 @@ from ..api.validate import SpecError, parse_resource
 from ..plan.lifecycle import Observed, decide, rank0_pod
 from ..render.names import attempt_name, label_value
 from ..render.training import Owner, render_attempt
+from .bodies import document_of, patch_changed
 from .config import ANNOTATION_PREFIX, ControllerConfig
 from .kube import Kube, fetch_json, make_api_client
 from .metrics import OperatorMetrics
 from .serve import modelserve_from_job, reconcile_serve
 
 PLURAL = "finetunejobs"
-
-
-def _document(body: kopf.Body) -> dict[str, Any]:
-    return {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {"name": body.metadata.name, "namespace": body.metadata.namespace},
-        "spec": dict(body.spec),
-    }
 
 
 def observe(
@@ -64,7 +56,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> 
     name, namespace = body.metadata.name, str(body.metadata.namespace)
     spec, problems = None, []
     try:
-        spec = parse_resource(_document(body)).spec
+        spec = parse_resource(document_of(body)).spec
     except SpecError as exc:
         problems = [str(p) for p in exc.problems]
     status = dict(body.get("status") or {})
@@ -92,9 +84,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> 
     if decision.status.get("restarts", 0) > status.get("restarts", 0):
         metrics.restarts.inc()
 
-    for key in set(status) | set(decision.status):
-        if status.get(key) != decision.status.get(key):
-            patch.status[key] = decision.status.get(key)
+    patch_changed(patch, status, decision.status)
     metrics.observe_phase(f"{namespace}/{name}", decision.status.get("phase"))
     metrics.reconcile_seconds.observe(time.perf_counter() - started)
 

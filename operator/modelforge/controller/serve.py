@@ -18,6 +18,7 @@ from ..plan.serving import ServeObserved, resolve_from_job, serve_problems, serv
 from ..render.names import label_value
 from ..render.serving import API_PORT, SPEC_HASH, ResolvedModel, render_serve
 from ..render.training import Owner
+from .bodies import document_of, patch_changed
 from .kube import Kube, fetch_json
 
 
@@ -96,10 +97,8 @@ def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:
     name, namespace = body.metadata.name, str(body.metadata.namespace)
     st = _Status(dict(body.get("status") or {}), datetime.now(UTC).replace(tzinfo=None))
     st.new["observedGeneration"] = body.metadata.get("generation")
-    document = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-                "metadata": {"name": name, "namespace": namespace}, "spec": dict(body.spec)}  # fmt: skip
     try:
-        spec: ModelServeSpec = parse_resource(document).spec
+        spec: ModelServeSpec = parse_resource(document_of(body)).spec
     except SpecError as exc:
         message = "; ".join(str(p) for p in exc.problems)
         st.condition(ConditionType.READY, False, Reason.INVALID_SPEC, message)
@@ -153,9 +152,7 @@ def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:
 def _finish(body: kopf.Body, patch: kopf.Patch, st: _Status) -> None:
     for kind, reason, message in st.events:
         kopf.event(body, type=kind, reason=reason, message=message)
-    for key in set(st.old) | set(st.new):
-        if st.old.get(key) != st.new.get(key):
-            patch.status[key] = st.new.get(key)
+    patch_changed(patch, st.old, st.new)
 
 
 def modelserve_from_job(job_name: str, namespace: str, template: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .dataset import RowError, detect_format, iter_rows
+from .dataset import RowError, iter_rows
 from .supervise import supervise
 
 
@@ -37,9 +37,8 @@ def load_questions(path: Path, system: str | None = None) -> list[dict[str, Any]
     for line, item in items:
         if isinstance(item, RowError) or not isinstance(item, dict):
             raise QuestionFileError(f"{path}:{line}: {item if isinstance(item, RowError) else 'not a JSON object'}")
-        layout = detect_format(item) if "messages" in item else None
         messages: list[dict[str, Any]]
-        if layout:
+        if isinstance(item.get("messages"), list):
             messages = [m for m in item["messages"] if m.get("role") != "assistant"]
         else:
             query = next((item[k] for k in ("query", "question", "prompt", "text", "instruction") if k in item), None)
