@@ -100,6 +100,78 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the capacity plan of FineTuneJob files: fits or not, DeepSpeed preset, host RAM, duration."""
+    from .api.validate import SpecError, parse_resource
+    from .plan.capacity import PlanSettings
+    from .api.finetunejob import FineTuneJobSpec
+    from .plan.capacity import plan
+    from .plan.report import format_plan
+    from .plan.resolve import PlanError
+    from .specfile import SpecFileError, load_documents
+
+    settings = PlanSettings(gpu_memory_gib=quantity_gib(args.gpu_memory), peak_tflops=args.tflops)
+    status = 0
+    for file in args.files:
+        try:
+            documents = load_documents(Path(file))
+        except SpecFileError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        for doc in documents:
+            if not (isinstance(doc.data, dict) and doc.data.get("kind") == "FineTuneJob"):
+                continue
+            try:
+                parsed = parse_resource(doc.data)
+            except SpecError as exc:
+                for problem in exc.problems:
+                    print(f"{file}:{doc.index}: {problem}", file=sys.stderr)
+                status = 1
+                continue
+            job = parsed.spec
+            assert isinstance(job, FineTuneJobSpec)
+            arch, how, data = _plan_inputs(Path(file), job)
+            try:
+                result = plan(job, arch, settings, data, why_unknown=how)
+            except PlanError as exc:
+                print(f"{file}:{doc.index}: {exc}", file=sys.stderr)
+                status = 1
+                continue
+            print(f"{file}:{doc.index}: FineTuneJob {parsed.name}")
+            print("\n".join(format_plan(job, arch, result, how)))
+            if result.fits is False:
+                status = 1
+    return status
+
+
+def _plan_inputs(file: Path, spec: Any) -> tuple[Any, str, Any]:
+    """Architecture (a local config.json, else the table) and row counts of local datasets, for `plan`."""
+    from .launcher.dataset import check_file, is_local_source
+    from .plan.capacity import DataStats
+    from .plan.models import from_config, guess
+
+    base = file.resolve().parent
+    source = spec.model.source
+    if is_local_source(source) and (base / source).is_dir():
+        arch = from_config(base / source)
+        how = "" if arch else f"{source}/config.json could not be read"
+    else:
+        arch, how = guess(source)
+    paths = [base / d.source for d in spec.datasets]
+    data = None
+    if all(is_local_source(d.source) and p.is_file() for d, p in zip(spec.datasets, paths, strict=True)):
+        rows = sum(d.samples or check_file(p, fmt=d.format.value).usable_rows
+                   for d, p in zip(spec.datasets, paths, strict=True))  # fmt: skip
+        data = DataStats(rows=rows)
+    return arch, how, data
+
+
+def quantity_gib(value: str) -> float:
+    from .api.base import quantity_bytes
+
+    return quantity_bytes(value) / 2**30
+
+
 def cmd_validate_data(args: argparse.Namespace) -> int:
     from .launcher.dataset import check_file, is_local_source, tokenizer_counter
 
@@ -295,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default="default", help="namespace when the spec names none")
     p.set_defaults(handler=cmd_render)
 
+    p = sub.add_parser("plan", help="estimate GPU memory, DeepSpeed preset, host RAM and duration of FineTuneJobs")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--gpu-memory", default="80Gi", help="GPU memory when the spec has no resources.gpuMemory")
+    p.add_argument("--tflops", type=float, default=800.0, help="peak bf16 TFLOP/s of one GPU (H100: ~800)")
+    p.set_defaults(handler=cmd_plan)
     p = sub.add_parser("validate-data", help="check every row of local dataset files before training")
     p.add_argument("files", nargs="+", metavar="FILE", help="JSONL or JSON-array files (hub ids are skipped)")
     p.add_argument("--format", default="auto", choices=["auto", "messages", "sharegpt", "alpaca", "query-response",

@@ -195,3 +195,22 @@ async def test_invalid_spec_is_refused_before_any_pod():
         assert condition(cluster, "Validated")["reason"] == "InvalidSpec"
         assert "globalBatchSize 3" in condition(cluster, "Validated")["message"]
         assert cluster.objects("Job", NS) == {}
+
+
+async def test_a_job_that_cannot_fit_is_refused_before_any_pod_with_the_plan():
+    async with emulated_cluster() as cluster, running_operator(cluster):
+        too_big = finetunejob(
+            method="qlora",
+            lora={"rank": 64, "alpha": 128},
+            hyperparameters={"maxSteps": 10, "maxLength": 1024},
+            resources={"gpuMemory": "8Gi"},
+        )
+        await cluster.create(too_big)
+        await cluster.wait_for(lambda: status(cluster).get("phase") == "Failed", what="phase Failed")
+        validated = condition(cluster, "Validated")
+        assert (validated["status"], validated["reason"]) == ("False", "InsufficientGPUMemory")
+        assert "does not fit" in validated["message"] and "GiB per GPU of 8" in validated["message"]
+        plan = status(cluster)["plan"]
+        assert plan["fits"] is False and plan["gpuMemoryGiBPerGpu"] > 7.4
+        assert any("fits with" in note for note in plan["notes"]), plan["notes"]
+        assert cluster.objects("Job", NS) == {} and cluster.objects("ConfigMap", NS) == {}

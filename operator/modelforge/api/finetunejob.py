@@ -105,7 +105,10 @@ class LoraSpec(ApiModel):
 
     rank: Annotated[int, Field(ge=1, le=1024)] = Field(default=8, description="LoRA rank r.")
     alpha: Annotated[int, Field(ge=1, le=4096)] = Field(default=32, description="LoRA alpha (scale = alpha / rank).")
-    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(default=0.05, description="Dropout on the LoRA path.")
+    dropout: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        default=None,
+        description="Dropout on the LoRA path. Default 0.05, or 0 under performance: auto (faster, less memory).",
+    )
     target_modules: Annotated[list[Str63], Field(min_length=1, max_length=64)] = Field(
         default_factory=lambda: ["all-linear"],
         description="Module names to adapt, or all-linear for every linear layer.",
@@ -217,9 +220,10 @@ class Hyperparameters(ApiModel):
     )
     warmup_steps: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Warm-up steps.")
     scheduler: Scheduler = Field(default=Scheduler.COSINE, description="Learning-rate schedule.")
-    optimizer: Optimizer = Field(
-        default=Optimizer.ADAMW_TORCH,
-        description="Optimizer (paged_adamw_8bit and adamw_bnb_8bit need bitsandbytes, as in the trainer image).",
+    optimizer: Optimizer | None = Field(
+        default=None,
+        description="Optimizer. Default adamw_torch, or adamw_torch_fused on GPUs under performance: auto "
+        "(paged_adamw_8bit and adamw_bnb_8bit need bitsandbytes, as in the trainer image).",
     )
     weight_decay: Annotated[float, Field(ge=0, le=10)] = Field(default=0.1, description="AdamW weight decay.")
     max_grad_norm: Annotated[float, Field(gt=0, le=1000)] = Field(default=1.0, description="Gradient clipping norm.")
@@ -462,6 +466,15 @@ class PlanStatus(ApiModel):
         default=None, alias="hostMemoryGiBPerNode", description="Estimated host RAM per node, GiB."
     )
     deepspeed: DeepSpeed | None = Field(default=None, description="The DeepSpeed preset chosen.")
+    verdict: Str1k | None = Field(
+        default=None, description="Fits or not, and why: the estimate for each DeepSpeed preset considered."
+    )
+    tokens: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Tokens to train (an upper bound when the data is not read yet)."
+    )
+    estimated_duration: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="Estimated training time from tokens and an assumed MFU (see notes)."
+    )
     gradient_accumulation: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="Resolved gradient accumulation."
     )

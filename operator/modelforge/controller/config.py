@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..api.base import quantity_bytes
+from ..plan.capacity import PlanSettings
 from ..render.settings import RenderSettings
 
 ANNOTATION_PREFIX = "modelforge.io"
@@ -20,6 +22,7 @@ class ControllerConfig:
     liveness_port: int = 8080
     api_server: str | None = None  # tests and benchmarks point the operator at an emulator
     workers: int = 16
+    plan: PlanSettings = field(default_factory=PlanSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ControllerConfig:
@@ -33,4 +36,8 @@ class ControllerConfig:
             liveness_port=int(env.get("MODELFORGE_LIVENESS_PORT", "8080")),
             api_server=env.get("MODELFORGE_API_SERVER") or None,
             workers=int(env.get("MODELFORGE_WORKERS", "16")),
+            plan=PlanSettings(
+                gpu_memory_gib=quantity_bytes(env.get("MODELFORGE_GPU_MEMORY", "80Gi")) / 2**30,
+                peak_tflops=float(env.get("MODELFORGE_GPU_TFLOPS", "800")),
+            ),
         )

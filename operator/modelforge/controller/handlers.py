@@ -15,7 +15,7 @@ import kopf
 
 from ..api.base import GROUP, VERSION
 from ..api.validate import SpecError, parse_resource
-from ..plan.lifecycle import Observed, decide, rank0_pod
+from ..plan.lifecycle import Observed, decide, rank0_pod, with_planned_deepspeed
 from ..render.names import attempt_name, label_value
 from ..render.training import Owner, render_attempt
 from .bodies import document_of, patch_changed
@@ -63,14 +63,15 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> 
     attempt = int(status.get("attempt") or 0)
     observed = observe(kube, config, namespace, name, attempt, status.get("phase"))
     decision = decide(spec, problems, status, observed, datetime.now(UTC).replace(tzinfo=None),
-                      body.metadata.get("generation"))  # fmt: skip
+                      body.metadata.get("generation"), config.plan)  # fmt: skip
 
     if decision.delete_attempt:
         kube.delete_attempt(namespace, attempt_name(name, decision.delete_attempt))
         logger.info(f"deleted attempt {decision.delete_attempt}")
     if decision.create_attempt and spec is not None:
         owner = Owner("FineTuneJob", name, namespace, body.metadata.uid)
-        for obj in render_attempt(owner, spec, decision.create_attempt, config.render):
+        planned = with_planned_deepspeed(spec, decision.status.get("plan"))
+        for obj in render_attempt(owner, planned, decision.create_attempt, config.render):
             if kube.create_or_adopt(obj):
                 logger.info(f"created {obj['kind']} {obj['metadata']['name']}")
     serve = spec.serve if spec is not None else None

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..api.finetunejob import DatasetSpec, DeepSpeed, Dtype, FineTuneJobSpec, Hub, LoraSpec, Method, QuantizationSpec
+from ..plan.performance import DEFAULT_LORA_DROPOUT, DEFAULT_OPTIMIZER, Capabilities, switches
 from ..plan.resolve import Resolved
 
 
@@ -24,6 +25,10 @@ class LaunchContext:
     output_dir: str
     device: str  # "cuda" or "cpu"
     resume_from: str | None = None
+    capabilities: Capabilities | None = None  # optional kernels found; None: nothing beyond the device
+
+    def caps(self) -> Capabilities:
+        return self.capabilities or Capabilities(cuda=self.device == "cuda")
 
 
 def _bool(value: bool) -> str:
@@ -58,7 +63,7 @@ def _method_args(spec: FineTuneJobSpec) -> list[str]:
         "--tuner_type", "lora",
         "--lora_rank", str(lora.rank),
         "--lora_alpha", str(lora.alpha),
-        "--lora_dropout", str(lora.dropout),
+        "--lora_dropout", str(DEFAULT_LORA_DROPOUT if lora.dropout is None else lora.dropout),
         "--target_modules", *lora.target_modules,
     ]  # fmt: skip
     if spec.method == Method.QLORA:
@@ -111,7 +116,7 @@ def build_sft_argv(spec: FineTuneJobSpec, resolved: Resolved, ctx: LaunchContext
         "--gradient_accumulation_steps", str(resolved.gradient_accumulation),
         "--max_length", str(hp.max_length),
         "--lr_scheduler_type", hp.scheduler.value,
-        "--optim", hp.optimizer.value,
+        "--optim", hp.optimizer.value if hp.optimizer else DEFAULT_OPTIMIZER,
         "--weight_decay", str(hp.weight_decay),
         "--max_grad_norm", str(hp.max_grad_norm),
         "--seed", str(hp.seed),
@@ -137,8 +142,19 @@ def build_sft_argv(spec: FineTuneJobSpec, resolved: Resolved, ctx: LaunchContext
     ]  # fmt: skip
     if ctx.resume_from:
         args += ["--resume_from_checkpoint", ctx.resume_from]
+    for switch in switches(spec, resolved.deepspeed, ctx.caps()):
+        for flag, value in switch.flags:
+            _set_flag(args, flag, value)
     args += list(spec.extra_args or ())
     return args
+
+
+def _set_flag(args: list[str], flag: str, value: str) -> None:
+    """Give a single-valued flag this value: replaced in place when present, else appended."""
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
 
 
 def flag_values(argv: Sequence[str], flag: str) -> list[str]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Mapping
 from pathlib import Path
+
+from ..plan.performance import Capabilities
 
 
 def visible_gpus(env: Mapping[str, str], dev: Path = Path("/dev")) -> int:
@@ -16,3 +19,14 @@ def visible_gpus(env: Mapping[str, str], dev: Path = Path("/dev")) -> int:
         return sum(1 for p in dev.iterdir() if re.fullmatch(r"nvidia\d+", p.name))
     except OSError:
         return 0
+
+
+def capabilities(device: str) -> Capabilities:
+    """The optional kernels this process could use (only looked for when there is a GPU)."""
+    if device != "cuda":
+        return Capabilities(cuda=False)
+    return Capabilities(
+        cuda=True,
+        liger=importlib.util.find_spec("liger_kernel") is not None,
+        flash_attn=importlib.util.find_spec("flash_attn") is not None,
+    )

@@ -12,9 +12,11 @@ from typing import IO
 from ..api.conditions import Reason
 from ..api.finetunejob import FineTuneJobSpec, Method, ResumePolicy
 from ..paths import RUN_DIR, pod_path, split_uri
+from ..plan.performance import switches
 from ..plan.resolve import PlanError, resolve
 from .argv import LaunchContext, build_sft_argv
 from .checkpoints import list_checkpoints, missing_parts, newest_complete
+from .devices import capabilities
 from .dataset import FileReport, TokenCounter, check_file, is_local_source
 from .distributed import EnvironmentError_, World
 from .outcome import Outcome, classify, failure, write_termination_message
@@ -162,8 +164,12 @@ def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
         notes += skipped
         if resume_from:
             notes.append(f"resuming from {resume_from.name}")
-    ctx = LaunchContext(model, tuple(train), tuple(val), str(run_dir), opts.device, str(resume_from or "") or None)
+    caps = capabilities(opts.device)
+    ctx = LaunchContext(model, tuple(train), tuple(val), str(run_dir), opts.device, str(resume_from or "") or None,
+                        caps)  # fmt: skip
     argv = build_sft_argv(spec, resolved, ctx)
+    applied = switches(spec, resolved.deepspeed, caps)
+    notes.append("performance: " + (", ".join(s.describe() for s in applied) if applied else "ms-swift defaults"))
     all_local = all(is_local_source(s) for s in (model, *train, *val))
     env = {**opts.env, **QUIET_ENV, **(OFFLINE_ENV if all_local else {}), **opts.world.swift_env()}
     for key in ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR"):

@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.conditions import RETRYABLE_REASONS, ConditionType, Reason
-from ..api.finetunejob import FineTuneJobSpec, JobPhase
-from .resolve import PlanError, resolve
+from ..api.finetunejob import DeepSpeed, FineTuneJobSpec, JobPhase
+from .capacity import PlanSettings, plan
+from .models import guess
+from .resolve import PlanError
 
 MAX_BACKOFF_SECONDS = 3600
 # Pod disruption reasons (DisruptionTarget condition) and what they mean for the gang.
@@ -205,7 +207,7 @@ class _Builder:
         return self.decision
 
 
-def _validated(b: _Builder, spec: FineTuneJobSpec | None, problems: list[str]) -> bool:
+def _validated(b: _Builder, spec: FineTuneJobSpec | None, problems: list[str], settings: PlanSettings) -> bool:
     if spec is None or problems:
         message = "; ".join(problems) or "the spec could not be read"
         b.condition(ConditionType.VALIDATED, False, Reason.INVALID_SPEC, message)
@@ -216,22 +218,39 @@ def _validated(b: _Builder, spec: FineTuneJobSpec | None, problems: list[str]) -
     if spec.output is None:
         problems = ["spec.output: required on a cluster: checkpoints and results need a PersistentVolumeClaim "
                     "(e.g. output: {claimName: models})"]  # fmt: skip
-        return _validated(b, None, problems)
+        return _validated(b, None, problems, settings)
     try:
-        resolved = resolve(spec)
+        arch, how = guess(spec.model.source)
+        planned = plan(spec, arch, settings, why_unknown=how)
     except PlanError as exc:
         b.condition(ConditionType.VALIDATED, False, Reason.INVALID_SPEC, str(exc))
         b.condition(ConditionType.FAILED, True, Reason.INVALID_SPEC, str(exc))
         b.phase(JobPhase.FAILED, Reason.INVALID_SPEC, str(exc), warning=True)
         return False
-    b.status["gpus"] = resolved.world_size
-    plan = dict(b.status.get("plan") or {})
-    plan.update({"deepspeed": resolved.deepspeed.value, "gradientAccumulation": resolved.gradient_accumulation})
-    if resolved.notes:
-        plan["notes"] = list(resolved.notes)
-    b.status["plan"] = plan
-    b.condition(ConditionType.VALIDATED, True, Reason.SPEC_VALID, "the spec is valid and planned")
+    b.status["gpus"] = planned.resolved.world_size
+    status_plan = planned.status()
+    if arch is not None and how:
+        status_plan["notes"] = [how, *status_plan.get("notes", [])][:32]  # type: ignore[list-item]
+    b.status["plan"] = status_plan
+    if planned.fits is False:
+        message = f"{planned.verdict}" + (f". {planned.fixes[0]}" if planned.fixes else "")
+        b.condition(ConditionType.VALIDATED, False, Reason.INSUFFICIENT_GPU_MEMORY, message)
+        b.condition(ConditionType.FAILED, True, Reason.INSUFFICIENT_GPU_MEMORY, message)
+        b.status["completionTime"] = b.status.get("completionTime") or timestamp(b.now)
+        b.phase(JobPhase.FAILED, Reason.INSUFFICIENT_GPU_MEMORY, message, warning=True)
+        return False
+    summary = planned.verdict or (planned.notes[0] if planned.notes else "")
+    b.condition(ConditionType.VALIDATED, True, Reason.SPEC_VALID, f"the spec is valid; {summary}"[:1000])
     return True
+
+
+def with_planned_deepspeed(spec: FineTuneJobSpec, status_plan: dict[str, Any] | None) -> FineTuneJobSpec:
+    """The spec the pods get: `deepspeed: auto` replaced by the planner's choice, so they run what was planned."""
+    chosen = (status_plan or {}).get("deepspeed")
+    if spec.distributed.deepspeed != DeepSpeed.AUTO or not chosen:
+        return spec
+    distributed = spec.distributed.model_copy(update={"deepspeed": DeepSpeed(chosen)})
+    return spec.model_copy(update={"distributed": distributed})
 
 
 def _fail(b: _Builder, reason: Reason | str, message: str) -> None:
@@ -278,14 +297,21 @@ def decide(
     observed: Observed,
     now: datetime,
     generation: int | None = None,
+    settings: PlanSettings | None = None,
 ) -> Decision:
     """The next step for one FineTuneJob. Idempotent: the same inputs give the same decision."""
     b = _Builder(status, now)
     if generation is not None:
         b.status["observedGeneration"] = generation
     if status.get("phase") in (JobPhase.SUCCEEDED, JobPhase.FAILED):
-        return b.done()
-    if not _validated(b, spec, problems) or spec is None:
+        refused = status.get("phase") == JobPhase.FAILED and not status.get("attempt")
+        changed = generation is not None and status.get("observedGeneration") not in (None, generation)
+        if not (refused and changed):
+            return b.done()
+        # Refused before any pod (invalid or too big) and the spec changed since: judge it again.
+        b.status["conditions"] = [c for c in b.status.get("conditions") or [] if c.get("type") != "Failed"]
+        b.status.pop("completionTime", None)
+    if not _validated(b, spec, problems, settings or PlanSettings()) or spec is None:
         return b.done()
 
     attempt = int(status.get("attempt") or 0)

@@ -25,17 +25,22 @@ class Architecture:
     experts: int = 0  # MoE: routed experts per layer (0 = dense)
     experts_per_token: int = 0
     expert_intermediate: int = 0
+    head_dim: int = 0  # 0: hidden // heads (Qwen3 uses 128 whatever the width)
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.hidden // self.heads
 
 
 KNOWN: dict[str, Architecture] = {
     a.name: a
     for a in (
-        Architecture("qwen3-0.6b", 0.60, 1024, 28, 16, 8, 3072, 151936, tied_embeddings=True),
-        Architecture("qwen3-1.7b", 1.72, 2048, 28, 16, 8, 6144, 151936, tied_embeddings=True),
-        Architecture("qwen3-4b", 4.02, 2560, 36, 32, 8, 9728, 151936, tied_embeddings=True),
-        Architecture("qwen3-8b", 8.19, 4096, 36, 32, 8, 12288, 151936),
-        Architecture("qwen3-14b", 14.77, 5120, 40, 40, 8, 17408, 151936),
-        Architecture("qwen3-32b", 32.76, 5120, 64, 64, 8, 25600, 151936),
+        Architecture("qwen3-0.6b", 0.60, 1024, 28, 16, 8, 3072, 151936, tied_embeddings=True, head_dim=128),
+        Architecture("qwen3-1.7b", 1.72, 2048, 28, 16, 8, 6144, 151936, tied_embeddings=True, head_dim=128),
+        Architecture("qwen3-4b", 4.02, 2560, 36, 32, 8, 9728, 151936, tied_embeddings=True, head_dim=128),
+        Architecture("qwen3-8b", 8.19, 4096, 36, 32, 8, 12288, 151936, head_dim=128),
+        Architecture("qwen3-14b", 14.77, 5120, 40, 40, 8, 17408, 151936, head_dim=128),
+        Architecture("qwen3-32b", 32.76, 5120, 64, 64, 8, 25600, 151936, head_dim=128),
         Architecture(
             "qwen3-30b-a3b",
             30.53,
@@ -48,6 +53,7 @@ KNOWN: dict[str, Architecture] = {
             experts=128,
             experts_per_token=8,
             expert_intermediate=768,
+            head_dim=128,
         ),
         Architecture("qwen2.5-7b", 7.62, 3584, 28, 28, 4, 18944, 152064),
         Architecture("llama-2-7b", 6.74, 4096, 32, 32, 32, 11008, 32000),
@@ -92,7 +98,7 @@ def from_config(path: Path) -> Architecture | None:
         name=path.name, params_b=round(params, 3), hidden=hidden, layers=layers, heads=heads, kv_heads=kv,
         intermediate=intermediate, vocab=vocab, tied_embeddings=bool(text.get("tie_word_embeddings")),
         experts=experts, experts_per_token=int(text.get("num_experts_per_tok") or 0),
-        expert_intermediate=int(text.get("moe_intermediate_size") or 0),
+        expert_intermediate=int(text.get("moe_intermediate_size") or 0), head_dim=head_dim,
     )  # fmt: skip
 
 
@@ -102,3 +108,18 @@ def architecture(source: str) -> Architecture | None:
     if path.is_dir():
         return from_config(path)
     return lookup(source)
+
+
+def guess(source: str) -> tuple[Architecture | None, str]:
+    """The architecture of a cluster model source without reading it: the table, by id or directory name.
+
+    Returns the architecture (or None) and a note saying how it was found or why it was not.
+    """
+    if source.startswith("pvc://"):
+        name = source.rstrip("/").rsplit("/", 1)[-1]
+        arch = lookup(name)
+        if arch is None:
+            return None, f"the directory name of {source} is not a known model"
+        return arch, f"architecture {arch.name} assumed from the directory name of {source}"
+    arch = lookup(source)
+    return arch, "" if arch else f"{source} is not in the table of known architectures"

@@ -1,0 +1,64 @@
+"""The capacity plan as text for people (`modelforge plan`)."""
+
+from __future__ import annotations
+
+from ..api.finetunejob import FineTuneJobSpec, LoraSpec, Method
+from .capacity import PRESET_WORDS, USABLE_FRACTION, Plan, duration_words
+from .memory import params
+from .models import Architecture
+
+
+def _method(spec: FineTuneJobSpec) -> str:
+    if spec.method == Method.FULL:
+        return "full fine-tune"
+    lora = spec.lora or LoraSpec()
+    return f"{spec.method.value} rank {lora.rank} ({', '.join(lora.target_modules)})"
+
+
+def format_plan(spec: FineTuneJobSpec, arch: Architecture | None, plan: Plan, how: str = "") -> list[str]:
+    hp = spec.hyperparameters
+    world = plan.resolved.world_size
+    shape = f"{spec.resources.nodes} node(s) x {spec.resources.gpus_per_node} GPU(s) of {plan.gpu_memory_gib:g} GiB"
+    model = spec.model.source
+    if arch is not None:
+        model += f" ({arch.name}, {params(arch).billions:.2f} B parameters)"
+    lines = [
+        f"  model        {model}",
+        f"  training     {_method(spec)}, batch {hp.batch_size_per_device} x {hp.max_length} tokens per GPU, "
+        f"accumulation {plan.resolved.gradient_accumulation}, checkpointing {'on' if hp.gradient_checkpointing else 'off'}",
+        f"  hardware     {shape} ({world} process(es))",
+    ]
+    if how:
+        lines.append(f"  architecture {how}")
+    if not plan.planned:
+        lines += [f"  verdict      NOT PLANNED: {n}" for n in plan.notes[:1]]
+        lines += [f"  note         {n}" for n in plan.notes[1:]]
+        return lines
+    lines.append(f"  verdict      {plan.verdict}")
+    lines.append(f"  DeepSpeed    {plan.resolved.deepspeed.value} ({PRESET_WORDS[plan.resolved.deepspeed]})")
+    header = f"  {'preset':<14}{'GiB/GPU':>8}{'frozen':>9}{'trained':>8}{'activ.':>8}{'logits':>8}{'other':>7}{'host GiB':>10}  fits"
+    lines += ["", header]
+    for option in plan.options:
+        e = option.estimate
+        mark = "yes" if option.fits else ("no (host RAM)" if option.fits_gpu else "no")
+        chosen = " <-" if plan.chosen is option else ""
+        lines.append(
+            f"  {option.deepspeed.value:<14}{e.gib():>8.1f}{e.gib(e.weights):>9.1f}{e.gib(e.trainable_states):>8.1f}"
+            f"{e.gib(e.activations):>8.1f}{e.gib(e.logits):>8.1f}{e.gib(e.fixed):>7.1f}{e.gib(e.host):>10.0f}  {mark}{chosen}"
+        )
+    lines.append(f"  (usable: {USABLE_FRACTION:.0%} of {plan.gpu_memory_gib:g} GiB; host RAM per node)")
+    lines.append("")
+    for fix in plan.fixes:
+        lines.append(f"  fix          {fix}")
+    for switch in plan.performance:
+        lines.append(f"  performance  {switch.describe()}: {switch.why}")
+    if not plan.performance:
+        lines.append("  performance  ms-swift defaults (performance: none)")
+    if plan.tokens is not None and plan.seconds is not None and plan.mfu is not None:
+        bound = "" if plan.tokens_exact else "at most "
+        lines.append(f"  tokens       {bound}{plan.tokens:,}")
+        lines.append(f"  duration     {bound}{duration_words(plan.seconds)} (assumed MFU {plan.mfu:.1%})")
+    for note in plan.notes:
+        if not note.startswith("duration:"):
+            lines.append(f"  note         {note}")
+    return lines
