@@ -102,10 +102,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print the capacity plan of FineTuneJob files: fits or not, DeepSpeed preset, host RAM, duration."""
-    from .api.validate import SpecError, parse_resource
-    from .plan.capacity import PlanSettings
     from .api.finetunejob import FineTuneJobSpec
-    from .plan.capacity import plan
+    from .api.validate import SpecError, parse_resource
+    from .plan.capacity import PlanSettings, plan
     from .plan.report import format_plan
     from .plan.resolve import PlanError
     from .specfile import SpecFileError, load_documents

@@ -64,11 +64,13 @@ def test_model_states_match_deepspeed_estimators(name, nodes, per_node):
     expected = {
         Stage.ZERO2: estimate_zero2_model_states_mem_needs(p.total, per_node, nodes, cpu_offload=False),
         Stage.ZERO2_OFFLOAD: estimate_zero2_model_states_mem_needs(p.total, per_node, nodes, cpu_offload=True),
-        Stage.ZERO3: estimate_zero3_model_states_mem_needs(p.total, p.largest_module, per_node, nodes,
-                                                           cpu_offload=False)[:2],  # fmt: skip
-        Stage.ZERO3_OFFLOAD: estimate_zero3_model_states_mem_needs(p.total, p.largest_module, per_node, nodes,
-                                                                   cpu_offload=True, cpu_offload_params=True)[:2],
-    }  # fmt: skip
+        Stage.ZERO3: estimate_zero3_model_states_mem_needs(
+            p.total, p.largest_module, per_node, nodes, cpu_offload=False
+        )[:2],
+        Stage.ZERO3_OFFLOAD: estimate_zero3_model_states_mem_needs(
+            p.total, p.largest_module, per_node, nodes, cpu_offload=True, cpu_offload_params=True
+        )[:2],
+    }
     for stage, (cpu, gpu) in expected.items():
         gpu_ours, host_ours = ours(stage)
         assert gpu_ours == pytest.approx(gpu, rel=0.10), stage
@@ -83,7 +85,11 @@ MEASURED = [
     ("LoRA r16 batch 4, ms-swift defaults", 23.2, {"batch": 4, "lora_rank": 16}),
     ("QLoRA r16 batch 4", 13.6, {"batch": 4, "lora_rank": 16, "quant_bits": 4}),
     ("Liger + bf16 adapters + no dropout, batch 4", 18.2, {"batch": 4, "lora_rank": 16, **PRESETS}),
-    ("same, batch 4 without checkpointing", 46.0, {"batch": 4, "lora_rank": 16, "grad_checkpointing": False, **PRESETS}),
+    (
+        "same, batch 4 without checkpointing",
+        46.0,
+        {"batch": 4, "lora_rank": 16, "grad_checkpointing": False, **PRESETS},
+    ),
     ("same, batch 8", 21.6, {"batch": 8, "lora_rank": 16, **PRESETS}),
     ("same, batch 16", 31.8, {"batch": 16, "lora_rank": 16, **PRESETS}),
     ("QLoRA r64 batch 1 (allocated + CUDA context)", 9.58 + 0.75, {"batch": 1, "lora_rank": 64, "quant_bits": 4}),
@@ -142,8 +148,13 @@ def test_qwen3_30b_a3b_zero3_offload_with_too_little_host_ram_does_not_fit():
 def test_ms_swift_published_30b_a3b_directions_on_16_gpus():
     # ms-swift's best-practice page: ZeRO-2 OOMs on 16 x 80 GB, ZeRO-3 runs (91 s/it).
     for preset, fits in (("zero2", False), ("zero3", True)):
-        spec = job(model={"source": "Qwen/Qwen3-30B-A3B"}, method="full", hyperparameters={"maxLength": 2048},
-                   resources={"nodes": 2, "gpusPerNode": 8, "gpuMemory": "80Gi"}, distributed={"deepspeed": preset})
+        spec = job(
+            model={"source": "Qwen/Qwen3-30B-A3B"},
+            method="full",
+            hyperparameters={"maxLength": 2048},
+            resources={"nodes": 2, "gpusPerNode": 8, "gpuMemory": "80Gi"},
+            distributed={"deepspeed": preset},
+        )
         assert plan(spec, KNOWN["qwen3-30b-a3b"]).fits is fits, preset
 
 
@@ -159,8 +170,8 @@ def test_ms_swift_published_qwen3_8b_figures_in_direction():
 
 def test_qwen3_8b_qlora_1024_on_an_8gb_gpu_gets_an_honest_no():
     # The popular claim "fits an 8 GB card at 1024 tokens, rank 64" is false (measured 9.6 GiB allocated).
-    spec = job(method="qlora", lora={"rank": 64, "alpha": 128},
-               hyperparameters={"maxLength": 1024, "gradientAccumulation": 16}, resources={"gpuMemory": "8Gi"})  # fmt: skip
+    hp = {"maxLength": 1024, "gradientAccumulation": 16}
+    spec = job(method="qlora", lora={"rank": 64, "alpha": 128}, hyperparameters=hp, resources={"gpuMemory": "8Gi"})
     result = plan(spec, QWEN3_8B)
     assert result.fits is False
     assert result.verdict.startswith("does not fit: no DeepSpeed: ")
@@ -266,3 +277,20 @@ def test_switches_follow_the_hardware_and_method():
     assert "--lora_dtype" not in full and "--lora_dropout" not in full and full["--use_liger_kernel"] == "true"
     assert "--optim" not in flags(job(), deepspeed="zero3_offload")
     assert flags(job(hyperparameters={"packing": True}))["--attn_impl"] == "flash_attn"
+
+
+def test_modelforge_plan_prints_the_table_and_fails_what_cannot_fit(capsys):
+    from pathlib import Path
+
+    from modelforge.cli import main
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    assert main(["plan", str(examples / "qwen3-30b-a3b-full" / "finetunejob.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "verdict      fits only with ZeRO-3 + CPU offload" in out and "zero3_offload" in out
+    assert "GiB host RAM per node" in out and "duration" in out
+    assert main(["plan", str(examples / "qwen3-8b-qlora" / "finetunejob.yaml")]) == 1
+    out = capsys.readouterr().out
+    assert "does not fit: no DeepSpeed" in out and "fix          fits with lora.rank: 16" in out
+    assert main(["plan", str(examples / "quickstart" / "finetunejob.yaml")]) == 0  # local config.json
+    assert "FineTuneJob quickstart" in capsys.readouterr().out

@@ -16,8 +16,8 @@ from ..plan.performance import switches
 from ..plan.resolve import PlanError, resolve
 from .argv import LaunchContext, build_sft_argv
 from .checkpoints import list_checkpoints, missing_parts, newest_complete
-from .devices import capabilities
 from .dataset import FileReport, TokenCounter, check_file, is_local_source
+from .devices import capabilities
 from .distributed import EnvironmentError_, World
 from .outcome import Outcome, classify, failure, write_termination_message
 from .progress import ProgressRecord, ProgressServer, ProgressTracker

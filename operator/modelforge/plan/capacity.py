@@ -124,7 +124,9 @@ def gpu_memory_gib(spec: FineTuneJobSpec, settings: PlanSettings) -> float:
     return settings.gpu_memory_gib
 
 
-def workload(spec: FineTuneJobSpec, arch: Architecture, deepspeed: DeepSpeed, found: list[Switch], cuda: bool) -> Workload:
+def workload(
+    spec: FineTuneJobSpec, arch: Architecture, deepspeed: DeepSpeed, found: list[Switch], cuda: bool
+) -> Workload:
     hp = spec.hyperparameters
     flags = {flag: value for s in found for flag, value in s.flags}
     lora = spec.lora or LoraSpec()
@@ -166,6 +168,7 @@ def _option(spec: FineTuneJobSpec, arch: Architecture, deepspeed: DeepSpeed, cap
 
 def _candidates(spec: FineTuneJobSpec, world: int) -> tuple[DeepSpeed, ...]:
     """The presets worth comparing for this job, cheapest first."""
+    order: tuple[DeepSpeed, ...]
     if world > 1:
         order = AUTO_ORDER_MANY
     elif spec.method == Method.FULL:
@@ -198,13 +201,23 @@ def _set(section: str, key: str, value: object) -> Callable[[FineTuneJobSpec], F
     return apply
 
 
+def _set_resources(per_node: int, nodes: int) -> Callable[[FineTuneJobSpec], FineTuneJobSpec]:
+    def apply(spec: FineTuneJobSpec) -> FineTuneJobSpec:
+        resources = spec.resources.model_copy(update={"gpus_per_node": per_node, "nodes": nodes})
+        return spec.model_copy(update={"resources": resources})
+
+    return apply
+
+
 def _changes(spec: FineTuneJobSpec) -> list[Change]:
     """Single changes that lower memory, cheapest (least loss of speed or quality) first."""
     hp = spec.hyperparameters
     world = spec.resources.nodes * spec.resources.gpus_per_node
     out: list[Change] = []
     if not hp.gradient_checkpointing:
-        out.append(("hyperparameters.gradientCheckpointing: true", _set("hyperparameters", "gradient_checkpointing", True)))
+        out.append(
+            ("hyperparameters.gradientCheckpointing: true", _set("hyperparameters", "gradient_checkpointing", True))
+        )
     if hp.batch_size_per_device > 1:
         accumulation = (hp.gradient_accumulation or 1) * hp.batch_size_per_device
         out.append((f"hyperparameters.batchSizePerDevice: 1 and gradientAccumulation: {accumulation} (same batch)",
@@ -226,9 +239,7 @@ def _changes(spec: FineTuneJobSpec) -> list[Change]:
                     _set("hyperparameters", "max_length", length)))  # fmt: skip
     for gpus in (g for g in (2, 4, 8, 16, 32, 64) if g > world):
         nodes, per_node = max(1, gpus // 8), min(gpus, 8)
-        resources = spec.resources.model_copy(update={"gpus_per_node": per_node, "nodes": nodes})
-        out.append((f"{gpus} GPUs ({nodes} node(s) x {per_node})",
-                    lambda s, r=resources: s.model_copy(update={"resources": r})))  # fmt: skip
+        out.append((f"{gpus} GPUs ({nodes} node(s) x {per_node})", _set_resources(per_node, nodes)))
     return out
 
 
@@ -329,13 +340,16 @@ def plan(
     cheaper = options[: options.index(chosen)] if chosen in options else ()
     if fits and cheaper and not any(o.fits for o in cheaper):
         tried = "; ".join(_describe(o, capacity) for o in cheaper)
-        verdict = f"fits only with {PRESET_WORDS[chosen.deepspeed]} ({_describe(chosen, capacity)}); does not fit: {tried}"
+        verdict = (
+            f"fits only with {PRESET_WORDS[chosen.deepspeed]} ({_describe(chosen, capacity)}); does not fit: {tried}"
+        )
     elif fits:
         verdict = f"fits: {_describe(chosen, capacity)}"
         lighter = [o for o in cheaper if o.fits]
         if lighter:
-            notes.append(f"{PRESET_WORDS[lighter[0].deepspeed]} would also fit and run faster: "
-                         f"{lighter[0].estimate.gib():.1f} GiB per GPU (distributed.deepspeed: auto picks it)")  # fmt: skip
+            lighter_words = PRESET_WORDS[lighter[0].deepspeed]
+            notes.append(f"{lighter_words} would also fit and run faster: {lighter[0].estimate.gib():.1f} GiB "
+                         "per GPU (distributed.deepspeed: auto picks it)")  # fmt: skip
     else:
         shown = options if wanted == DeepSpeed.AUTO else (chosen,)
         verdict = "does not fit: " + "; ".join(_describe(o, capacity) for o in shown)
@@ -348,12 +362,16 @@ def plan(
     if e.host > 0 and chosen.deepspeed in (DeepSpeed.ZERO2_OFFLOAD, DeepSpeed.ZERO3_OFFLOAD) and fits:
         verdict += f"; needs about {e.gib(e.host):.0f} GiB host RAM per node"
         if spec.resources.memory is None:
-            notes.append(f"set resources.memory to at least {math.ceil(e.gib(e.host))}Gi so the pods land on nodes that have it")
+            notes.append(
+                f"set resources.memory to at least {math.ceil(e.gib(e.host))}Gi so the pods land on nodes that have it"
+            )
     fixes = tuple(_fixes(spec, arch, settings, capacity)) if not fits else ()
     if not fits and not fixes:
-        notes.append("no single change found that makes it fit; try several GPUs with ZeRO-3 + offload, or a smaller model")
+        notes.append(
+            "no single change found that makes it fit; try several GPUs with ZeRO-3 + offload, or a smaller model"
+        )
     if e.logits > 0.25 * e.total and e.logits > 2 * GIB:
-        notes.append(f"the logits take {e.gib(e.logits):.1f} GiB: without fused cross-entropy (performance: auto's Liger) "
+        notes.append(f"the logits take {e.gib(e.logits):.1f} GiB: without fused cross-entropy (Liger) "
                      "the allocator fragments around them and the real peak can be much higher")  # fmt: skip
     found = switches(spec, resolved.deepspeed, caps)
     tokens, exact, token_notes = _tokens(spec, resolved, data)

@@ -230,7 +230,7 @@ def _validated(b: _Builder, spec: FineTuneJobSpec | None, problems: list[str], s
     b.status["gpus"] = planned.resolved.world_size
     status_plan = planned.status()
     if arch is not None and how:
-        status_plan["notes"] = [how, *status_plan.get("notes", [])][:32]  # type: ignore[list-item]
+        status_plan["notes"] = [how, *(status_plan.get("notes") or [])][:32]  # type: ignore[misc]
     b.status["plan"] = status_plan
     if planned.fits is False:
         message = f"{planned.verdict}" + (f". {planned.fixes[0]}" if planned.fixes else "")

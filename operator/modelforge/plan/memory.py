@@ -167,10 +167,7 @@ def model_states(w: Workload, p: Params, trainable: int) -> tuple[float, float, 
     """
     n = w.world
     frozen = p.total - trainable if not w.full else 0
-    if w.quant_bits is not None:
-        frozen_bytes = _quantized_weights(w, p)
-    else:
-        frozen_bytes = frozen * w.compute_bytes
+    frozen_bytes = _quantized_weights(w, p) if w.quant_bits is not None else frozen * w.compute_bytes
     largest = 4 * p.largest_module
     per_node = 1 / w.nodes
     if w.stage == Stage.NONE:
@@ -201,16 +198,23 @@ def layer_activation_bytes(w: Workload, adapted: list[str]) -> float:
     if a.experts:
         k, inner = a.experts_per_token, a.expert_intermediate
         mlp = 2 * h + k * h + k * (3 if w.liger else 4) * inner
-        extra = a.experts * 8  # router logits and probabilities in fp32
+        extra = a.experts * 8.0  # router logits and probabilities in fp32
     else:
         mlp = 2 * h + (3 if w.liger else 4) * a.intermediate
         extra = 0.0
-    total = (attention + mlp) * b + extra
+    total: float = (attention + mlp) * b + extra
     if not w.liger:
         total += 2 * 4 * h  # HF RMSNorm keeps an fp32 copy of its input
     if not w.full:
-        inputs = {"q_proj": h, "k_proj": h, "v_proj": h, "o_proj": q,
-                  "gate_proj": h, "up_proj": h, "down_proj": a.expert_intermediate if a.experts else a.intermediate}
+        inputs = {
+            "q_proj": h,
+            "k_proj": h,
+            "v_proj": h,
+            "o_proj": q,
+            "gate_proj": h,
+            "up_proj": h,
+            "down_proj": a.expert_intermediate if a.experts else a.intermediate,
+        }
         fan = a.experts_per_token if a.experts else 1
         for name in adapted:
             width = inputs[name] * (fan if name in ("gate_proj", "up_proj", "down_proj") else 1)
@@ -235,6 +239,7 @@ def logits_bytes(w: Workload) -> float:
 
 def estimate(w: Workload) -> Estimate:
     p = params(w.arch)
+    adapted: list[str]
     if w.full:
         trainable, adapted = p.total, []
     else:

@@ -58,7 +58,7 @@ def switches(spec: FineTuneJobSpec, deepspeed: DeepSpeed, caps: Capabilities) ->
     out: list[Switch] = []
     if lora and (spec.lora is None or spec.lora.dropout is None):
         out.append(Switch("no LoRA dropout", (("--lora_dropout", "0"),),
-                          "dropout on the adapter path costs a copy of every adapted input; set lora.dropout to keep it"))  # fmt: skip
+                          "dropout copies every adapted input; set lora.dropout to keep it"))  # fmt: skip
     if not caps.cuda:
         return out
     if lora and training_dtype(spec, True) == Dtype.BFLOAT16:
@@ -67,7 +67,7 @@ def switches(spec: FineTuneJobSpec, deepspeed: DeepSpeed, caps: Capabilities) ->
     if caps.liger and deepspeed not in ZERO3:
         # Liger's fused cross-entropy reads lm_head.weight outside the module, which ZeRO-3 keeps partitioned.
         out.append(Switch("Liger kernels", (("--use_liger_kernel", "true"),),
-                          "fused RMSNorm/SwiGLU/RoPE and a fused linear cross-entropy that never builds the logits"))  # fmt: skip
+                          "fused RMSNorm/SwiGLU/RoPE and cross-entropy that never builds the logits"))  # fmt: skip
     if caps.flash_attn and not hp.packing:
         out.append(Switch("padding-free batches", (("--attn_impl", "flash_attn"), ("--padding_free", "true")),
                           "flash attention over concatenated rows: no compute spent on padding"))  # fmt: skip
@@ -75,7 +75,7 @@ def switches(spec: FineTuneJobSpec, deepspeed: DeepSpeed, caps: Capabilities) ->
         out.append(Switch("flash attention", (("--attn_impl", "flash_attn"),), "packing needs flash attention"))
     if hp.optimizer is None and deepspeed not in OFFLOAD:
         out.append(Switch("fused AdamW", (("--optim", "adamw_torch_fused"),),
-                          "one fused kernel per step instead of one per parameter tensor; same arithmetic"))  # fmt: skip
+                          "one kernel per step instead of one per tensor; same arithmetic"))  # fmt: skip
     return out
 
 

@@ -25,7 +25,8 @@ def format_plan(spec: FineTuneJobSpec, arch: Architecture | None, plan: Plan, ho
     lines = [
         f"  model        {model}",
         f"  training     {_method(spec)}, batch {hp.batch_size_per_device} x {hp.max_length} tokens per GPU, "
-        f"accumulation {plan.resolved.gradient_accumulation}, checkpointing {'on' if hp.gradient_checkpointing else 'off'}",
+        f"accumulation {plan.resolved.gradient_accumulation}, "
+        f"checkpointing {'on' if hp.gradient_checkpointing else 'off'}",
         f"  hardware     {shape} ({world} process(es))",
     ]
     if how:
@@ -36,7 +37,8 @@ def format_plan(spec: FineTuneJobSpec, arch: Architecture | None, plan: Plan, ho
         return lines
     lines.append(f"  verdict      {plan.verdict}")
     lines.append(f"  DeepSpeed    {plan.resolved.deepspeed.value} ({PRESET_WORDS[plan.resolved.deepspeed]})")
-    header = f"  {'preset':<14}{'GiB/GPU':>8}{'frozen':>9}{'trained':>8}{'activ.':>8}{'logits':>8}{'other':>7}{'host GiB':>10}  fits"
+    header = (f"  {'preset':<14}{'GiB/GPU':>8}{'frozen':>9}{'trained':>8}{'activ.':>8}{'logits':>8}{'other':>7}"
+              f"{'host GiB':>10}  fits")  # fmt: skip
     lines += ["", header]
     for option in plan.options:
         e = option.estimate
@@ -44,7 +46,8 @@ def format_plan(spec: FineTuneJobSpec, arch: Architecture | None, plan: Plan, ho
         chosen = " <-" if plan.chosen is option else ""
         lines.append(
             f"  {option.deepspeed.value:<14}{e.gib():>8.1f}{e.gib(e.weights):>9.1f}{e.gib(e.trainable_states):>8.1f}"
-            f"{e.gib(e.activations):>8.1f}{e.gib(e.logits):>8.1f}{e.gib(e.fixed):>7.1f}{e.gib(e.host):>10.0f}  {mark}{chosen}"
+            f"{e.gib(e.activations):>8.1f}{e.gib(e.logits):>8.1f}{e.gib(e.fixed):>7.1f}{e.gib(e.host):>10.0f}"
+            f"  {mark}{chosen}"
         )
     lines.append(f"  (usable: {USABLE_FRACTION:.0%} of {plan.gpu_memory_gib:g} GiB; host RAM per node)")
     lines.append("")
