@@ -25,7 +25,32 @@ from pathlib import Path
 
 import yaml
 
-WORDS = ["order", "refund", "invoice", "shipping", "account", "password", "delivery", "warranty", "upgrade", "battery", "screen", "cable", "printer", "network", "signal", "weather", "garden", "kitchen", "travel", "ticket", "station", "museum", "river", "bridge"]
+WORDS = [
+    "order",
+    "refund",
+    "invoice",
+    "shipping",
+    "account",
+    "password",
+    "delivery",
+    "warranty",
+    "upgrade",
+    "battery",
+    "screen",
+    "cable",
+    "printer",
+    "network",
+    "signal",
+    "weather",
+    "garden",
+    "kitchen",
+    "travel",
+    "ticket",
+    "station",
+    "museum",
+    "river",
+    "bridge",
+]
 
 
 def build_model(shape: str, device: str, out: Path) -> Path:
