@@ -60,6 +60,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _our_documents(file: str) -> list[Any]:
+    """The modelforge.io documents of a YAML file (PVCs, Secrets and other objects beside them are skipped)."""
+    from .specfile import load_documents
+
+    return [d for d in load_documents(Path(file))
+            if isinstance(d.data, dict) and str(d.data.get("apiVersion", "")).startswith("modelforge.io/")]  # fmt: skip
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     """Print the children the operator would create (GitOps review, dry run)."""
     import yaml
@@ -67,18 +75,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .api.validate import SpecError, parse_resource
     from .render.manifests import PLACEHOLDER_UID, render_resource
     from .render.settings import RenderSettings
-    from .specfile import SpecFileError, load_documents
+    from .specfile import SpecFileError
 
     parsed = []  # (file, document, typed) for our kinds; other objects (PVCs, Secrets) are not rendered
     for file in args.files:
         try:
-            documents = load_documents(Path(file))
+            documents = _our_documents(file)
         except SpecFileError as exc:
             print(exc, file=sys.stderr)
             return 1
         for doc in documents:
-            if not (isinstance(doc.data, dict) and str(doc.data.get("apiVersion", "")).startswith("modelforge.io/")):
-                continue
             try:
                 parsed.append((file, doc, parse_resource(doc.data)))
             except SpecError as exc:
@@ -107,19 +113,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .plan.capacity import PlanSettings, plan
     from .plan.report import format_plan
     from .plan.resolve import PlanError
-    from .specfile import SpecFileError, load_documents
+    from .specfile import SpecFileError
 
     settings = PlanSettings(gpu_memory_gib=quantity_gib(args.gpu_memory), peak_tflops=args.tflops)
     status = 0
     for file in args.files:
         try:
-            documents = load_documents(Path(file))
+            documents = [d for d in _our_documents(file) if d.data.get("kind") == "FineTuneJob"]
         except SpecFileError as exc:
             print(exc, file=sys.stderr)
             return 1
         for doc in documents:
-            if not (isinstance(doc.data, dict) and doc.data.get("kind") == "FineTuneJob"):
-                continue
             try:
                 parsed = parse_resource(doc.data)
             except SpecError as exc:
