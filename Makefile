@@ -9,7 +9,7 @@ DEMO_OUT := modelforge-output/quickstart
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint generate demo bench e2e clean
+.PHONY: help setup test test-fast lint generate demo bench e2e clean cluster cluster-down cluster-build
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,16 @@ demo: setup ## the main job: build the tiny model, fine-tune it locally with mod
 	$(VENV)/bin/modelforge run $(QUICKSTART)/finetunejob.yaml --output $(DEMO_OUT)
 	$(VENV)/bin/modelforge chat --model $(DEMO_OUT)/merged --max-new-tokens 40 \
 	  --system "You are a helpful support assistant." "How do I reset my password?"
+
+cluster-build: ## compile the local control plane from Go modules (cached in ~/.cache/modelforge/cluster)
+	scripts/cluster.sh build
+
+cluster: ## start the local control plane (etcd, apiserver, controller-manager, scheduler, kwok GPU nodes)
+	scripts/cluster.sh up
+	@echo "export KUBECONFIG=$$(scripts/cluster.sh kubeconfig)"
+
+cluster-down: ## stop the local control plane (exactly the processes `make cluster` started)
+	scripts/cluster.sh down
 
 e2e: setup ## kind end-to-end (needs Docker and kind): images, helm install, fine-tune, serve, chat
 	$(PY) -m pytest tests/e2e -m e2e -v -s
