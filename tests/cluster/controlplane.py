@@ -594,6 +594,12 @@ def down() -> None:
     shutil.rmtree(run_dir() / "etcd-data", ignore_errors=True)
 
 
+def status_quiet() -> bool:
+    """True when a control plane started by `up` is running and ready."""
+    state = _read_state()
+    return bool(state) and all(_alive(e) for e in state.values()) and _https_get("/readyz", run_dir() / "pki")[0] == 200
+
+
 def status() -> int:
     state = _read_state()
     if not state:

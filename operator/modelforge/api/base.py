@@ -63,12 +63,14 @@ class ApiModel(BaseModel):
         target = handler.resolve_ref_schema(schema)
         if cls.cel_rules:
             target["x-kubernetes-validations"] = [r.to_schema() for r in cls.cel_rules]
-        # A block built by default_factory defaults to {} on the API server, which then applies the
-        # defaults of its fields (the documented way to get nested defaults in a CRD).
+        # A block built by default_factory defaults to the block with its own fields' defaults written
+        # out. Not `{}`: the API server checks each default against the CEL rules of its schema without
+        # applying the nested defaults first, so `{}` fails rules such as `self.engine == 'vllm'`
+        # ("no such key: engine") and the CRD is refused (found on the real kube-apiserver).
         for name, info in cls.model_fields.items():
             if info.default_factory is not None:
                 value = info.default_factory()  # type: ignore[call-arg]
-                default = {} if isinstance(value, ApiModel) else value
+                default = value.to_wire() if isinstance(value, ApiModel) else value
                 target["properties"][info.alias or name]["default"] = default
         return schema
 

@@ -116,6 +116,14 @@ def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
         def login(**_: Any) -> kopf.ConnectionInfo:
             return kopf.ConnectionInfo(server=config.api_server, insecure=True)  # type: ignore[arg-type]
 
+    else:
+        # A registry of our own gets none of kopf's default login handlers: without this one the operator
+        # cannot authenticate to a real API server at all (in a pod: the ServiceAccount token; elsewhere:
+        # the kubeconfig). Found on the real control plane; the emulator needs no credentials.
+        @kopf.on.login(registry=registry)
+        def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+            return kopf.login_via_client(**kwargs)
+
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
