@@ -100,3 +100,172 @@ def test_children_pods_and_progress(kube: Kube, operator: OperatorProcess, claim
     assert status(kube, ns)["outputs"]["adapter"] == "pvc://models/sft/run/checkpoint-100"
     reasons = {e["reason"] for e in kube.events(ns, "sft")}
     assert {"Starting", "Training", "Completed"} <= reasons, reasons
+
+
+def retryable(message: str = "NCCL watchdog timeout") -> dict[str, Any]:
+    return {"outcome": "Failed", "reason": "NCCL", "message": message, "retryable": True,
+            "last_checkpoint": "pvc://models/sft/run/checkpoint-40"}  # fmt: skip
+
+
+def test_gang_restart_then_restart_limit(kube: Kube, operator: OperatorProcess, claims: str) -> None:
+    ns = claims
+    kube.create(finetunejob(ns, resources={"nodes": 2, "gpusPerNode": 4},
+                            failurePolicy={"maxRestarts": 1, "backoffSeconds": 0}))  # fmt: skip
+    pods = running_pods(kube, ns, "sft", 1, 2)
+    # Rank 1 dies with the launcher's retryable termination message; rank 0 is still running.
+    kube.finish_pod(ns, pods[1]["metadata"]["name"], 75, message=retryable())
+    kube.wait_for(lambda: kube.get("Job", ns, "sft-a2"), 30, "attempt 2's Job")
+    # The whole gang of attempt 1 is gone (the real garbage collector removed its pods), attempt 2 runs.
+    kube.wait_for(lambda: not pods_of(kube, ns, "sft", 1) and kube.get("Job", ns, "sft-a1") is None, 30,
+                  "attempt 1 torn down")  # fmt: skip
+    st = status(kube, ns)
+    assert (st["attempt"], st["restarts"]) == (2, 1) and st["latestCheckpoint"].endswith("checkpoint-40")
+    config = json.loads(kube.get("ConfigMap", ns, "sft-a2")["data"]["job.json"])
+    assert config["attempt"] == 2
+    pods = running_pods(kube, ns, "sft", 2, 2)
+    kube.finish_pod(ns, pods[0]["metadata"]["name"], 75, message=retryable("rendezvous timed out"))
+    kube.wait_for(lambda: status(kube, ns).get("phase") == "Failed", 30, "phase Failed")
+    failed = condition(kube, ns, "Failed")
+    assert failed["reason"] == "RestartLimitExceeded" and "rendezvous timed out" in failed["message"]
+    assert kube.get("Job", ns, "sft-a3") is None
+    assert any(e["reason"] == "Restarting" and e["type"] == "Warning" for e in kube.events(ns, "sft"))
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "reason", "message", "expected"),
+    [
+        (1, "Error", {"outcome": "Failed", "reason": "DataError", "retryable": False,
+                      "message": "/mnt/data/chat.jsonl:7: invalid JSON"}, "DataError"),
+        (137, "OOMKilled", "", "OOMKilled"),
+    ],
+    ids=["data-error", "oom-killed"],
+)  # fmt: skip
+def test_permanent_failures_fail_with_the_cause(kube: Kube, operator: OperatorProcess, claims: str, exit_code: int,
+                                                reason: str, message: Any, expected: str) -> None:  # fmt: skip
+    ns = claims
+    kube.create(finetunejob(ns))
+    pod = running_pods(kube, ns, "sft", 1, 1)[0]
+    kube.finish_pod(ns, pod["metadata"]["name"], exit_code, reason, message)
+    kube.wait_for(lambda: status(kube, ns).get("phase") == "Failed", 30, "phase Failed")
+    failed = condition(kube, ns, "Failed")
+    assert failed["reason"] == expected, failed
+    if expected == "DataError":
+        assert "chat.jsonl:7: invalid JSON" in failed["message"]
+    assert kube.get("Job", ns, "sft-a2") is None and not status(kube, ns).get("restarts")
+
+
+@pytest.mark.parametrize(("disruption", "expected"), [("PreemptionByScheduler", "Preempted"),
+                                                      ("DeletionByTaintManager", "NodeLost")])  # fmt: skip
+def test_disruption_restarts_the_gang(kube: Kube, operator: OperatorProcess, claims: str, disruption: str,
+                                      expected: str) -> None:  # fmt: skip
+    ns = claims
+    kube.create(finetunejob(ns))
+    pod = running_pods(kube, ns, "sft", 1, 1)[0]
+    kube.disrupt_pod(ns, pod["metadata"]["name"], disruption, f"{disruption} (test)")
+    kube.wait_for(lambda: kube.get("Job", ns, "sft-a2"), 30, "attempt 2 after the disruption")
+    restarting = [e for e in kube.events(ns, "sft") if e["reason"] == "Restarting"]
+    assert restarting and expected in restarting[0]["message"], restarting
+
+
+def test_more_gpus_than_any_node_shows_the_scheduler_message(kube: Kube, operator: OperatorProcess,
+                                                             claims: str) -> None:  # fmt: skip
+    ns = claims
+    kube.create(finetunejob(ns, resources={"gpusPerNode": 16}))
+    kube.wait_for(lambda: condition(kube, ns, "Running").get("reason") == "Unschedulable", 30, "Unschedulable")
+    message = condition(kube, ns, "Running")["message"]
+    assert "Insufficient nvidia.com/gpu" in message and "0/3 nodes are available" in message, message
+
+
+def test_pods_refused_by_a_resource_quota(kube: Kube, operator: OperatorProcess, claims: str) -> None:
+    ns = claims
+    kube.create({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpus", "namespace": ns},
+                 "spec": {"hard": {"requests.nvidia.com/gpu": "1"}}})  # fmt: skip
+    kube.create(finetunejob(ns, resources={"gpusPerNode": 4}))
+    kube.wait_for(lambda: condition(kube, ns, "Running").get("reason") == "PodsRefused", 30, "PodsRefused")
+    message = condition(kube, ns, "Running")["message"]
+    assert "exceeded quota" in message and "requests.nvidia.com/gpu" in message, message
+    assert status(kube, ns)["phase"] == "Starting"
+
+
+def test_pods_refused_by_pod_security(kube: Kube, operator: OperatorProcess) -> None:
+    ns = kube.namespace("t-restricted", {"pod-security.kubernetes.io/enforce": "restricted"})
+    try:
+        kube.claim(ns, "data")
+        kube.claim(ns, "models")
+        kube.create(finetunejob(ns))
+
+        def outcome() -> str | None:
+            if pods_of(kube, ns, "sft", 1):
+                return "created"
+            return "refused" if condition(kube, ns, "Running").get("reason") == "PodsRefused" else None
+
+        if kube.wait_for(outcome, 30, "pods created or refused") == "refused":
+            message = condition(kube, ns, "Running")["message"]
+            assert "violates PodSecurity" in message and "restricted" in message, message
+    finally:
+        kube.delete("Namespace", None, ns)
+
+
+def test_delete_removes_every_child_through_the_garbage_collector(kube: Kube, operator: OperatorProcess,
+                                                                   claims: str) -> None:  # fmt: skip
+    ns = claims
+    kube.create(finetunejob(ns, resources={"nodes": 2, "gpusPerNode": 1}))
+    running_pods(kube, ns, "sft", 1, 2)
+    kube.delete("FineTuneJob", ns, "sft")
+
+    def gone() -> bool:
+        return (kube.get("FineTuneJob", ns, "sft") is None and kube.get("Job", ns, "sft-a1") is None
+                and kube.get("Service", ns, "sft-a1") is None and kube.get("ConfigMap", ns, "sft-a1") is None
+                and not pods_of(kube, ns, "sft", 1))  # fmt: skip
+
+    kube.wait_for(gone, 60, "the FineTuneJob and all its children gone")
+
+
+def test_operator_killed_mid_run_makes_no_duplicates(kube: Kube, operator: OperatorProcess, claims: str,
+                                                     progress_log: Path) -> None:  # fmt: skip
+    ns = claims
+    kube.create(finetunejob(ns))
+    pod = running_pods(kube, ns, "sft", 1, 1)[0]
+    server = ProgressServer(ProgressTracker(progress_log, tokens_per_step=100), port=8090,
+                            host=pod["status"]["podIP"]).start()  # fmt: skip
+    try:
+        kube.wait_for(lambda: status(kube, ns).get("progress", {}).get("step") == 30, 30, "progress 30")
+        before = status(kube, ns)
+        operator.kill()
+        with progress_log.open("a") as f:
+            f.write(json.dumps({"loss": 0.9, "global_step/max_steps": "60/100"}) + "\n")
+        operator.start()
+        # The restarted operator reconciles (it reads the new progress) ...
+        kube.wait_for(lambda: status(kube, ns).get("progress", {}).get("step") == 60, 30, "progress 60")
+    finally:
+        server.stop()
+    # ... and has created nothing twice.
+    assert [j["metadata"]["name"] for j in kube.list("Job", ns)] == ["sft-a1"]
+    assert len(pods_of(kube, ns, "sft", 1)) == 1
+    after = status(kube, ns)
+    assert (after["attempt"], after["startTime"]) == (1, before["startTime"])
+
+
+def test_suspend_and_resume(kube: Kube, operator: OperatorProcess, claims: str) -> None:
+    ns = claims
+    kube.create(finetunejob(ns))
+    running_pods(kube, ns, "sft", 1, 1)
+    kube.patch("FineTuneJob", ns, "sft", {"spec": {"suspend": True}})
+    kube.wait_for(lambda: status(kube, ns).get("phase") == "Suspended", 30, "phase Suspended")
+    kube.wait_for(lambda: kube.get("Job", ns, "sft-a1") is None and not pods_of(kube, ns, "sft", 1), 30,
+                  "attempt 1 and its pods deleted")  # fmt: skip
+    kube.patch("FineTuneJob", ns, "sft", {"spec": {"suspend": False}})
+    running_pods(kube, ns, "sft", 2, 1)
+    assert not status(kube, ns).get("restarts")
+
+
+def test_kueue_queue_label_waits_for_admission(kube: Kube, operator: OperatorProcess, claims: str) -> None:
+    ns = claims
+    kube.create(finetunejob(ns, scheduling={"queueName": "team-a"}))
+    job = kube.wait_for(lambda: kube.get("Job", ns, "sft-a1"), 30, "the Job")
+    assert job["spec"]["suspend"] is True and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    kube.wait_for(lambda: status(kube, ns).get("phase") == "Queued", 30, "phase Queued")
+    assert not pods_of(kube, ns, "sft", 1), "a suspended Job must have no pods"
+    kube.patch("Job", ns, "sft-a1", {"spec": {"suspend": False}})  # what Kueue does on admission
+    running_pods(kube, ns, "sft", 1, 1)
+    kube.wait_for(lambda: condition(kube, ns, "Admitted").get("status") == "True", 30, "Admitted")

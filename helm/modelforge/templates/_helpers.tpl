@@ -44,6 +44,10 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
+# Application: why the Job controller could not create pods (its FailedCreate events: quota, PodSecurity).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]

@@ -34,6 +34,7 @@ class Reason(StrEnum):
     ADMITTED = "Admitted"
     UNSCHEDULABLE = "Unschedulable"
     IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+    PODS_REFUSED = "PodsRefused"  # the API server refused the Job's pods (ResourceQuota, PodSecurity, ...)
     # Running
     STARTING = "Starting"
     TRAINING = "Training"

@@ -42,7 +42,10 @@ def observe(
         if ip:
             progress = fetch_json(f"http://{ip}:{config.render.progress_port}/progress",
                                   config.progress_timeout_seconds)  # fmt: skip
-    return Observed(job, pods, progress)
+    refusal = None
+    if job is not None and not pods:
+        refusal = kube.pod_creation_refusal(namespace, attempt_name(name, attempt))
+    return Observed(job, pods, progress, refusal)
 
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]

@@ -31,6 +31,7 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "services", ("create", "delete")),
     ("", "configmaps", ("create", "delete")),
     ("", "pods", ("list",)),
+    ("", "events", ("list",)),
     ("", "pods/log", ("get",)),
     ("modelforge.io", "finetunejobs", ("get",)),
     ("modelforge.io", "modelserves", ("create",)),
@@ -104,6 +105,15 @@ class Kube:
             pod for pod in items.get("items", [])
             if all(pod.get("metadata", {}).get("labels", {}).get(k) == v for k, v in labels.items())
         ]  # fmt: skip
+
+    def pod_creation_refusal(self, namespace: str, job_name: str) -> str | None:
+        """The newest FailedCreate event of a Job: why its pods were refused (ResourceQuota, PodSecurity ...).
+        The Job controller reports it only as an event; the Job's status stays silent."""
+        selector = f"involvedObject.kind=Job,involvedObject.name={job_name},reason=FailedCreate"
+        items = _json(self.core.list_namespaced_event(
+            namespace, field_selector=selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))  # fmt: skip
+        events = sorted(items.get("items", []), key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return str(events[-1].get("message", ""))[:1000] if events else None
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(

@@ -38,6 +38,8 @@ class Observed:
     job: dict[str, Any] | None = None
     pods: tuple[dict[str, Any], ...] = ()
     progress: dict[str, Any] | None = None  # rank 0's /progress, when it could be read
+    # Why the Job controller could not create the pods (its newest FailedCreate event), when it has none.
+    refusal: str | None = None
 
 
 @dataclass
@@ -410,6 +412,8 @@ def decide(
         return b.done()
 
     problem = _waiting_problem(observed.pods)
+    if not observed.pods and observed.refusal:
+        problem = (Reason.PODS_REFUSED, f"the API server refused the pods: {observed.refusal}")
     running = [p for p in observed.pods if p.get("status", {}).get("phase") == "Running"]
     if problem:
         b.condition(ConditionType.RUNNING, False, problem[0], problem[1])
