@@ -23,7 +23,8 @@ app.kubernetes.io/component: operator
 
 {{/* Rules the operator needs on namespaced resources (kopf framework + its own API calls). */}}
 {{- define "modelforge.namespacedRules" -}}
-# Framework (kopf): watch and patch our resources, post events.
+# Framework (kopf): watch our resources. patch only removes the finalizer that operators before 0.2
+# (kopf timers) put on every object; this operator adds none. The operator writes status, posts events.
 - apiGroups: ["modelforge.io"]
   resources: ["finetunejobs", "modelserves"]
   verbs: ["list", "watch", "patch"]

@@ -1,4 +1,4 @@
-"""kopf handlers for FineTuneJob: one reconcile, triggered on create/resume and by a timer.
+"""kopf handlers for FineTuneJob and ModelServe: one reconcile per kind, driven by `Reconcilers`.
 
 Level-triggered: every run observes the current attempt (Job, Pods, rank-0 /progress), asks the pure
 lifecycle what to do, applies it, and patches only the status keys that changed.
@@ -22,9 +22,11 @@ from .bodies import document_of, patch_changed
 from .config import ANNOTATION_PREFIX, ControllerConfig
 from .kube import Kube, fetch_json, make_api_client
 from .metrics import OperatorMetrics
+from .reconcilers import Reconcilers
 from .serve import modelserve_from_job, reconcile_serve
 
 PLURAL = "finetunejobs"
+SERVES = "modelserves"
 
 
 def observe(
@@ -84,7 +86,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> 
         decision.status["serveName"] = serve_object["metadata"]["name"]
         decision.events.append(("Normal", "ServeCreated", f"created ModelServe {serve_object['metadata']['name']}"))
     for kind, reason, message in decision.events:
-        kopf.event(body, type=kind, reason=reason, message=message)
+        memo.kube.post_event(body, kind, reason, message)
     if decision.status.get("restarts", 0) > status.get("restarts", 0):
         metrics.restarts.inc()
 
@@ -94,17 +96,24 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> 
 
 
 def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
-    """Attach the FineTuneJob handlers and operator settings to `registry`."""
+    """Attach the FineTuneJob and ModelServe handlers and the operator settings to `registry`.
+
+    Only watch-event handlers are used, never kopf's timers, daemons or change handlers: timers make kopf
+    put a finalizer on every object (and nobody removes it once the operator is uninstalled, so the
+    objects can never be deleted), and change handlers write bookkeeping annotations on every object.
+    Instead the watch feeds an in-memory cache (`Reconcilers`); a spec change (generation) or a new
+    object is reconciled at once, and one poller revisits only the objects that are still active
+    (a finished FineTuneJob costs no API call at all). See docs/operator.md.
+    """
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        # Our own annotation prefix for kopf's bookkeeping, instead of kopf.zalando.org.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
         )
-        settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"  # unused: owner references clean up
-        settings.posting.loggers = False  # log lines stay logs; the events we post are written for people
+        settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"  # never added: no timers, no daemons
+        settings.posting.enabled = False  # log lines stay logs; our events are posted by Reconcilers
         settings.execution.max_workers = config.workers
         settings.watching.server_timeout = 300
         memo.config = config
@@ -112,6 +121,12 @@ def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
         memo.metrics = OperatorMetrics()
         if config.metrics_port is not None:
             memo.metrics.serve(config.metrics_port)
+        memo.reconcilers = Reconcilers(memo, {PLURAL: reconcile, SERVES: reconcile_serve})
+        memo.reconcilers.start()
+
+    @kopf.on.cleanup(registry=registry)
+    def stop(memo: kopf.Memo, **_: Any) -> None:
+        memo.reconcilers.stop()
 
     if config.api_server:
 
@@ -127,32 +142,10 @@ def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
         def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
             return kopf.login_via_client(**kwargs)
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def on_change(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any) -> None:
-        try:
-            reconcile(body, patch, memo, logger)
-        except Exception as exc:  # API hiccups: retry soon rather than give up
-            raise kopf.TemporaryError(f"reconcile failed, retrying: {exc}", delay=5) from exc
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def on_job_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+        memo.reconcilers.on_event(PLURAL, event)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=config.poll_seconds, registry=registry)
-    def on_timer(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any) -> None:
-        reconcile(body, patch, memo, logger)
-
-    @kopf.on.resume(GROUP, VERSION, "modelserves", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "modelserves", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "modelserves", field="spec", registry=registry)
-    def on_serve_change(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        try:
-            reconcile_serve(body, patch, memo)
-        except Exception as exc:
-            raise kopf.TemporaryError(f"reconcile failed, retrying: {exc}", delay=5) from exc
-
-    @kopf.timer(GROUP, VERSION, "modelserves", interval=config.poll_seconds, registry=registry)
-    def on_serve_timer(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-        reconcile_serve(body, patch, memo)
-
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True)
-    def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        memo.metrics.observe_phase(f"{body.metadata.namespace}/{body.metadata.name}", None)
+    @kopf.on.event(GROUP, VERSION, SERVES, registry=registry)
+    def on_serve_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+        memo.reconcilers.on_event(SERVES, event)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from datetime import UTC, datetime
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -16,6 +18,8 @@ from ..api.base import GROUP, VERSION
 # What kopf itself needs to run the handlers (framework): watch and patch our resources, post events,
 # and watch CRDs so that resources installed later are noticed.
 KOPF_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # patch: only to remove the finalizer that operators before 0.2 (kopf timers) put on every object;
+    # kopf removes it when such an object is deleted. This operator never adds one.
     ("modelforge.io", "finetunejobs", ("list", "watch", "patch")),
     ("modelforge.io", "modelserves", ("list", "watch", "patch")),
     ("modelforge.io", "finetunejobs/status", ("patch",)),
@@ -114,6 +118,36 @@ class Kube:
             namespace, field_selector=selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))  # fmt: skip
         events = sorted(items.get("items", []), key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
         return str(events[-1].get("message", ""))[:1000] if events else None
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; the updated object, or None when the object is gone."""
+        try:
+            return _json(self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": status},
+                _preload_content=False, _request_timeout=REQUEST_TIMEOUT))  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def post_event(self, body: Any, kind: str, reason: str, message: str) -> None:
+        """A Kubernetes Event about one of our objects (what `kubectl describe` and `kubectl events` show)."""
+        meta = body.get("metadata", {})
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+            "involvedObject": {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+                               "name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")},
+            "type": kind, "reason": str(reason), "message": message[:1024],
+            "source": {"component": "modelforge-operator"}, "reportingComponent": "modelforge-operator",
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }  # fmt: skip
+        try:
+            self.core.create_namespaced_event(meta.get("namespace"), event, _preload_content=False,
+                                              _request_timeout=REQUEST_TIMEOUT)  # fmt: skip
+        except ApiException as exc:  # an event is worth a log line, never a failed reconcile
+            logging.getLogger("modelforge.events").warning(f"could not post event {reason}: {exc.reason}")
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(

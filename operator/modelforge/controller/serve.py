@@ -92,7 +92,7 @@ def _observe(kube: Kube, namespace: str, name: str, spec: ModelServeSpec, timeou
     return ServeObserved(deployment, pods, reported, last_line)
 
 
-def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:
+def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any = None) -> None:
     kube: Kube = memo.kube
     name, namespace = body.metadata.name, str(body.metadata.namespace)
     st = _Status(dict(body.get("status") or {}), datetime.now(UTC).replace(tzinfo=None))
@@ -103,7 +103,7 @@ def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:
         message = "; ".join(str(p) for p in exc.problems)
         st.condition(ConditionType.READY, False, Reason.INVALID_SPEC, message)
         st.phase(ServePhase.FAILED, Reason.INVALID_SPEC, message)
-        _finish(body, patch, st)
+        _finish(body, patch, st, kube)
         return
 
     model, why, arch_id = _resolve(kube, namespace, spec)
@@ -111,7 +111,7 @@ def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:
         st.condition(ConditionType.MODEL_AVAILABLE, False, Reason.WAITING_FOR_MODEL, why)
         st.condition(ConditionType.READY, False, Reason.WAITING_FOR_MODEL, why)
         st.phase(ServePhase.FAILED if "failed" in why else ServePhase.PENDING, Reason.WAITING_FOR_MODEL, why)
-        _finish(body, patch, st)
+        _finish(body, patch, st, kube)
         return
     st.condition(ConditionType.MODEL_AVAILABLE, True, Reason.SERVING, why or f"serving {model.base}")
     arch = architecture(arch_id)
@@ -120,7 +120,7 @@ def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:
         message = "; ".join(problems)
         st.condition(ConditionType.READY, False, Reason.INVALID_SPEC, message)
         st.phase(ServePhase.FAILED, Reason.INVALID_SPEC, message)
-        _finish(body, patch, st)
+        _finish(body, patch, st, kube)
         return
 
     model = dataclasses.replace(model, params_b=arch.params_b if arch else None)
@@ -146,12 +146,12 @@ def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:
     st.new["modelPath"] = model.base
     ready_message = next((m for k, _, _, m in conditions if k == ConditionType.READY), "")
     st.phase(phase, next((r for k, _, r, _ in conditions if k == ConditionType.READY), Reason.SERVING), ready_message)
-    _finish(body, patch, st)
+    _finish(body, patch, st, kube)
 
 
-def _finish(body: kopf.Body, patch: kopf.Patch, st: _Status) -> None:
+def _finish(body: kopf.Body, patch: kopf.Patch, st: _Status, kube: Kube) -> None:
     for kind, reason, message in st.events:
-        kopf.event(body, type=kind, reason=reason, message=message)
+        kube.post_event(body, kind, reason, message)
     patch_changed(patch, st.old, st.new)
 
 

@@ -1,0 +1,142 @@
+"""When the operator reconciles what: a watch-fed cache of our objects, and one poller for active ones.
+
+- A new object, or a spec change (metadata.generation differs from status.observedGeneration), is
+  reconciled at once, in the watch handler's thread.
+- Every `poll_seconds` the poller reconciles the objects that are still active: FineTuneJobs that are not
+  Succeeded/Failed (their pods and rank 0's /progress change without any event on the FineTuneJob) and
+  every ModelServe (its engine's /v1/models). Finished FineTuneJobs cost no periodic API call.
+- One reconcile per object at a time (a per-object lock); a busy object is skipped by the poller.
+- The status patch's answer replaces the cached object, so the next poll never acts on a status older than
+  the one it wrote (which could create an attempt twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+
+log = logging.getLogger("modelforge.reconcilers")
+FINISHED = ("Succeeded", "Failed")
+Key = tuple[str, str, str]  # (plural, namespace, name)
+Reconcile = Callable[..., None]
+
+
+class StatusPatch(dict[str, Any]):
+    """What a reconcile writes (`patch.status[key] = value`), as kopf's Patch offers it."""
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.setdefault("status", {})
+
+
+def _resource_version(obj: dict[str, Any]) -> int:
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _needs_reconcile(plural: str, obj: dict[str, Any], initial: bool) -> bool:
+    status = obj.get("status") or {}
+    generation = obj.get("metadata", {}).get("generation")
+    if generation is not None and status.get("observedGeneration") != generation:
+        return True  # new, or its spec changed
+    if plural == "finetunejobs" and status.get("phase") in FINISHED:
+        return False
+    return initial  # the operator (re)started: look at every active object once now
+
+
+class Reconcilers:
+    def __init__(self, memo: Any, reconcile: dict[str, Reconcile]):
+        self.memo = memo
+        self.reconcile = reconcile
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.locks: dict[Key, threading.Lock] = {}
+        self.guard = threading.Lock()
+        self.stopped = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=memo.config.workers, thread_name_prefix="reconcile")
+        self.thread = threading.Thread(target=self._poll_forever, name="poller", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------------------------ the watch
+
+    def on_event(self, plural: str, event: kopf.RawEvent) -> None:
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        key = (plural, str(meta.get("namespace")), str(meta.get("name")))
+        if event.get("type") == "DELETED":
+            with self.guard:
+                self.objects.pop(key, None)
+                self.locks.pop(key, None)
+            if plural == "finetunejobs":
+                self.memo.metrics.observe_phase(f"{key[1]}/{key[2]}", None)
+            return
+        if meta.get("deletionTimestamp"):
+            return  # going away: the garbage collector removes its children
+        initial = event.get("type") is None  # kopf's initial listing
+        self._store(key, obj)
+        if _needs_reconcile(plural, obj, initial):
+            self.run(key)
+
+    def _store(self, key: Key, obj: dict[str, Any]) -> None:
+        with self.guard:
+            cached = self.objects.get(key)
+            same = cached is not None and cached.get("metadata", {}).get("uid") == obj.get("metadata", {}).get("uid")
+            if not same or _resource_version(obj) >= _resource_version(cached or {}):
+                self.objects[key] = obj
+
+    # --------------------------------------------------------------------------- reconciling
+
+    def run(self, key: Key, blocking: bool = True) -> None:
+        with self.guard:
+            lock = self.locks.setdefault(key, threading.Lock())
+        if not lock.acquire(blocking=blocking):
+            return
+        try:
+            with self.guard:
+                obj = self.objects.get(key)
+            if obj is None:
+                return
+            self._reconcile_one(key, obj)
+        finally:
+            lock.release()
+
+    def _reconcile_one(self, key: Key, obj: dict[str, Any]) -> None:
+        plural, namespace, name = key
+        body = kopf.Body(obj)
+        patch = StatusPatch()
+        logger = logging.LoggerAdapter(log, {"object": f"{plural}/{namespace}/{name}"})
+        try:
+            self.reconcile[plural](body=body, patch=patch, memo=self.memo, logger=logger)
+            if patch.get("status"):
+                updated = self.memo.kube.patch_status(plural, namespace, name, patch["status"])
+                if updated is not None:
+                    self._store(key, updated)
+        except Exception as exc:  # API hiccups and the like: the next poll tries again
+            logger.warning(f"reconcile of {plural} {namespace}/{name} failed, retrying on the next poll: {exc}")
+
+    def _poll_forever(self) -> None:
+        interval = float(self.memo.config.poll_seconds)
+        while not self.stopped.wait(interval):
+            started = time.monotonic()
+            with self.guard:
+                due = [k for k, o in self.objects.items()
+                       if k[0] != "finetunejobs" or (o.get("status") or {}).get("phase") not in FINISHED]  # fmt: skip
+            futures = [self.pool.submit(self.run, key, False) for key in due]
+            for future in futures:
+                future.result()
+            spent = time.monotonic() - started
+            if spent > interval:
+                log.warning(f"one poll of {len(due)} active object(s) took {spent:.1f} s (poll every {interval} s)")
