@@ -116,6 +116,10 @@ def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
         settings.posting.enabled = False  # log lines stay logs; our events are posted by Reconcilers
         settings.execution.max_workers = config.workers
         settings.watching.server_timeout = 300
+        if config.namespaces:
+            # Exact namespaces: kopf would otherwise LIST namespaces cluster-wide to match patterns, which
+            # the namespaced chart (a Role per watched namespace) rightly does not grant.
+            settings.scanning.disabled = True
         memo.config = config
         memo.kube = Kube(make_api_client(config.api_server))
         memo.metrics = OperatorMetrics()
