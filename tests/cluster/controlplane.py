@@ -87,7 +87,14 @@ def _build_kubernetes(dest: Path, work: Path, env: dict[str, str]) -> None:
     mod = work / "kube"
     mod.mkdir()
     replaces = _kubernetes_replaces(env)
-    lines = ["module modelforge.local/kubebuild", "", "go 1.26", "", f"require k8s.io/kubernetes {KUBERNETES_VERSION}", ""]
+    lines = [
+        "module modelforge.local/kubebuild",
+        "",
+        "go 1.26",
+        "",
+        f"require k8s.io/kubernetes {KUBERNETES_VERSION}",
+        "",
+    ]
     lines += [f"replace {m} => {m} {STAGING_VERSION}" for m in replaces]
     (mod / "go.mod").write_text("\n".join(lines) + "\n")
     pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in KUBE_COMMANDS]
@@ -102,9 +109,20 @@ def _build_kubernetes(dest: Path, work: Path, env: dict[str, str]) -> None:
         t0 = time.monotonic()
         _log(f"building {cmd} {KUBERNETES_VERSION} ...")
         _run(
-            ["go", "build", "-trimpath", "-tags", "selinux,notest,grpcnotrace", "-ldflags", ldflags,
-             "-o", str(dest / cmd), f"k8s.io/kubernetes/cmd/{cmd}"],
-            cwd=mod, env=env,
+            [
+                "go",
+                "build",
+                "-trimpath",
+                "-tags",
+                "selinux,notest,grpcnotrace",
+                "-ldflags",
+                ldflags,
+                "-o",
+                str(dest / cmd),
+                f"k8s.io/kubernetes/cmd/{cmd}",
+            ],
+            cwd=mod,
+            env=env,
         )
         _log(f"built {cmd} in {time.monotonic() - t0:.0f} s")
 
@@ -116,8 +134,11 @@ def _build_etcd(dest: Path, work: Path, env: dict[str, str]) -> None:
     t0 = time.monotonic()
     _log(f"building etcd {ETCD_VERSION} ...")
     _run(["go", "get", f"go.etcd.io/etcd/server/v3@{ETCD_VERSION}"], cwd=mod, env=env)
-    _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "etcd"), "go.etcd.io/etcd/server/v3"],
-         cwd=mod, env=env)
+    _run(
+        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "etcd"), "go.etcd.io/etcd/server/v3"],
+        cwd=mod,
+        env=env,
+    )
     _log(f"built etcd in {time.monotonic() - t0:.0f} s")
 
 
@@ -161,7 +182,6 @@ def build() -> Path:
                 shutil.move(str(stage / b), dest / b)
     _log(f"cold build finished in {time.monotonic() - t0:.0f} s")
     return dest
-
 
 
 # ---------------------------------------------------------------------------------------------- up / down
@@ -304,7 +324,9 @@ spec:
             startedAt: {{ $now | Quote }}
       {{ end }}
       hostIP: {{ NodeIPWith .spec.nodeName | Quote }}
-      podIP: {{ PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) | Quote }}
+      {{ $ip := PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" )
+           ( or .metadata.namespace "" ) }}
+      podIP: {{ $ip | Quote }}
       phase: Running
       startTime: {{ $now | Quote }}
 ---
@@ -334,10 +356,25 @@ def _ensure_pki(pki: Path) -> None:
     if (pki / "done").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=modelforge-local-ca",
-             "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"))
-    sans = "subjectAltName=IP:127.0.0.1,IP:127.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default," \
-           "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=modelforge-local-ca",
+        "-keyout",
+        str(pki / "ca.key"),
+        "-out",
+        str(pki / "ca.crt"),
+    )
+    sans = (
+        "subjectAltName=IP:127.0.0.1,IP:127.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    )
     certs = {
         "apiserver": ("/CN=kube-apiserver", sans),
         "admin": ("/O=system:masters/CN=modelforge-admin", None),
@@ -347,13 +384,37 @@ def _ensure_pki(pki: Path) -> None:
         "apiserver-kubelet-client": ("/O=system:masters/CN=kube-apiserver-kubelet-client", None),
     }
     for name, (subject, ext) in certs.items():
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
-                 "-keyout", str(pki / f"{name}.key"), "-out", str(pki / f"{name}.csr"))
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            str(pki / f"{name}.key"),
+            "-out",
+            str(pki / f"{name}.csr"),
+        )
         extra = ["-extfile", str(pki / "san.cnf")] if ext else []
         if ext:
             (pki / "san.cnf").write_text(ext + "\n")
-        _openssl("x509", "-req", "-in", str(pki / f"{name}.csr"), "-CA", str(pki / "ca.crt"), "-CAkey",
-                 str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-out", str(pki / f"{name}.crt"), *extra)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(pki / f"{name}.csr"),
+            "-CA",
+            str(pki / "ca.crt"),
+            "-CAkey",
+            str(pki / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-out",
+            str(pki / f"{name}.crt"),
+            *extra,
+        )
     _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
     _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
     (pki / "done").write_text("ok\n")
@@ -361,14 +422,27 @@ def _ensure_pki(pki: Path) -> None:
 
 def _kubeconfig(pki: Path, user: str) -> str:
     server = f"https://127.0.0.1:{APISERVER_PORT}"
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "modelforge-local",
-        "clusters": [{"name": "modelforge-local",
-                      "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}],
-        "users": [{"name": user, "user": {"client-certificate": str(pki / f"{user}.crt"),
-                                          "client-key": str(pki / f"{user}.key")}}],
-        "contexts": [{"name": "modelforge-local", "context": {"cluster": "modelforge-local", "user": user}}],
-    }, indent=1)
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "modelforge-local",
+            "clusters": [
+                {
+                    "name": "modelforge-local",
+                    "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {"client-certificate": str(pki / f"{user}.crt"), "client-key": str(pki / f"{user}.key")},
+                }
+            ],
+            "contexts": [{"name": "modelforge-local", "context": {"cluster": "modelforge-local", "user": user}}],
+        },
+        indent=1,
+    )
 
 
 def _proc_start_time(pid: int) -> str | None:
@@ -393,10 +467,11 @@ def _read_state() -> dict[str, dict[str, object]]:
 def _start(name: str, argv: list[str], state: dict[str, dict[str, object]]) -> None:
     logs = run_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log = open(logs / f"{name}.log", "ab")
+    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (the child keeps writing after we return)
     # Its own session (process group), so `down` stops it and only it, by PID.
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     log.close()
     state[name] = {"pid": proc.pid, "start": _proc_start_time(proc.pid) or "", "argv": argv}
     _state_file().write_text(json.dumps(state, indent=1))
@@ -410,8 +485,7 @@ def _https_get(path: str, pki: Path, timeout: float = 2.0) -> tuple[int, str]:
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
     try:
-        with urllib.request.urlopen(f"https://127.0.0.1:{APISERVER_PORT}{path}", context=ctx,
-                                    timeout=timeout) as r:
+        with urllib.request.urlopen(f"https://127.0.0.1:{APISERVER_PORT}{path}", context=ctx, timeout=timeout) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
@@ -433,8 +507,9 @@ def _wait(what: str, check, timeout: float, state: dict[str, dict[str, object]],
 
 def _kubectl(*args: str, stdin: str | None = None) -> str:
     kubectl = shutil.which("kubectl") or str(Path(__file__).resolve().parents[2] / ".tools" / "bin" / "kubectl")
-    proc = subprocess.run([kubectl, "--kubeconfig", str(kubeconfig_path()), *args], input=stdin,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [kubectl, "--kubeconfig", str(kubeconfig_path()), *args], input=stdin, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise SystemExit(f"[cluster] kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc.stdout
@@ -442,21 +517,38 @@ def _kubectl(*args: str, stdin: str | None = None) -> str:
 
 def node_manifest(node: dict[str, object], index: int) -> dict[str, object]:
     name = str(node["name"])
-    resources = {"cpu": node["cpu"], "memory": node["memory"], "pods": "110", "ephemeral-storage": "2Ti",
-                 "nvidia.com/gpu": str(node["gpus"])}
+    resources = {
+        "cpu": node["cpu"],
+        "memory": node["memory"],
+        "pods": "110",
+        "ephemeral-storage": "2Ti",
+        "nvidia.com/gpu": str(node["gpus"]),
+    }
     return {
-        "apiVersion": "v1", "kind": "Node",
+        "apiVersion": "v1",
+        "kind": "Node",
         "metadata": {
             "name": name,
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                       "type": "kwok", "nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": node["product"],
-                       "nvidia.com/gpu.count": str(node["gpus"])},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.product": node["product"],
+                "nvidia.com/gpu.count": str(node["gpus"]),
+            },
         },
         "spec": {"podCIDR": f"127.{20 + index}.0.0/24", "podCIDRs": [f"127.{20 + index}.0.0/24"]},
-        "status": {"capacity": resources, "allocatable": resources,
-                   "addresses": [{"type": "InternalIP", "address": f"127.0.10.{index + 1}"},
-                                 {"type": "Hostname", "address": name}]},
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "addresses": [
+                {"type": "InternalIP", "address": f"127.0.10.{index + 1}"},
+                {"type": "Hostname", "address": name},
+            ],
+        },
     }
 
 
@@ -481,60 +573,125 @@ def up() -> None:
     shutil.rmtree(data, ignore_errors=True)
     etcd_client = f"http://127.0.0.1:{ETCD_CLIENT_PORT}"
     peer = f"http://127.0.0.1:{ETCD_PEER_PORT}"
-    _start("etcd", [str(bins / "etcd"), "--name", "modelforge", "--data-dir", str(data),
-                    "--listen-client-urls", etcd_client, "--advertise-client-urls", etcd_client,
-                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                    "--initial-cluster", f"modelforge={peer}", "--unsafe-no-fsync",
-                    "--listen-metrics-urls", "", "--log-level", "warn"], state)
-    _start("kube-apiserver", [
-        str(bins / "kube-apiserver"),
-        f"--etcd-servers={etcd_client}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={APISERVER_PORT}",
-        f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-        f"--client-ca-file={pki / 'ca.crt'}",
-        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
-        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
-        "--authorization-mode=Node,RBAC",
-        "--enable-admission-plugins=NodeRestriction",  # added to the default set (PodSecurity, ResourceQuota, ...)
-        f"--service-account-key-file={pki / 'sa.pub'}",
-        f"--service-account-signing-key-file={pki / 'sa.key'}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--allow-privileged=false", "--profiling=false", "--v=1",
-        f"--cert-dir={pki}",
-    ], state)
+    _start(
+        "etcd",
+        [
+            str(bins / "etcd"),
+            "--name",
+            "modelforge",
+            "--data-dir",
+            str(data),
+            "--listen-client-urls",
+            etcd_client,
+            "--advertise-client-urls",
+            etcd_client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"modelforge={peer}",
+            "--unsafe-no-fsync",
+            "--listen-metrics-urls",
+            "",
+            "--log-level",
+            "warn",
+        ],
+        state,
+    )
+    _start(
+        "kube-apiserver",
+        [
+            str(bins / "kube-apiserver"),
+            f"--etcd-servers={etcd_client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={APISERVER_PORT}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",  # added to the default set (PodSecurity, ResourceQuota, ...)
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=false",
+            "--profiling=false",
+            "--v=1",
+            f"--cert-dir={pki}",
+        ],
+        state,
+    )
     _wait("the API server (/readyz)", lambda: _https_get("/readyz", pki)[0] == 200, 90, state, "kube-apiserver")
     _log(f"API server ready after {time.monotonic() - t0:.1f} s")
-    _start("kube-controller-manager", [
-        str(bins / "kube-controller-manager"),
-        f"--kubeconfig={run_dir() / 'controller-manager.kubeconfig'}",
-        f"--authentication-kubeconfig={run_dir() / 'controller-manager.kubeconfig'}",
-        f"--authorization-kubeconfig={run_dir() / 'controller-manager.kubeconfig'}",
-        "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
-        f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
-        f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
-        "--use-service-account-credentials=true", f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--allocate-node-cidrs=false", "--controllers=*", "--v=1",
-    ], state)
-    _start("kube-scheduler", [
-        str(bins / "kube-scheduler"),
-        f"--kubeconfig={run_dir() / 'scheduler.kubeconfig'}",
-        f"--authentication-kubeconfig={run_dir() / 'scheduler.kubeconfig'}",
-        f"--authorization-kubeconfig={run_dir() / 'scheduler.kubeconfig'}",
-        "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false", "--v=1",
-    ], state)
+    _start(
+        "kube-controller-manager",
+        [
+            str(bins / "kube-controller-manager"),
+            f"--kubeconfig={run_dir() / 'controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={run_dir() / 'controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={run_dir() / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            "--use-service-account-credentials=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allocate-node-cidrs=false",
+            "--controllers=*",
+            "--v=1",
+        ],
+        state,
+    )
+    _start(
+        "kube-scheduler",
+        [
+            str(bins / "kube-scheduler"),
+            f"--kubeconfig={run_dir() / 'scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={run_dir() / 'scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={run_dir() / 'scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--leader-elect=false",
+            "--v=1",
+        ],
+        state,
+    )
     kwok_config = run_dir() / "kwok.yaml"
     kwok_config.write_text(KWOK_CONFIG % {"cidr": KWOK_FALLBACK_CIDR})
-    _start("kwok", [str(bins / "kwok"), f"--kubeconfig={run_dir() / 'kwok.kubeconfig'}",
-                    f"--config={kwok_config}", "--server-address="], state)
+    _start(
+        "kwok",
+        [
+            str(bins / "kwok"),
+            f"--kubeconfig={run_dir() / 'kwok.kubeconfig'}",
+            f"--config={kwok_config}",
+            "--server-address=",
+        ],
+        state,
+    )
     for index, node in enumerate(NODES):
-        _kubectl("apply", "--server-side", "--field-manager=modelforge-cluster", "-f", "-",
-                 stdin=json.dumps(node_manifest(node, index)))
+        _kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=modelforge-cluster",
+            "-f",
+            "-",
+            stdin=json.dumps(node_manifest(node, index)),
+        )
 
     def nodes_ready() -> bool:
         items = json.loads(_kubectl("get", "nodes", "-o", "json"))["items"]
-        ready = [n for n in items if any(c["type"] == "Ready" and c["status"] == "True"
-                                         for c in n.get("status", {}).get("conditions", []))]
+        ready = [
+            n
+            for n in items
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+        ]
         return len(ready) == len(NODES)
 
     _wait("the kwok nodes to be Ready", nodes_ready, 60, state, "kwok")
@@ -617,8 +774,9 @@ def status() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cluster", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["build", "up", "down", "status", "kubeconfig"])
     args = parser.parse_args(argv)
     if args.command == "build":

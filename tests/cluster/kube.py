@@ -139,7 +139,8 @@ class Kube:
         """A DisruptionTarget condition and a failed phase, as preemption or a lost node leave a pod."""
         pod = self.get("Pod", namespace, name)
         assert pod is not None
-        conditions = pod["status"].get("conditions", []) + [
+        conditions = [
+            *pod["status"].get("conditions", []),
             {"type": "DisruptionTarget", "status": "True", "reason": reason, "message": message,
              "lastTransitionTime": now()}]  # fmt: skip
         self.patch("Pod", namespace, name, {"status": {"phase": "Failed", "conditions": conditions}}, "status")
@@ -175,8 +176,13 @@ class Kube:
 
     def namespace(self, prefix: str, labels: dict[str, str] | None = None) -> str:
         name = f"{prefix[:40].rstrip('-')}-{uuid.uuid4().hex[:5]}".lower()
-        self.create({"apiVersion": "v1", "kind": "Namespace",
-                     "metadata": {"name": name, "labels": {"modelforge.io/test": "true", **(labels or {})}}})
+        self.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": {"modelforge.io/test": "true", **(labels or {})}},
+            }
+        )
         # A pod created before the namespace's default ServiceAccount exists is refused: wait for it.
         self.wait_for(lambda: self._default_sa(name), 30, f"the default ServiceAccount of {name}")
         return name
@@ -203,7 +209,9 @@ class Kube:
         assert not bad, f"addresses outside 127.0.0.0/8 (no test may send traffic there): {bad}"
 
 
-def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([str(KUBECTL), "--kubeconfig", str(kubeconfig), *args], input=stdin,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     if check and proc.returncode != 0:

@@ -48,8 +48,8 @@ def test_get_shows_printer_columns_with_values(kube: Kube, operator: OperatorPro
 
 def test_invalid_spec_is_refused_before_any_pod(kube: Kube, operator: OperatorProcess, ns: str) -> None:
     """Judged by the planner (not expressible in the schema): Failed with Validated=False, no Job."""
-    too_big = finetunejob(ns, method="qlora", lora={"rank": 64, "alpha": 128},
-                          hyperparameters={"maxSteps": 10, "maxLength": 1024}, resources={"gpuMemory": "8Gi"})  # fmt: skip
+    too_big = finetunejob(ns, method="qlora", lora={"rank": 64, "alpha": 128}, resources={"gpuMemory": "8Gi"},
+                          hyperparameters={"maxSteps": 10, "maxLength": 1024})  # fmt: skip
     kube.create(too_big)
     kube.wait_for(lambda: status(kube, ns).get("phase") == "Failed", 30, "phase Failed")
     validated = condition(kube, ns, "Validated")

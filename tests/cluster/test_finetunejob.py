@@ -5,7 +5,6 @@ server answers at rank 0's pod IP."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 

@@ -4,8 +4,8 @@ differential test: `modelforge validate` must give the API server's verdict on t
 from __future__ import annotations
 
 import copy
-import os
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +106,21 @@ def test_validate_agrees_with_the_api_server_on_every_file(kube: Kube, spec_ns: 
     _same_verdict(kube, doc, spec_ns, str(path))
 
 
-SMALL = st.none() | st.booleans() | st.integers(-3, 70) | st.sampled_from(
-    ["", "auto", "lora", "qlora", "full", "vllm", "swift", "zero3", "8Gi", "-1", "x" * 300, "Qwen/Qwen3-8B"])
+SMALL = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 70)
+    | st.sampled_from(
+        ["", "auto", "lora", "qlora", "full", "vllm", "swift", "zero3", "8Gi", "-1", "x" * 300, "Qwen/Qwen3-8B"]
+    )
+)
 
 
-@settings(max_examples=int(os.environ.get("MODELFORGE_DIFF_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])  # fmt: skip
+EXAMPLES_PER_RUN = int(os.environ.get("MODELFORGE_DIFF_EXAMPLES", "300"))
+SLOW_OK = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+
+
+@settings(max_examples=EXAMPLES_PER_RUN, deadline=None, suppress_health_check=SLOW_OK)
 @given(data=st.data())
 def test_validate_agrees_with_the_api_server_on_generated_specs(kube: Kube, spec_ns: str, data: st.DataObject) -> None:
     doc = copy.deepcopy(data.draw(st.sampled_from(SEEDS)))

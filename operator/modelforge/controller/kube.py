@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
@@ -134,7 +134,7 @@ class Kube:
         """A Kubernetes Event about one of our objects (what `kubectl describe` and `kubectl events` show)."""
         meta = body.get("metadata", {})
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
+        event: dict[str, Any] = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
             "involvedObject": {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
@@ -144,7 +144,7 @@ class Kube:
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }  # fmt: skip
         try:
-            self.core.create_namespaced_event(meta.get("namespace"), event, _preload_content=False,
+            self.core.create_namespaced_event(meta.get("namespace"), event, _preload_content=False,  # type: ignore[arg-type]
                                               _request_timeout=REQUEST_TIMEOUT)  # fmt: skip
         except ApiException as exc:  # an event is worth a log line, never a failed reconcile
             logging.getLogger("modelforge.events").warning(f"could not post event {reason}: {exc.reason}")

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -73,7 +73,7 @@ class Reconcilers:
     # ------------------------------------------------------------------------------ the watch
 
     def on_event(self, plural: str, event: kopf.RawEvent) -> None:
-        obj = event.get("object") or {}
+        obj = cast(dict[str, Any], event.get("object") or {})
         meta = obj.get("metadata") or {}
         key = (plural, str(meta.get("namespace")), str(meta.get("name")))
         if event.get("type") == "DELETED":
@@ -115,7 +115,7 @@ class Reconcilers:
 
     def _reconcile_one(self, key: Key, obj: dict[str, Any]) -> None:
         plural, namespace, name = key
-        body = kopf.Body(obj)
+        body = kopf.Body(cast(kopf.RawBody, obj))
         patch = StatusPatch()
         logger = logging.LoggerAdapter(log, {"object": f"{plural}/{namespace}/{name}"})
         try:

@@ -73,23 +73,28 @@ def _resolve(kube: Kube, namespace: str, spec: ModelServeSpec) -> tuple[Resolved
 def _observe(kube: Kube, namespace: str, name: str, spec: ModelServeSpec, timeout: float) -> ServeObserved:
     deployment = kube.get_deployment(namespace, name)
     pods = tuple(kube.list_pods(namespace, {"modelforge.io/serve": label_value(name)}))
-    reported = None
+    reported, unreachable = None, None
     if not spec.api_key_secret_ref:
+        asked = []
         for pod in pods:
             ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                         for c in pod.get("status", {}).get("conditions") or [])  # fmt: skip
             ip = pod.get("status", {}).get("podIP")
             if ready and ip:
-                data = fetch_json(f"http://{ip}:{API_PORT}/v1/models", timeout)
+                url = f"http://{ip}:{API_PORT}/v1/models"
+                data = fetch_json(url, timeout)
+                asked.append(url)
                 if data is not None:
                     reported = tuple(str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict))
                     break
+        if reported is None and asked:
+            unreachable = f"{asked[0]} does not answer"
     last_line = None
     for pod in pods:
         for container in pod.get("status", {}).get("containerStatuses") or []:
             if (container.get("state") or {}).get("waiting", {}).get("reason") == "CrashLoopBackOff":
                 last_line = kube.pod_log_tail(namespace, pod["metadata"]["name"], container.get("name", "engine"))
-    return ServeObserved(deployment, pods, reported, last_line)
+    return ServeObserved(deployment, pods, reported, last_line, unreachable)
 
 
 def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any = None) -> None:

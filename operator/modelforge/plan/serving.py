@@ -80,6 +80,8 @@ class ServeObserved:
     pods: tuple[dict[str, Any], ...] = ()
     reported_models: tuple[str, ...] | None = None  # /v1/models of a ready replica; None when not read
     last_log_line: str | None = None  # of a crashing engine container
+    # Set when /v1/models could be asked (no API key) but no ready replica answered it.
+    models_unreachable: str | None = None
 
 
 def _pod_trouble(pods: tuple[dict[str, Any], ...]) -> tuple[Reason, str] | None:
@@ -137,6 +139,12 @@ def serve_status(
         return ServePhase.LOADING, conditions, fields
 
     expected = (served_name, *adapters)
+    if observed.reported_models is None and observed.models_unreachable:
+        # Pods report Ready but the engine's API does not answer: not serving yet (found on the cluster
+        # tier: this used to say Ready, "models not verified").
+        message = f"{ready} replica(s) Ready but {observed.models_unreachable}"
+        conditions.append((ConditionType.READY, False, Reason.LOADING, message))
+        return ServePhase.LOADING, conditions, fields
     if observed.reported_models is not None:
         fields["models"] = list(observed.reported_models)
         missing = [m for m in expected if m not in observed.reported_models]

@@ -1,0 +1,156 @@
+"""ModelServe on the real control plane: Deployment -> ReplicaSet -> pods (kwok) -> Service, status from the
+REAL engine (`swift deploy` with the rendered argv) listening on the pod's IP, scaling, rolling, and
+`fromFineTuneJob`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .kube import Kube
+from .operator import OperatorProcess
+from .test_finetunejob import finetunejob, running_pods
+
+PVC_ROOT = "/mnt/pvc"
+
+
+def serve(ns: str, name: str = "chat", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": {"source": "pvc://models/tiny"}, "engine": "swift",
+                            "resources": {"gpusPerReplica": 0}, "maxModelLen": 512,
+                            # a bare local model: ms-swift cannot infer its type (a merged output carries it)
+                            "extraArgs": ["--model_type", "qwen3", "--template", "qwen3"]}  # fmt: skip
+    body.update(spec)
+    return {"apiVersion": "modelforge.io/v1alpha1", "kind": "ModelServe",
+            "metadata": {"name": name, "namespace": ns}, "spec": body}  # fmt: skip
+
+
+def serve_status(kube: Kube, ns: str, name: str = "chat") -> dict[str, Any]:
+    return (kube.get("ModelServe", ns, name) or {}).get("status") or {}
+
+
+def ready_pods(kube: Kube, ns: str, name: str, count: int) -> list[dict[str, Any]]:
+    def ready() -> list[dict[str, Any]] | None:
+        pods = [
+            p
+            for p in kube.list("Pod", ns, {"modelforge.io/serve": name})
+            if not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        ]
+        return pods if len(pods) == count else None  # fmt: skip
+
+    return kube.wait_for(ready, 60, f"{count} ready pod(s) of {name}")
+
+
+class Engine:
+    """The pod's program, run here: the container's command and args from the Deployment, with the pod's
+    mounts mapped to local directories and bound to the pod's IP (kwok runs no containers)."""
+
+    def __init__(self, pod: dict[str, Any], mounts: dict[str, Path], log: Path):
+        container = pod["spec"]["containers"][0]
+        assert container["command"][:3] == ["python", "-m", "swift.cli.deploy"], container["command"]
+        args = list(container["args"])
+        for pod_path, local in mounts.items():
+            args = [a.replace(pod_path, str(local)) for a in args]
+        args[args.index("--host") + 1] = pod["status"]["podIP"]
+        self.url = f"http://{pod['status']['podIP']}:{args[args.index('--port') + 1]}"
+        env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, *container["command"][1:], *args], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the engine exited with {self.proc.returncode}"
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"{self.url}/health did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def models_claim(kube: Kube, ns: str, tiny_model: Path, tmp_path: Path) -> Iterator[dict[str, Path]]:
+    """The `models` claim with the tiny model at tiny/, as the pod would see it under /mnt/pvc/models."""
+    kube.claim(ns, "models")
+    root = tmp_path / "pvc-models"
+    root.mkdir()
+    (root / "tiny").symlink_to(tiny_model, target_is_directory=True)
+    yield {f"{PVC_ROOT}/models": root}
+
+
+def test_serve_chain_status_from_the_real_engine_scale_and_roll(kube: Kube, operator: OperatorProcess, ns: str,
+                                                                 models_claim: dict[str, Path],
+                                                                 tmp_path: Path) -> None:  # fmt: skip
+    kube.create(serve(ns))
+    deployment = kube.wait_for(lambda: kube.get("Deployment", ns, "chat"), 30, "the Deployment")
+    assert deployment["metadata"]["ownerReferences"][0]["kind"] == "ModelServe"
+    pod = ready_pods(kube, ns, "chat", 1)[0]
+    service = kube.wait_for(lambda: kube.get("Service", ns, "chat"), 30, "the Service")
+    assert service["spec"]["ports"][0]["port"] == 8000
+    # kwok marks the pod Ready, but nothing answers yet: not Ready.
+    kube.wait_for(lambda: serve_status(kube, ns).get("phase") == "Loading", 30, "phase Loading")
+    engine = Engine(pod, models_claim, tmp_path / "engine.log")
+    try:
+        engine.wait_healthy()
+        kube.wait_for(lambda: serve_status(kube, ns).get("phase") == "Ready", 60, "phase Ready")
+        st = serve_status(kube, ns)
+        assert st["models"] == ["chat"] and st["readyReplicas"] == 1
+        assert st["endpoint"] == f"http://chat.{ns}.svc:8000/v1"
+
+        kube.patch("ModelServe", ns, "chat", {"spec": {"replicas": 2}})
+        kube.wait_for(lambda: (kube.get("Deployment", ns, "chat") or {}).get("status", {}).get("readyReplicas") == 2,
+                      60, "2 ready replicas")  # fmt: skip
+        kube.wait_for(lambda: serve_status(kube, ns).get("readyReplicas") == 2, 30, "readyReplicas 2 in status")
+
+        before = {rs["metadata"]["name"] for rs in kube.list("ReplicaSet", ns)}
+        kube.patch("ModelServe", ns, "chat", {"spec": {"maxModelLen": 256}})
+
+        def rolled() -> bool:
+            d = kube.get("Deployment", ns, "chat") or {}
+            args = d["spec"]["template"]["spec"]["containers"][0]["args"]
+            new = {rs["metadata"]["name"] for rs in kube.list("ReplicaSet", ns)} - before
+            return "256" in args and bool(new) and d.get("status", {}).get("updatedReplicas") == 2
+
+        kube.wait_for(rolled, 60, "the Deployment rolled to maxModelLen 256")
+        assert any(e["reason"] == "Rolling" for e in kube.events(ns, "chat"))
+    finally:
+        engine.stop()
+
+
+def test_from_finetunejob_waits_then_serves_its_output(kube: Kube, operator: OperatorProcess, ns: str) -> None:
+    kube.claim(ns, "data")
+    kube.claim(ns, "models")
+    kube.create(finetunejob(ns, output={"claimName": "models", "merge": True}))
+    pod = running_pods(kube, ns, "sft", 1, 1)[0]
+    kube.create(serve(ns, model={"fromFineTuneJob": "sft"}))
+    kube.wait_for(lambda: serve_status(kube, ns).get("phase") == "Pending", 30, "phase Pending")
+    assert kube.get("Deployment", ns, "chat") is None, "no Deployment before the job has an output"
+    waiting = next(c for c in serve_status(kube, ns)["conditions"] if c["type"] == "ModelAvailable")
+    assert waiting["reason"] == "WaitingForModel", waiting
+    outcome = {"outcome": "Succeeded", "reason": "Completed", "message": "trained", "last_step": 100,
+               "total_steps": 100, "outputs": {"adapter": "pvc://models/sft/run/checkpoint-100",
+                                               "mergedModel": "pvc://models/sft/merged"}}  # fmt: skip
+    kube.finish_pod(ns, pod["metadata"]["name"], 0, message=outcome)
+    deployment = kube.wait_for(lambda: kube.get("Deployment", ns, "chat"), 60, "the Deployment after success")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"{PVC_ROOT}/models/sft/merged" in args, args
