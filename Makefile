@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## create .venv with modelforge, ms-swift (train) and the dev tools
 
-test: setup ## run the whole test suite (unit, operator, integration with real ms-swift and helm)
+test: setup ## run the whole test suite (unit, cluster tier on the local control plane, integration with real ms-swift and helm)
 	PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest
 
 test-fast: setup ## unit tests only
@@ -51,6 +51,7 @@ cluster-build: ## compile the local control plane from Go modules (cached in ~/.
 	scripts/cluster.sh build
 
 cluster: ## start the local control plane (etcd, apiserver, controller-manager, scheduler, kwok GPU nodes)
+	bash scripts/get-helm.sh .tools/bin >/dev/null
 	scripts/cluster.sh up
 	@echo "export KUBECONFIG=$$(scripts/cluster.sh kubeconfig)"
 

@@ -347,6 +347,19 @@ spec:
 """
 
 
+# The API server's audit log records every request the operator makes (the ServiceAccounts of the release
+# namespaces the tests and benchmarks use), so request counts are measured, not estimated.
+AUDITED_GROUPS = ("system:serviceaccounts:modelforge-system", "system:serviceaccounts:team-system")
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "userGroups": list(AUDITED_GROUPS)}, {"level": "None"}],
+}
+
+
+def audit_log_path() -> Path:
+    return run_dir() / "logs" / "audit.jsonl"
+
+
 def _openssl(*args: str) -> None:
     _run(["openssl", *args])
 
@@ -467,7 +480,7 @@ def _read_state() -> dict[str, dict[str, object]]:
 def _start(name: str, argv: list[str], state: dict[str, dict[str, object]]) -> None:
     logs = run_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (the child keeps writing after we return)
+    log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 (the child keeps writing after we return)
     # Its own session (process group), so `down` stops it and only it, by PID.
     proc = subprocess.Popen(
         argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -569,6 +582,8 @@ def up() -> None:
     for user in ("admin", "controller-manager", "scheduler", "kwok"):
         (run_dir() / f"{user}.kubeconfig").write_text(_kubeconfig(pki, user))
     kubeconfig_path().write_text(_kubeconfig(pki, "admin"))
+    (run_dir() / "audit-policy.json").write_text(json.dumps(AUDIT_POLICY))
+    (run_dir() / "logs").mkdir(parents=True, exist_ok=True)
     data = run_dir() / "etcd-data"
     shutil.rmtree(data, ignore_errors=True)
     etcd_client = f"http://127.0.0.1:{ETCD_CLIENT_PORT}"
@@ -622,6 +637,12 @@ def up() -> None:
             "--profiling=false",
             "--v=1",
             f"--cert-dir={pki}",
+            f"--audit-policy-file={run_dir() / 'audit-policy.json'}",
+            f"--audit-log-path={audit_log_path()}",
+            "--audit-log-maxsize=500",
+            "--audit-log-maxbackup=1",
+            "--audit-log-mode=batch",
+            "--audit-log-batch-max-wait=1s",
         ],
         state,
     )

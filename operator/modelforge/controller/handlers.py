@@ -45,9 +45,20 @@ def observe(
             progress = fetch_json(f"http://{ip}:{config.render.progress_port}/progress",
                                   config.progress_timeout_seconds)  # fmt: skip
     refusal = None
-    if job is not None and not pods:
+    if job is not None and not pods and _age_seconds(job) >= REFUSAL_GRACE_SECONDS:
         refusal = kube.pod_creation_refusal(namespace, attempt_name(name, attempt))
     return Observed(job, pods, progress, refusal)
+
+
+# A Job's pods normally exist within a second or two; only then is "no pods" worth asking events about.
+REFUSAL_GRACE_SECONDS = 3.0
+
+
+def _age_seconds(obj: dict[str, Any]) -> float:
+    created = obj.get("metadata", {}).get("creationTimestamp")
+    if not created:
+        return 0.0
+    return (datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
 
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -121,7 +132,7 @@ def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
             # the namespaced chart (a Role per watched namespace) rightly does not grant.
             settings.scanning.disabled = True
         memo.config = config
-        memo.kube = Kube(make_api_client(config.api_server))
+        memo.kube = Kube(make_api_client(config.api_server, config.workers + 4))
         memo.metrics = OperatorMetrics()
         if config.metrics_port is not None:
             memo.metrics.serve(config.metrics_port)
