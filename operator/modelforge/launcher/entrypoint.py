@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..api.conditions import Reason
 from ..api.finetunejob import FineTuneJobSpec
-from ..paths import JOB_CONFIG, OUTPUT_ROOT
+from ..paths import JOB_CONFIG, OUTPUT_ROOT, PVC_ROOT
 from .devices import visible_gpus
 from .distributed import EnvironmentError_, pod_world
 from .outcome import Outcome, failure, write_termination_message
@@ -38,5 +38,9 @@ def launch_in_pod(config: Path = Path(JOB_CONFIG), termination_log: Path = Path(
         termination_log=termination_log,
         progress_port=int(env.get("MODELFORGE_PROGRESS_PORT", DEFAULT_PROGRESS_PORT)),
         output_uri=job.get("outputUri"),
+        # Set only when a pod's program runs outside its container (tests/cluster): where the pod's
+        # volumes are, and the pod IP to serve /progress on.
+        pvc_root=env.get("MODELFORGE_PVC_ROOT", PVC_ROOT),
+        progress_host=env.get("MODELFORGE_PROGRESS_HOST", "0.0.0.0"),
     )
     return run_attempt(spec, options)

@@ -11,7 +11,7 @@ from typing import IO
 
 from ..api.conditions import Reason
 from ..api.finetunejob import FineTuneJobSpec, Method, ResumePolicy
-from ..paths import RUN_DIR, pod_path, split_uri
+from ..paths import PVC_ROOT, RUN_DIR, pod_path, split_uri
 from ..plan.performance import switches
 from ..plan.resolve import PlanError, resolve
 from .argv import LaunchContext, build_sft_argv
@@ -44,6 +44,10 @@ class RunOptions:
     termination_log: Path | None = None
     progress_port: int | None = None
     output_uri: str | None = None  # pvc://claim/subPath that output_root is mounted from (for status)
+    # Where the pod's claims are mounted (render mounts them at PVC_ROOT). Only a pod's program run outside
+    # its container (tests/cluster) moves it, through MODELFORGE_PVC_ROOT.
+    pvc_root: str = PVC_ROOT
+    progress_host: str = "0.0.0.0"
     dry_run: bool = False
     sink: IO[str] | None = None  # where ms-swift's own output goes
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
@@ -74,7 +78,8 @@ def _resolve_source(source: str, opts: RunOptions, what: str) -> str:
             raise Stop(
                 failure(Reason.CONFIG_ERROR, f"{what} {source!r} is on a cluster volume; in local mode use a path")
             )
-        return pod_path(source)
+        path = pod_path(source)
+        return opts.pvc_root + path.removeprefix(PVC_ROOT) if path.startswith(PVC_ROOT) else path
     if is_local_source(source):
         path = Path(source).expanduser()
         return str(path if path.is_absolute() else (opts.base_dir / path).resolve())
@@ -244,7 +249,7 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     tracker.poll()  # a resumed run appends: start from what is already there
     server = None
     if opts.progress_port is not None and opts.world.is_rank0_node:
-        server = ProgressServer(tracker, opts.progress_port).start()
+        server = ProgressServer(tracker, opts.progress_port, opts.progress_host).start()
         opts.say(f"progress: http://0.0.0.0:{server.port}/progress and /metrics")
 
     def tick() -> None:
