@@ -185,8 +185,10 @@ def steady(kube: Kube, op: OperatorProcess, resident: int, active: int, window: 
     touched_finished = {name for e in events if (name := e.get("objectRef", {}).get("name", "")).startswith("job-")
                         and name.split("-a")[0] < first_active}  # fmt: skip
     rss = psutil.Process(op.proc.pid).memory_info().rss  # type: ignore[union-attr]
-    print(f"operator requests over {window:.0f} s: {len(events)} = {len(events) / window:.1f}/s "
-          f"({len(events) / window / max(active, 1):.2f}/s per active job; {summarize(events)})")
+    print(
+        f"operator requests over {window:.0f} s: {len(events)} = {len(events) / window:.1f}/s "
+        f"({len(events) / window / max(active, 1):.2f}/s per active job; {summarize(events)})"
+    )
     print(f"finished jobs touched in the window: {len(touched_finished)} (goal 0)")
     print(f"operator RSS {rss / 2**20:.0f} MiB, peak {sampler.peak / 2**20:.0f} MiB (goal < 300 MB), "
           f"CPU {cpu:.1f} s over {window:.0f} s")  # fmt: skip

@@ -351,7 +351,9 @@ spec:
 # namespaces the tests and benchmarks use), so request counts are measured, not estimated.
 AUDITED_GROUPS = ("system:serviceaccounts:modelforge-system", "system:serviceaccounts:team-system")
 AUDIT_POLICY = {
-    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
     "rules": [{"level": "Metadata", "userGroups": list(AUDITED_GROUPS)}, {"level": "None"}],
 }
 

@@ -132,7 +132,8 @@ def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
             # the namespaced chart (a Role per watched namespace) rightly does not grant.
             settings.scanning.disabled = True
         memo.config = config
-        memo.kube = Kube(make_api_client(config.api_server, config.workers + 4))
+        # kopf's handler threads and the poller's share one client: a connection for each.
+        memo.kube = Kube(make_api_client(config.api_server, 2 * config.workers + 4))
         memo.metrics = OperatorMetrics()
         if config.metrics_port is not None:
             memo.metrics.serve(config.metrics_port)
