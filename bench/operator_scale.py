@@ -31,9 +31,9 @@ import kubernetes
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.cluster import controlplane  # noqa: E402
-from tests.cluster.kube import Kube  # noqa: E402
-from tests.cluster.operator import OperatorProcess, Release  # noqa: E402
+from tests.cluster import controlplane
+from tests.cluster.kube import Kube
+from tests.cluster.operator import OperatorProcess, Release
 
 OPERATOR_GROUP = "system:serviceaccounts:modelforge-system"
 

@@ -78,8 +78,8 @@ def _resolve_source(source: str, opts: RunOptions, what: str) -> str:
             raise Stop(
                 failure(Reason.CONFIG_ERROR, f"{what} {source!r} is on a cluster volume; in local mode use a path")
             )
-        path = pod_path(source)
-        return opts.pvc_root + path.removeprefix(PVC_ROOT) if path.startswith(PVC_ROOT) else path
+        in_pod = pod_path(source)
+        return opts.pvc_root + in_pod.removeprefix(PVC_ROOT) if in_pod.startswith(PVC_ROOT) else in_pod
     if is_local_source(source):
         path = Path(source).expanduser()
         return str(path if path.is_absolute() else (opts.base_dir / path).resolve())
