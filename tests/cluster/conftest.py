@@ -47,6 +47,8 @@ def ns(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     yield name
     kube.check_loopback()
     kube.delete("Namespace", None, name)
+    # Its pods hold GPUs of the three fake nodes: the next test must find them free.
+    kube.wait_for(lambda: not kube.list("Pod", name), 60, f"the pods of {name} gone")
 
 
 @pytest.fixture(scope="module")

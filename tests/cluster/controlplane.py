@@ -572,9 +572,14 @@ def up() -> None:
     run_dir().mkdir(parents=True, exist_ok=True)
     state = _read_state()
     pki = run_dir() / "pki"
-    if state and all(_alive(e) for e in state.values()) and _https_get("/readyz", pki)[0] == 200:
-        _log(f"already up: KUBECONFIG={kubeconfig_path()}")
-        return
+    if state and all(_alive(e) for e in state.values()):
+        # Every process runs: a busy API server may answer slowly, never wipe a healthy cluster for that.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if _https_get("/readyz", pki, timeout=5)[0] == 200:
+                _log(f"already up: KUBECONFIG={kubeconfig_path()}")
+                return
+            time.sleep(1)
     if state:
         _log("a previous cluster is partly running: stopping it first")
         down()
@@ -777,7 +782,9 @@ def down() -> None:
 def status_quiet() -> bool:
     """True when a control plane started by `up` is running and ready."""
     state = _read_state()
-    return bool(state) and all(_alive(e) for e in state.values()) and _https_get("/readyz", run_dir() / "pki")[0] == 200
+    if not state or not all(_alive(e) for e in state.values()):
+        return False
+    return _https_get("/readyz", run_dir() / "pki", timeout=10)[0] == 200
 
 
 def status() -> int:

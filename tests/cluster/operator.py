@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,12 @@ import yaml
 from .kube import ROOT, helm, kubectl
 
 CHART = ROOT / "helm" / "modelforge"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -84,6 +91,9 @@ class OperatorProcess:
             self.deployment = self.release.install()
         container = self.deployment["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: str(e.get("value", "")) for e in container.get("env", [])}
+        # The chart's ports are fine in a pod; on this machine a fresh pair, so that a health check can
+        # never reach another operator (one left over by a killed test run, say).
+        env["MODELFORGE_LIVENESS_PORT"], env["MODELFORGE_METRICS_PORT"] = str(free_port()), str(free_port())
         self.liveness_port = int(env["MODELFORGE_LIVENESS_PORT"])
         kubeconfig = self.release.operator_kubeconfig(self.workdir / "operator.kubeconfig")
         full_env = {**os.environ, **env, **self.extra_env, "KUBECONFIG": str(kubeconfig)}
@@ -98,7 +108,8 @@ class OperatorProcess:
                 raise AssertionError(f"the operator exited ({self.proc.returncode}):\n{self.log_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1):
-                    return
+                    if self.proc.poll() is None:
+                        return
             except OSError:
                 time.sleep(0.2)
         raise AssertionError(f"the operator was not live within 60 s:\n{self.log_text()[-3000:]}")

@@ -179,6 +179,9 @@ def test_pods_refused_by_a_resource_quota(kube: Kube, operator: OperatorProcess,
     ns = claims
     kube.create({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpus", "namespace": ns},
                  "spec": {"hard": {"requests.nvidia.com/gpu": "1"}}})  # fmt: skip
+    # Until the quota controller has computed the quota's usage, refusals read "status unknown for quota".
+    kube.wait_for(lambda: (kube.get("ResourceQuota", ns, "gpus") or {}).get("status", {}).get("hard"), 30,
+                  "the quota's status")  # fmt: skip
     kube.create(finetunejob(ns, resources={"gpusPerNode": 4}))
     kube.wait_for(lambda: condition(kube, ns, "Running").get("reason") == "PodsRefused", 30, "PodsRefused")
     message = condition(kube, ns, "Running")["message"]

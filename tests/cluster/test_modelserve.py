@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .kube import Kube
+from .kube import ROOT, Kube
 from .operator import OperatorProcess
 from .test_finetunejob import finetunejob, running_pods
 
@@ -64,8 +64,10 @@ class Engine:
         self.url = f"http://{pod['status']['podIP']}:{args[args.index('--port') + 1]}"
         env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, *container["command"][1:], *args], env=env, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            # tests/cluster/engine_main.py: swift.cli.deploy, but it stays on the pod's port (see there).
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.cluster.engine_main", *args], env=env,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         cwd=ROOT)  # fmt: skip
 
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout

@@ -120,7 +120,9 @@ EXAMPLES_PER_RUN = int(os.environ.get("MODELFORGE_DIFF_EXAMPLES", "300"))
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 
 
-@settings(max_examples=EXAMPLES_PER_RUN, deadline=None, suppress_health_check=SLOW_OK)
+# The same examples on every run (a CI failure reproduces); MODELFORGE_DIFF_RANDOM=1 explores new ones.
+@settings(max_examples=EXAMPLES_PER_RUN, deadline=None, suppress_health_check=SLOW_OK,
+          derandomize=not os.environ.get("MODELFORGE_DIFF_RANDOM"))  # fmt: skip
 @given(data=st.data())
 def test_validate_agrees_with_the_api_server_on_generated_specs(kube: Kube, spec_ns: str, data: st.DataObject) -> None:
     doc = copy.deepcopy(data.draw(st.sampled_from(SEEDS)))

@@ -65,7 +65,8 @@ app.kubernetes.io/component: operator
   verbs: ["create"]
 {{- end -}}
 
-{{/* Cluster-scoped: kopf watches CRDs to notice resources installed after it started. */}}
+{{/* Cluster-scoped: kopf watches CRDs to notice resources installed after it started (scope cluster;
+     in scope namespaces the operator skips that discovery). */}}
 {{- define "modelforge.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]

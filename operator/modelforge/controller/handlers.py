@@ -22,7 +22,7 @@ from .bodies import document_of, patch_changed
 from .config import ANNOTATION_PREFIX, ControllerConfig
 from .kube import Kube, fetch_json, make_api_client
 from .metrics import OperatorMetrics
-from .reconcilers import Reconcilers
+from .reconcilers import Reconcilers, record_event
 from .serve import modelserve_from_job, reconcile_serve
 
 PLURAL = "finetunejobs"
@@ -46,7 +46,7 @@ def observe(
                                   config.progress_timeout_seconds)  # fmt: skip
     refusal = None
     if job is not None and not pods and _age_seconds(job) >= REFUSAL_GRACE_SECONDS:
-        refusal = kube.pod_creation_refusal(namespace, attempt_name(name, attempt))
+        refusal = kube.pod_creation_refusal(namespace, attempt_name(name, attempt), job["metadata"].get("uid"))
     return Observed(job, pods, progress, refusal)
 
 
@@ -97,7 +97,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> 
         decision.status["serveName"] = serve_object["metadata"]["name"]
         decision.events.append(("Normal", "ServeCreated", f"created ModelServe {serve_object['metadata']['name']}"))
     for kind, reason, message in decision.events:
-        memo.kube.post_event(body, kind, reason, message)
+        record_event(patch, body, memo.kube, kind, reason, message)
     if decision.status.get("restarts", 0) > status.get("restarts", 0):
         metrics.restarts.inc()
 

@@ -19,7 +19,7 @@ from ..api.base import GROUP, VERSION
 # and watch CRDs so that resources installed later are noticed.
 KOPF_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # patch: only to remove the finalizer that operators before 0.2 (kopf timers) put on every object;
-    # kopf removes it when such an object is deleted. This operator never adds one.
+    # kopf removes it from each such object when it first sees it. This operator never adds one.
     ("modelforge.io", "finetunejobs", ("list", "watch", "patch")),
     ("modelforge.io", "modelserves", ("list", "watch", "patch")),
     ("modelforge.io", "finetunejobs/status", ("patch",)),
@@ -117,23 +117,31 @@ class Kube:
             if all(pod.get("metadata", {}).get("labels", {}).get(k) == v for k, v in labels.items())
         ]  # fmt: skip
 
-    def pod_creation_refusal(self, namespace: str, job_name: str) -> str | None:
+    def pod_creation_refusal(self, namespace: str, job_name: str, job_uid: str | None = None) -> str | None:
         """The newest FailedCreate event of a Job: why its pods were refused (ResourceQuota, PodSecurity ...).
         The Job controller reports it only as an event; the Job's status stays silent."""
         selector = f"involvedObject.kind=Job,involvedObject.name={job_name},reason=FailedCreate"
+        if job_uid:  # not the events of an earlier Job with the same name (events outlive it by an hour)
+            selector += f",involvedObject.uid={job_uid}"
         items = _json(self.core.list_namespaced_event(
             namespace, field_selector=selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))  # fmt: skip
         events = sorted(items.get("items", []), key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
         return str(events[-1].get("message", ""))[:1000] if events else None
 
-    def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
-        """Merge-patch the status subresource; the updated object, or None when the object is gone."""
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; the updated object, or None when the object is gone.
+        With `uid`, the patch applies only to that object, not to a new one with the same name."""
+        body: dict[str, Any] = {"status": status}
+        if uid:
+            body["metadata"] = {"uid": uid}  # a precondition: the API server refuses another uid (409)
         try:
             return _json(self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"status": status},
+                GROUP, VERSION, namespace, plural, name, body,
                 _preload_content=False, _request_timeout=REQUEST_TIMEOUT))  # fmt: skip
         except ApiException as exc:
-            if exc.status == 404:
+            if exc.status in (404, 409):
                 return None
             raise
 

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
@@ -28,11 +28,25 @@ Reconcile = Callable[..., None]
 
 
 class StatusPatch(dict[str, Any]):
-    """What a reconcile writes (`patch.status[key] = value`), as kopf's Patch offers it."""
+    """What a reconcile writes (`patch.status[key] = value`, as kopf's Patch offers it) and the Events it
+    wants posted; those are posted only once the status patch is written, so a reconcile that keeps
+    failing to write its status does not post the same Event on every poll."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, str, str]] = []
 
     @property
     def status(self) -> dict[str, Any]:
         return self.setdefault("status", {})
+
+
+def record_event(patch: Any, body: Any, kube: Any, kind: str, reason: str, message: str) -> None:
+    """Queue an Event on a StatusPatch (posted after the status is written), or post it now."""
+    if isinstance(patch, StatusPatch):
+        patch.events.append((kind, reason, message))
+    else:
+        kube.post_event(body, kind, reason, message)
 
 
 def _resource_version(obj: dict[str, Any]) -> int:
@@ -42,14 +56,23 @@ def _resource_version(obj: dict[str, Any]) -> int:
         return 0
 
 
-def _needs_reconcile(plural: str, obj: dict[str, Any], initial: bool) -> bool:
-    status = obj.get("status") or {}
+def _spec_unobserved(obj: dict[str, Any]) -> bool:
     generation = obj.get("metadata", {}).get("generation")
-    if generation is not None and status.get("observedGeneration") != generation:
+    return generation is not None and (obj.get("status") or {}).get("observedGeneration") != generation
+
+
+def _active(plural: str, obj: dict[str, Any]) -> bool:
+    """Worth a periodic look: a FineTuneJob that has not finished, any ModelServe, and any object whose
+    latest spec has not been reconciled yet (a reconcile that failed is retried on the next poll)."""
+    if _spec_unobserved(obj):
+        return True
+    return plural != "finetunejobs" or (obj.get("status") or {}).get("phase") not in FINISHED
+
+
+def _needs_reconcile(plural: str, obj: dict[str, Any], initial: bool) -> bool:
+    if _spec_unobserved(obj):
         return True  # new, or its spec changed
-    if plural == "finetunejobs" and status.get("phase") in FINISHED:
-        return False
-    return initial  # the operator (re)started: look at every active object once now
+    return initial and _active(plural, obj)  # the operator (re)started: look at every active object once now
 
 
 class Reconcilers:
@@ -68,6 +91,7 @@ class Reconcilers:
 
     def stop(self) -> None:
         self.stopped.set()
+        self.thread.join(timeout=60)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------------------ the watch
@@ -76,24 +100,30 @@ class Reconcilers:
         obj = cast(dict[str, Any], event.get("object") or {})
         meta = obj.get("metadata") or {}
         key = (plural, str(meta.get("namespace")), str(meta.get("name")))
-        if event.get("type") == "DELETED":
+        if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+            # Gone, or going (the garbage collector removes its children): never reconcile it again, or a
+            # child the collector just removed would be recreated. The per-name lock stays, so a reconcile
+            # in flight and one of a new object with the same name never run at once.
             with self.guard:
                 self.objects.pop(key, None)
-                self.locks.pop(key, None)
             if plural == "finetunejobs":
                 self.memo.metrics.observe_phase(f"{key[1]}/{key[2]}", None)
             return
-        if meta.get("deletionTimestamp"):
-            return  # going away: the garbage collector removes its children
         initial = event.get("type") is None  # kopf's initial listing
+        if plural == "finetunejobs":
+            self.memo.metrics.observe_phase(f"{key[1]}/{key[2]}", (obj.get("status") or {}).get("phase"))
         self._store(key, obj)
         if _needs_reconcile(plural, obj, initial):
             self.run(key)
 
-    def _store(self, key: Key, obj: dict[str, Any]) -> None:
+    def _store(self, key: Key, obj: dict[str, Any], only_update: bool = False) -> None:
+        """Cache `obj`; `only_update`: only if the cached object is the same one (uid) and older, so a status
+        patch's answer never brings back an object deleted meanwhile."""
         with self.guard:
             cached = self.objects.get(key)
             same = cached is not None and cached.get("metadata", {}).get("uid") == obj.get("metadata", {}).get("uid")
+            if only_update and not same:
+                return
             if not same or _resource_version(obj) >= _resource_version(cached or {}):
                 self.objects[key] = obj
 
@@ -121,9 +151,16 @@ class Reconcilers:
         try:
             self.reconcile[plural](body=body, patch=patch, memo=self.memo, logger=logger)
             if patch.get("status"):
-                updated = self.memo.kube.patch_status(plural, namespace, name, patch["status"])
-                if updated is not None:
-                    self._store(key, updated)
+                uid = obj.get("metadata", {}).get("uid")
+                updated = self.memo.kube.patch_status(plural, namespace, name, patch["status"], uid)
+                if updated is None:  # deleted meanwhile
+                    with self.guard:
+                        if self.objects.get(key) is obj:
+                            self.objects.pop(key, None)
+                    return
+                self._store(key, updated, only_update=True)
+            for kind, reason, message in patch.events:
+                self.memo.kube.post_event(body, kind, reason, message)
         except Exception as exc:  # API hiccups and the like: the next poll tries again
             logger.warning(f"reconcile of {plural} {namespace}/{name} failed, retrying on the next poll: {exc}")
 
@@ -132,11 +169,13 @@ class Reconcilers:
         while not self.stopped.wait(interval):
             started = time.monotonic()
             with self.guard:
-                due = [k for k, o in self.objects.items()
-                       if k[0] != "finetunejobs" or (o.get("status") or {}).get("phase") not in FINISHED]  # fmt: skip
-            futures = [self.pool.submit(self.run, key, False) for key in due]
-            for future in futures:
-                future.result()
+                due = [k for k, o in self.objects.items() if _active(k[0], o)]
+            try:
+                futures = [self.pool.submit(self.run, key, False) for key in due]
+                for future in futures:
+                    future.result()
+            except (RuntimeError, CancelledError):  # the operator is stopping
+                return
             spent = time.monotonic() - started
             if spent > interval:
                 log.warning(f"one poll of {len(due)} active object(s) took {spent:.1f} s (poll every {interval} s)")

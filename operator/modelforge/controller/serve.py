@@ -20,6 +20,7 @@ from ..render.serving import API_PORT, SPEC_HASH, ResolvedModel, render_serve
 from ..render.training import Owner
 from .bodies import document_of, patch_changed
 from .kube import Kube, fetch_json
+from .reconcilers import record_event
 
 
 @dataclasses.dataclass
@@ -156,7 +157,7 @@ def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any =
 
 def _finish(body: kopf.Body, patch: kopf.Patch, st: _Status, kube: Kube) -> None:
     for kind, reason, message in st.events:
-        kube.post_event(body, kind, reason, message)
+        record_event(patch, body, kube, kind, reason, message)
     patch_changed(patch, st.old, st.new)
 
 
