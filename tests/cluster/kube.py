@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 import subprocess
 import time
 import uuid
@@ -207,6 +209,18 @@ class Kube:
                 if ip and ipaddress.ip_address(ip) not in LOOPBACK:
                     bad.append(f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']}: {ip}")
         assert not bad, f"addresses outside 127.0.0.0/8 (no test may send traffic there): {bad}"
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGTERM to the process group we started (start_new_session), SIGKILL after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def kubectl(

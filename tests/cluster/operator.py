@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .kube import ROOT, helm, kubectl
+from .kube import ROOT, helm, kubectl, stop_process_group
 
 CHART = ROOT / "helm" / "modelforge"
 
@@ -115,14 +115,8 @@ class OperatorProcess:
         raise AssertionError(f"the operator was not live within 60 s:\n{self.log_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        if self.proc is not None:
+            stop_process_group(self.proc)
 
     def kill(self) -> None:
         """As a crashed pod: SIGKILL, no cleanup."""

@@ -5,7 +5,6 @@ REAL engine (`swift deploy` with the rendered argv) listening on the pod's IP, s
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .kube import ROOT, Kube
+from .kube import ROOT, Kube, stop_process_group
 from .operator import OperatorProcess
 from .test_finetunejob import finetunejob, running_pods
 
@@ -81,13 +80,7 @@ class Engine:
         raise AssertionError(f"{self.url}/health did not answer within {timeout} s")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_process_group(self.proc, grace=20)
 
 
 @pytest.fixture

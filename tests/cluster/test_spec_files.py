@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from modelforge.api.crd import RESOURCES_BY_KIND, openapi_schema
 from modelforge.api.validate import validate_document
 from modelforge.specfile import load_documents
+from tests.unit.test_fuzz_specs import _paths
 
 from .kube import KINDS, ROOT, Kube, kubectl
 from .operator import OperatorProcess
@@ -139,14 +140,3 @@ def test_validate_agrees_with_the_api_server_on_generated_specs(kube: Kube, spec
             else:
                 parent[path[-1]] = value
     _same_verdict(kube, doc, spec_ns, json.dumps(doc["spec"])[:400])
-
-
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(node, dict):
-        for key, value in node.items():
-            out += _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            out += _paths(value, (*prefix, index))
-    return out

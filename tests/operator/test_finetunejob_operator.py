@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.test_finetunejob import finetunejob as cluster_finetunejob
 from tests.operator.harness import Cluster, emulated_cluster, running_operator
 
 pytestmark = pytest.mark.asyncio
@@ -17,16 +18,9 @@ NS = "team-a"
 
 
 def finetunejob(name: str = "sft", **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": {"source": "Qwen/Qwen3-8B"},
-        "datasets": [{"source": "pvc://data/chat.jsonl"}],
-        "hyperparameters": {"maxSteps": 100},
-        "output": {"claimName": "models"},
-        "failurePolicy": {"maxRestarts": 2, "backoffSeconds": 0},
-    }
-    body.update(spec)
-    metadata = {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1}
-    return {"apiVersion": "modelforge.io/v1alpha1", "kind": "FineTuneJob", "metadata": metadata, "spec": body}
+    obj = cluster_finetunejob(NS, name, **spec)
+    obj["metadata"].update(uid=f"uid-{name}", generation=1)  # what the API server would add (kmock does not)
+    return obj
 
 
 def status(cluster: Cluster, name: str = "sft") -> dict[str, Any]:
