@@ -165,9 +165,7 @@ def build() -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     env = _go_env()
     t0 = time.monotonic()
-    _log(
-        f"cold build of {', '.join(missing)} into {dest} (measured: about 6 minutes on 2 cores with an empty Go module cache)"
-    )
+    _log(f"cold build of {', '.join(missing)} into {dest} (measured: ~6 min on 2 cores with an empty Go module cache)")
     with tempfile.TemporaryDirectory(prefix="modelforge-cluster-build-") as tmp:
         work = Path(tmp)
         # Each binary is written under a temporary name first, so an interrupted build never leaves a partial one.
@@ -481,6 +479,9 @@ def _read_state() -> dict[str, dict[str, object]]:
         return {}
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
 def _start(name: str, argv: list[str], state: dict[str, dict[str, object]]) -> None:
     logs = run_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -490,6 +491,7 @@ def _start(name: str, argv: list[str], state: dict[str, dict[str, object]]) -> N
         argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
     )
     log.close()
+    _STARTED.append(proc)  # they outlive this call by design: keep the handle (no "still running" warning)
     state[name] = {"pid": proc.pid, "start": _proc_start_time(proc.pid) or "", "argv": argv}
     _state_file().write_text(json.dumps(state, indent=1))
 

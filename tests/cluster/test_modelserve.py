@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .kube import ROOT, Kube, stop_process_group
+from .kube import ROOT, Kube, kubectl, stop_process_group
 from .operator import OperatorProcess
 from .test_finetunejob import finetunejob, running_pods
 
@@ -149,3 +149,34 @@ def test_from_finetunejob_waits_then_serves_its_output(kube: Kube, operator: Ope
     deployment = kube.wait_for(lambda: kube.get("Deployment", ns, "chat"), 60, "the Deployment after success")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"{PVC_ROOT}/models/sft/merged" in args, args
+
+
+def test_children_follow_the_spec_and_hand_edits_are_reverted(kube: Kube, operator: OperatorProcess, ns: str,
+                                                              kubeconfig: Path) -> None:  # fmt: skip
+    """Server-side apply (field manager `modelforge`): a spec change reaches the Service, a hand edit of a
+    field we own is put back on the next reconcile, and the API server records us as the manager."""
+    kube.claim(ns, "models")
+    kube.create(serve(ns))
+    service = kube.wait_for(lambda: kube.get("Service", ns, "chat"), 30, "the Service")
+    managers = {m["manager"] for m in service["metadata"]["managedFields"]}
+    assert "modelforge" in managers, managers
+    deployment = kube.get("Deployment", ns, "chat")
+    assert "modelforge" in {m["manager"] for m in deployment["metadata"]["managedFields"]}
+
+    def port() -> int:
+        return int((kube.get("Service", ns, "chat") or {})["spec"]["ports"][0]["port"])
+
+    kubectl(kubeconfig, "patch", "service", "chat", "-n", ns, "--type=json",
+            "-p", '[{"op": "replace", "path": "/spec/ports/0/port", "value": 9999}]')  # fmt: skip
+    assert port() == 9999
+    kube.wait_for(lambda: port() == 8000, 30, "the hand-edited port put back to 8000")
+
+    kube.patch("ModelServe", ns, "chat", {"spec": {"service": {"port": 8080, "type": "NodePort"}}})
+    kube.wait_for(lambda: port() == 8080, 30, "service.port 8080 on the Service")
+    assert kube.get("Service", ns, "chat")["spec"]["type"] == "NodePort"
+    kube.wait_for(lambda: serve_status(kube, ns).get("endpoint") == f"http://chat.{ns}.svc:8080/v1", 30,
+                  "the endpoint in status")  # fmt: skip
+    generation = kube.get("Deployment", ns, "chat")["metadata"]["generation"]
+    kube.wait_for(lambda: serve_status(kube, ns).get("observedGeneration") == 2, 30, "the change observed")
+    # Reconciles are idempotent: applying the same Deployment again makes no new generation (no rollout).
+    assert kube.get("Deployment", ns, "chat")["metadata"]["generation"] == generation

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import attrs
 import kmock
 import kopf
 
@@ -52,6 +53,12 @@ class Emulator(kmock.KubernetesEmulator):
     that way), a resourceVersion (kopf's patches test it) and a uid (owner references need it)."""
 
     async def _handle(self, request: kmock.Request) -> Any:
+        content_type = request.headers.get("Content-Type", "")
+        if request.action == kmock.action.UPDATE and "apply-patch" in content_type and request.name:
+            # Server-side apply creates an absent object; kmock only merges into existing ones.
+            key = (request.resource, request.namespace, request.name)
+            if key not in self.objects or self.objects[key].deleted:
+                request = attrs.evolve(request, action=kmock.action.CREATE)
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):

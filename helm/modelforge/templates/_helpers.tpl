@@ -39,8 +39,13 @@ app.kubernetes.io/component: operator
   resources: ["jobs"]
   verbs: ["get", "create", "delete"]
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
+  resources: ["configmaps"]
   verbs: ["create", "delete"]
+# Application: Services (an attempt's headless one, created; a serve's, kept as the spec says by
+# server-side apply: patch).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create", "patch", "delete"]
 # Application: observe training and serving pods; the last log line of a crashing engine.
 - apiGroups: [""]
   resources: ["pods"]

@@ -32,7 +32,7 @@ KOPF_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("batch", "jobs", ("get", "create", "delete")),
     ("apps", "deployments", ("get", "create", "patch")),
-    ("", "services", ("create", "delete")),
+    ("", "services", ("get", "create", "patch", "delete")),  # get, patch: keeping the serving Service as specified
     ("", "configmaps", ("create", "delete")),
     ("", "pods", ("list",)),
     ("", "events", ("list",)),
@@ -58,6 +58,8 @@ def make_api_client(server: str | None, connections: int = 10) -> kubernetes.cli
     return kubernetes.client.ApiClient(configuration)
 
 
+FIELD_MANAGER = "modelforge"
+APPLY_PLURALS = {"Service": "services", "Deployment": "deployments", "ConfigMap": "configmaps", "Job": "jobs"}
 REQUEST_TIMEOUT = 30  # seconds; a handler must never hang on a silent API server
 
 
@@ -69,6 +71,7 @@ class Kube:
     """Reads return plain dicts (camelCase, as the API server sends them); writes take dicts."""
 
     def __init__(self, client: kubernetes.client.ApiClient):
+        self.client = client
         self.core = kubernetes.client.CoreV1Api(client)
         self.batch = kubernetes.client.BatchV1Api(client)
         self.apps = kubernetes.client.AppsV1Api(client)
@@ -96,6 +99,40 @@ class Kube:
                 return False  # the namespace is being deleted with everything in it: nothing to recreate
             raise
         return True
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the field manager `modelforge`, forcing ownership of the fields we set:
+        a changed spec reaches the object, a hand edit of a field we own is reverted, and an unchanged
+        object is left alone (no new generation, no rollout). Creates the object when it is absent."""
+        api_version, kind = obj["apiVersion"], obj["kind"]
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        path = f"{base}/namespaces/{namespace}/{APPLY_PLURALS[kind]}/{name}"
+        params = self.client.param_serialize(
+            "PATCH", path, query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+            body=obj, auth_settings=["BearerToken"],
+        )  # fmt: skip
+        response = self.client.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+        return _json(response)
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(
+            lambda: self.core.read_namespaced_service(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+
+    def replace_service_ports(self, namespace: str, name: str, ports: list[dict[str, Any]]) -> None:
+        """Take the whole port list back. Server-side apply merges Service ports by (port, protocol), so a
+        port someone edited by hand stays beside ours (and clashes by name); this puts ours alone again."""
+        self.core.patch_namespaced_service(
+            name, namespace, [{"op": "replace", "path": "/spec/ports", "value": ports}],
+            field_manager=FIELD_MANAGER, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
+        )  # fmt: skip
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(
@@ -169,11 +206,6 @@ class Kube:
             lambda: self.apps.read_namespaced_deployment(
                 name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
             )
-        )
-
-    def patch_deployment(self, namespace: str, name: str, body: dict[str, Any]) -> None:
-        self.apps.patch_namespaced_deployment(
-            name, namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
         )
 
     def get_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -132,14 +132,18 @@ def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any =
     model = dataclasses.replace(model, params_b=arch.params_b if arch else None)
     owner = Owner("ModelServe", name, namespace, body.metadata.uid)
     objects = render_serve(owner, spec, model, memo.config.render)
+    # Server-side apply (field manager `modelforge`) on every reconcile: spec changes reach the Deployment
+    # and the Service (port, type, labels), hand edits of fields we own are reverted, and an unchanged
+    # object is not touched by the API server (no new generation, no rollout).
     existing = kube.get_deployment(namespace, name)
-    if existing is None:
-        kube.create_or_adopt(objects.deployment)
-    elif (existing.get("metadata", {}).get("annotations") or {}).get(SPEC_HASH) != objects.spec_hash:
-        kube.patch_deployment(namespace, name, {"metadata": {"annotations": {SPEC_HASH: objects.spec_hash}},
-                                                "spec": objects.deployment["spec"]})  # fmt: skip
+    kube.apply(objects.deployment)
+    if (
+        existing is not None
+        and (existing.get("metadata", {}).get("annotations") or {}).get(SPEC_HASH) != objects.spec_hash
+    ):
         st.events.append(("Normal", "Rolling", "the spec changed: rolling the Deployment"))
-    kube.create_or_adopt(objects.service)
+    _keep_ports(kube, namespace, name, objects.service["spec"]["ports"])
+    kube.apply(objects.service)
 
     observed = _observe(kube, namespace, name, spec, memo.config.progress_timeout_seconds)
     served_name = spec.served_model_name or name
@@ -153,6 +157,17 @@ def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any =
     ready_message = next((m for k, _, _, m in conditions if k == ConditionType.READY), "")
     st.phase(phase, next((r for k, _, r, _ in conditions if k == ConditionType.READY), Reason.SERVING), ready_message)
     _finish(body, patch, st, kube)
+
+
+def _keep_ports(kube: Kube, namespace: str, name: str, desired: list[dict[str, Any]]) -> None:
+    """Ports edited by hand are reverted (server-side apply alone would keep them beside ours)."""
+    existing = kube.get_service(namespace, name)
+    if existing is None:
+        return
+    key = ("name", "port", "protocol", "targetPort")
+    current = [{k: p.get(k) for k in key} for p in existing.get("spec", {}).get("ports") or []]
+    if current != [{k: p.get(k) for k in key} for p in desired]:
+        kube.replace_service_ports(namespace, name, desired)
 
 
 def _finish(body: kopf.Body, patch: kopf.Patch, st: _Status, kube: Kube) -> None:
