@@ -180,3 +180,14 @@ def test_children_follow_the_spec_and_hand_edits_are_reverted(kube: Kube, operat
     kube.wait_for(lambda: serve_status(kube, ns).get("observedGeneration") == 2, 30, "the change observed")
     # Reconciles are idempotent: applying the same Deployment again makes no new generation (no rollout).
     assert kube.get("Deployment", ns, "chat")["metadata"]["generation"] == generation
+
+
+def test_a_running_job_named_failed_is_waited_for(kube: Kube, operator: OperatorProcess, ns: str) -> None:
+    """The serve waits for a running FineTuneJob whatever its name (it used to look for "failed" in the text)."""
+    kube.claim(ns, "data")
+    kube.claim(ns, "models")
+    kube.create(finetunejob(ns, name="failed-run"))
+    running_pods(kube, ns, "failed-run", 1, 1)
+    kube.create(serve(ns, model={"fromFineTuneJob": "failed-run"}))
+    kube.wait_for(lambda: serve_status(kube, ns).get("phase"), 30, "a phase")
+    assert serve_status(kube, ns)["phase"] == "Pending", serve_status(kube, ns)

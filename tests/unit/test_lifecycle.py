@@ -72,6 +72,7 @@ def test_plan_error_fails_with_the_field():
     bad = spec("qwen3-30b-a3b-full-5gpu", hyperparameters__global_batch_size=7)
     d = decide(bad, [], {}, Observed(), NOW)
     assert d.status["phase"] == "Failed" and "globalBatchSize 7" in conditions_message(d.status, "Failed")
+    assert d.status["completionTime"] == timestamp(NOW)  # a finished job says when it finished
 
 
 def conditions_message(status: dict, kind: str) -> str:

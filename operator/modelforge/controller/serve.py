@@ -45,30 +45,36 @@ class _Status:
             self.events.append(("Warning" if warning else "Normal", str(reason), message))
 
 
-def _resolve(kube: Kube, namespace: str, spec: ModelServeSpec) -> tuple[ResolvedModel | None, str, str]:
-    """(model or None, why, the id to look the architecture up by)."""
+def _resolve(kube: Kube, namespace: str, spec: ModelServeSpec) -> tuple[ResolvedModel | None, str, str, bool]:
+    """(model or None, why, the id to look the architecture up by, whether a FineTuneJob it needs failed)."""
     if spec.model.from_fine_tune_job:
         job_name = spec.model.from_fine_tune_job
         job = kube.get_finetunejob(namespace, job_name)
         model, why = resolve_from_job(job_name, job)
         arch_id = (job or {}).get("spec", {}).get("model", {}).get("source", job_name)
+        if model is None:
+            return None, why, arch_id, _failed(job)
     else:
         model, why, arch_id = ResolvedModel(str(spec.model.source)), "", str(spec.model.source)
-    if model is None:
-        return None, why, arch_id
     adapters = list(model.adapters)
     for adapter in spec.adapters or []:
         if adapter.source:
             adapters.append((adapter.name, adapter.source))
             continue
         job_name = str(adapter.from_fine_tune_job)
-        trained, adapter_why = resolve_from_job(job_name, kube.get_finetunejob(namespace, job_name))
+        adapter_job = kube.get_finetunejob(namespace, job_name)
+        trained, adapter_why = resolve_from_job(job_name, adapter_job)
         if trained is None:
-            return None, adapter_why, arch_id
+            return None, adapter_why, arch_id, _failed(adapter_job)
         if not trained.adapters:
-            return None, f"FineTuneJob {job_name} produced no adapter (method full or merged only)", arch_id
+            return None, f"FineTuneJob {job_name} produced no adapter (method full or merged only)", arch_id, True
         adapters.append((adapter.name, trained.adapters[0][1]))
-    return dataclasses.replace(model, adapters=tuple(adapters)), why, arch_id
+    return dataclasses.replace(model, adapters=tuple(adapters)), why, arch_id, False
+
+
+def _failed(job: dict[str, Any] | None) -> bool:
+    """The job's phase says Failed (not its name: a job called `failed-run` may well be running)."""
+    return ((job or {}).get("status") or {}).get("phase") == "Failed"
 
 
 def _observe(kube: Kube, namespace: str, name: str, spec: ModelServeSpec, timeout: float) -> ServeObserved:
@@ -112,11 +118,11 @@ def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any =
         _finish(body, patch, st, kube)
         return
 
-    model, why, arch_id = _resolve(kube, namespace, spec)
+    model, why, arch_id, job_failed = _resolve(kube, namespace, spec)
     if model is None:
         st.condition(ConditionType.MODEL_AVAILABLE, False, Reason.WAITING_FOR_MODEL, why)
         st.condition(ConditionType.READY, False, Reason.WAITING_FOR_MODEL, why)
-        st.phase(ServePhase.FAILED if "failed" in why else ServePhase.PENDING, Reason.WAITING_FOR_MODEL, why)
+        st.phase(ServePhase.FAILED if job_failed else ServePhase.PENDING, Reason.WAITING_FOR_MODEL, why)
         _finish(body, patch, st, kube)
         return
     st.condition(ConditionType.MODEL_AVAILABLE, True, Reason.SERVING, why or f"serving {model.base}")

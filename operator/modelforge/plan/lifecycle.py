@@ -227,6 +227,7 @@ def _validated(b: _Builder, spec: FineTuneJobSpec | None, problems: list[str], s
     except PlanError as exc:
         b.condition(ConditionType.VALIDATED, False, Reason.INVALID_SPEC, str(exc))
         b.condition(ConditionType.FAILED, True, Reason.INVALID_SPEC, str(exc))
+        b.status["completionTime"] = b.status.get("completionTime") or timestamp(b.now)
         b.phase(JobPhase.FAILED, Reason.INVALID_SPEC, str(exc), warning=True)
         return False
     b.status["gpus"] = planned.resolved.world_size
