@@ -180,3 +180,44 @@ def test_progress_server_serves_json_and_prometheus(tmp_path):
 def test_prometheus_text_skips_unknown_values():
     tracker = ProgressTracker(Path("/nonexistent"))
     assert prometheus_text(tracker.poll()) == "\n"
+
+
+def test_progress_tracker_applies_every_line_once_under_concurrent_polls(tmp_path: Path) -> None:
+    """HTTP handler threads and the supervisor's tick poll at once; no line may be lost or applied twice."""
+    import threading
+
+    from modelforge.launcher.progress import ProgressTracker
+
+    class Counting(ProgressTracker):
+        applied = 0
+
+        def _apply(self, entry: dict) -> None:
+            Counting.applied += 1
+            super()._apply(entry)
+
+    log = tmp_path / "logging.jsonl"
+    log.write_text("")
+    tracker = Counting(log)
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            tracker.poll()
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    total = 3000
+    with log.open("a") as f:
+        for step in range(1, total + 1):
+            line = json.dumps({"loss": 1.0 / step, "global_step/max_steps": f"{step}/{total}"}) + "\n"
+            half = len(line) // 2
+            f.write(line[:half])  # a line arrives in two writes, as a buffered writer may leave it
+            f.flush()
+            f.write(line[half:])
+            f.flush()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    record = tracker.poll()
+    assert Counting.applied == total and record.step == total

@@ -71,24 +71,26 @@ class ProgressTracker:
             return ProgressRecord(**asdict(self.record))
 
     def poll(self) -> ProgressRecord:
-        """Read what was appended since the last poll."""
-        try:
-            with self.path.open("r", encoding="utf-8", errors="replace") as handle:
-                handle.seek(self._offset)
-                chunk = handle.read()
-                self._offset = handle.tell()
-        except FileNotFoundError:
-            return self.snapshot()
-        lines = (self._partial + chunk).split("\n")
-        self._partial = lines.pop()  # an unterminated last line is completed by the next poll
+        """Read what was appended since the last poll. Safe from several threads at once (the HTTP
+        handlers and the supervisor's tick): the offset, the partial line and the record move together
+        under one lock, so every line is applied exactly once."""
         with self._lock:
+            try:
+                with self.path.open("r", encoding="utf-8", errors="replace") as handle:
+                    handle.seek(self._offset)
+                    chunk = handle.read()
+                    self._offset = handle.tell()
+            except FileNotFoundError:
+                return ProgressRecord(**asdict(self.record))
+            lines = (self._partial + chunk).split("\n")
+            self._partial = lines.pop()  # an unterminated last line is completed by the next poll
             for line in lines:
                 if line.strip():
                     try:
                         self._apply(json.loads(line))
                     except (json.JSONDecodeError, TypeError, ValueError):
                         continue
-        return self.snapshot()
+            return ProgressRecord(**asdict(self.record))
 
     def _apply(self, entry: dict[str, Any]) -> None:
         record = self.record
