@@ -144,3 +144,17 @@ def test_validate_data_cli(tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"{bad}:2: invalid JSON" in captured.out
     assert "1 dataset file(s) unusable" in captured.err
+
+
+def test_csv_datasets_are_read_as_csv(tmp_path):
+    """ms-swift loads .csv with a header; pre-flight used to parse it as JSON Lines and fail every row."""
+    from modelforge.launcher.dataset import check_file
+
+    good = tmp_path / "qa.csv"
+    good.write_text('query,response\n"How do I reset it?","Open Settings, then Reset."\nHi,Hello\n')
+    report = check_file(good)
+    assert report.rows == 2 and not report.problems, report.problems
+    bad = tmp_path / "bad.csv"
+    bad.write_text("query,response\nonly one column,and,too many\nfoo,bar\n")
+    report = check_file(bad)
+    assert [line for line, _ in report.problems] == [2], report.problems

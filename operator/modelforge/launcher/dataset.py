@@ -8,6 +8,7 @@ because they are longer than maxLength (when a tokenizer is available).
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -185,7 +186,10 @@ def detect_format(row: dict[str, Any]) -> str | None:
 
 
 def iter_rows(path: Path) -> Iterator[tuple[int, Any | RowError]]:
-    """(line, parsed row or RowError) for a JSONL file or a JSON array file."""
+    """(line, parsed row or RowError) for a JSONL file, a JSON array file, or a CSV file with a header."""
+    if path.suffix.lower() == ".csv":
+        yield from _iter_csv(path)
+        return
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix == ".json" or text.lstrip().startswith("["):
         yield from _iter_json_array(text)
@@ -197,6 +201,24 @@ def iter_rows(path: Path) -> Iterator[tuple[int, Any | RowError]]:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             yield number, RowError(f"invalid JSON: {exc.msg} at column {exc.colno}")
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[int, Any | RowError]]:
+    """CSV as ms-swift loads it (the datasets library): a header row names the columns, every value is a
+    string. Before, a .csv was accepted as local and then parsed as JSON Lines, failing on every row."""
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames:
+            yield 1, RowError("a .csv dataset needs a header row naming its columns (e.g. query,response)")
+            return
+        try:
+            for row in reader:
+                if None in row:
+                    yield reader.line_num, RowError(f"more values than the {len(reader.fieldnames)} header columns")
+                    continue
+                yield reader.line_num, {k: v for k, v in row.items() if v is not None}
+        except csv.Error as exc:
+            yield reader.line_num, RowError(f"invalid CSV: {exc}")
 
 
 def _iter_json_array(text: str) -> Iterator[tuple[int, Any | RowError]]:
