@@ -221,3 +221,19 @@ def test_progress_tracker_applies_every_line_once_under_concurrent_polls(tmp_pat
         thread.join()
     record = tracker.poll()
     assert Counting.applied == total and record.step == total
+
+
+def test_visible_gpus_counts_nvidia_and_amd_devices(tmp_path: Path) -> None:
+    dev = tmp_path / "dev"
+    (dev / "dri").mkdir(parents=True)
+    assert visible_gpus({}, dev) == 0
+    for name in ("nvidia0", "nvidia1", "nvidiactl"):
+        (dev / name).touch()
+    assert visible_gpus({}, dev) == 2
+    amd = tmp_path / "amd"
+    (amd / "dri").mkdir(parents=True)
+    for name in ("kfd", "dri/renderD128", "dri/renderD129", "dri/card0"):
+        (amd / name).touch()
+    assert visible_gpus({}, amd) == 2
+    assert visible_gpus({"ROCR_VISIBLE_DEVICES": "0"}, amd) == 1
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, dev) == 0

@@ -11,12 +11,19 @@ from ..plan.performance import Capabilities
 
 
 def visible_gpus(env: Mapping[str, str], dev: Path = Path("/dev")) -> int:
-    """CUDA_VISIBLE_DEVICES when set, else the /dev/nvidiaN nodes (a pod sees only its allocated GPUs)."""
-    visible = env.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    """The GPUs a pod was given (it sees only its allocated ones): the visibility variables when set
+    (CUDA_VISIBLE_DEVICES; ROCm's HIP_/ROCR_VISIBLE_DEVICES), else the device nodes: /dev/nvidiaN for
+    NVIDIA, /dev/dri/renderD* beside /dev/kfd for AMD (`resources.gpuResourceName: amd.com/gpu`, whose
+    GPUs were requested but never counted before)."""
+    for variable in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"):
+        visible = env.get(variable)
+        if visible is not None:
+            return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
     try:
-        return sum(1 for p in dev.iterdir() if re.fullmatch(r"nvidia\d+", p.name))
+        nvidia = sum(1 for p in dev.iterdir() if re.fullmatch(r"nvidia\d+", p.name))
+        if nvidia or not (dev / "kfd").exists():
+            return nvidia
+        return sum(1 for p in (dev / "dri").iterdir() if p.name.startswith("renderD"))
     except OSError:
         return 0
 
