@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ import kopf
 
 log = logging.getLogger("modelforge.reconcilers")
 FINISHED = ("Succeeded", "Failed")
+MAX_RETRY_SECONDS = 300.0  # backoff of a reconcile that keeps failing: poll x 2^failures, at most this
 Key = tuple[str, str, str]  # (plural, namespace, name)
 Reconcile = Callable[..., None]
 
@@ -81,6 +83,7 @@ class Reconcilers:
         self.reconcile = reconcile
         self.objects: dict[Key, dict[str, Any]] = {}
         self.locks: dict[Key, threading.Lock] = {}
+        self.failures: dict[Key, tuple[int, float, str]] = {}  # (failures in a row, retry after, last error)
         self.guard = threading.Lock()
         self.stopped = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=memo.config.workers, thread_name_prefix="reconcile")
@@ -161,15 +164,32 @@ class Reconcilers:
                 self._store(key, updated, only_update=True)
             for kind, reason, message in patch.events:
                 self.memo.kube.post_event(body, kind, reason, message)
-        except Exception as exc:  # API hiccups and the like: the next poll tries again
-            logger.warning(f"reconcile of {plural} {namespace}/{name} failed, retrying on the next poll: {exc}")
+            self.failures.pop(key, None)
+        except Exception as exc:  # an API hiccup, or a bug: retried with backoff, and said once as an Event
+            self._failed(key, body, exc, logger)
+
+    def _failed(self, key: Key, body: kopf.Body, exc: Exception, logger: logging.LoggerAdapter[Any]) -> None:
+        plural, namespace, name = key
+        count, _, last = self.failures.get(key, (0, 0.0, ""))
+        delay = min(MAX_RETRY_SECONDS, float(self.memo.config.poll_seconds) * 2**count)
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        self.failures[key] = (count + 1, time.monotonic() + delay, error)
+        logger.warning(f"reconcile of {plural} {namespace}/{name} failed ({count + 1} in a row), "
+                       f"retrying in {delay:.0f} s: {error}")  # fmt: skip
+        if error != last:  # a new error is worth telling the object's owner; the same one again is not
+            with contextlib.suppress(Exception):  # the API may be what failed
+                self.memo.kube.post_event(body, "Warning", "ReconcileFailed",
+                                          f"the operator could not reconcile this object and retries with "
+                                          f"backoff: {error}")  # fmt: skip
 
     def _poll_forever(self) -> None:
         interval = float(self.memo.config.poll_seconds)
         while not self.stopped.wait(interval):
             started = time.monotonic()
+            now = time.monotonic()
             with self.guard:
-                due = [k for k, o in self.objects.items() if _active(k[0], o)]
+                due = [k for k, o in self.objects.items()
+                       if _active(k[0], o) and self.failures.get(k, (0, 0.0, ""))[1] <= now]  # fmt: skip
             try:
                 futures = [self.pool.submit(self.run, key, False) for key in due]
                 for future in futures:

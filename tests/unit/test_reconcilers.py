@@ -1,0 +1,83 @@
+"""The reconcile scheduler (controller/reconcilers.py) without any API server: what runs when."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from modelforge.controller.reconcilers import Reconcilers
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+        self.patches: list[dict[str, Any]] = []
+
+    def post_event(self, body: Any, kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+    def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any], uid: str | None) -> dict:
+        self.patches.append(status)
+        return {"metadata": {"name": name, "namespace": ns, "uid": uid, "resourceVersion": "99"}, "status": status}
+
+
+def memo(poll: float = 10) -> SimpleNamespace:
+    metrics = SimpleNamespace(observe_phase=lambda key, phase: None)
+    return SimpleNamespace(kube=FakeKube(), metrics=metrics, config=SimpleNamespace(workers=2, poll_seconds=poll))
+
+
+def job(generation: int = 1, observed: int | None = None, phase: str | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    if observed is not None:
+        status["observedGeneration"] = observed
+    if phase:
+        status["phase"] = phase
+    return {"apiVersion": "modelforge.io/v1alpha1", "kind": "FineTuneJob", "status": status,
+            "metadata": {"name": "j", "namespace": "n", "uid": "u1", "generation": generation,
+                         "resourceVersion": "1"}}  # fmt: skip
+
+
+def test_a_failing_reconcile_backs_off_and_says_so_once() -> None:
+    m = memo()
+    calls = []
+
+    def broken(**_: Any) -> None:
+        calls.append(1)
+        raise KeyError("spec.model")
+
+    r = Reconcilers(m, {"finetunejobs": broken})
+    r.on_event("finetunejobs", {"type": "ADDED", "object": job()})
+    r.on_event("finetunejobs", {"type": "MODIFIED", "object": job()})
+    assert len(calls) == 2
+    count, retry_at, error = r.failures[("finetunejobs", "n", "j")]
+    assert count == 2 and retry_at > time.monotonic() + 15 and "KeyError" in error  # 10 s x 2^1
+    assert [e[1] for e in m.kube.events] == ["ReconcileFailed"], m.kube.events  # the same error: one Event
+    assert "KeyError: 'spec.model'" in m.kube.events[0][2]
+
+
+def test_finished_jobs_are_not_polled_but_an_unobserved_spec_is() -> None:
+    m = memo()
+    r = Reconcilers(m, {"finetunejobs": lambda **_: None})
+    r._store(("finetunejobs", "n", "done"), job(1, 1, "Succeeded"))
+    r._store(("finetunejobs", "n", "changed"), job(2, 1, "Failed"))
+    from modelforge.controller.reconcilers import _active
+
+    assert not _active("finetunejobs", r.objects[("finetunejobs", "n", "done")])
+    assert _active("finetunejobs", r.objects[("finetunejobs", "n", "changed")])
+
+
+def test_a_deleting_object_leaves_the_cache_and_events_wait_for_the_status_write() -> None:
+    m = memo()
+
+    def reconcile(patch: Any, **_: Any) -> None:
+        patch.status["phase"] = "Starting"
+        patch.events.append(("Normal", "Starting", "attempt 1"))
+
+    r = Reconcilers(m, {"finetunejobs": reconcile})
+    r.on_event("finetunejobs", {"type": "ADDED", "object": job()})
+    assert m.kube.patches == [{"phase": "Starting"}] and m.kube.events == [("Normal", "Starting", "attempt 1")]
+    going = job()
+    going["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z"
+    r.on_event("finetunejobs", {"type": "MODIFIED", "object": going})
+    assert ("finetunejobs", "n", "j") not in r.objects
