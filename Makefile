@@ -34,11 +34,12 @@ test: setup ## run the whole test suite (unit, cluster tier on the local control
 test-fast: setup ## unit tests only
 	$(PY) -m pytest tests/unit -q
 
-lint: setup ## ruff, mypy and the generated-files drift check
+lint: setup ## ruff, mypy, the generated-files drift check and the layer contract
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/modelforge crds --check
+	$(PY) -m pytest -q tests/unit/test_layers.py  # the layer contract: api <- plan <- render <- shells
 
 demo: setup ## the main job: build the tiny model, fine-tune it locally with modelforge run, chat with it
 	$(VENV)/bin/modelforge tiny-model $(QUICKSTART)/tiny-model --dataset $(QUICKSTART)/data/chat.jsonl

@@ -8,8 +8,43 @@ from typing import Any
 from ..api.conditions import ConditionType, Reason
 from ..api.finetunejob import FineTuneJobSpec, Method
 from ..api.modelserve import ModelServeSpec, ServePhase
-from ..render.serving import ResolvedModel, engine_for, gpus_per_replica
+from ..paths import split_uri
 from .models import Architecture
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What to load: the base model and adapters as sources (hub id, pvc://, or a path)."""
+
+    base: str
+    adapters: tuple[tuple[str, str], ...] = ()  # (served name, source)
+    params_b: float | None = None  # model size, for the startup budget
+
+    def claims(self) -> list[str]:
+        found = []
+        for source in (self.base, *(s for _, s in self.adapters)):
+            split = split_uri(source)
+            if split and split[0] == "pvc" and split[1] not in found:
+                found.append(split[1])
+        return found
+
+
+def gpus_per_replica(spec: ModelServeSpec) -> int:
+    if spec.resources.gpus_per_replica is not None:
+        return spec.resources.gpus_per_replica
+    return spec.tensor_parallel * spec.pipeline_parallel
+
+
+def engine_problems(spec: ModelServeSpec) -> list[str]:
+    """Spec fields the chosen engine cannot honour (refused before anything is created)."""
+    if spec.engine.value != "swift":
+        return []
+    vllm_only = {
+        "spec.quantization": spec.quantization,
+        "spec.maxLoras": spec.max_loras,
+        "spec.maxLoraRank": spec.max_lora_rank,
+    }
+    return [f"{field_}: not supported by engine swift (use engine vllm)" for field_, v in vllm_only.items() if v]
 
 
 def divisors(n: int) -> list[int]:
@@ -18,7 +53,7 @@ def divisors(n: int) -> list[int]:
 
 def serve_problems(spec: ModelServeSpec, arch: Architecture | None, model_name: str) -> tuple[list[str], list[str]]:
     """(problems that stop the serve, notes worth showing) for a spec and the model it will load."""
-    problems = list(engine_for(spec).problems(spec))
+    problems = engine_problems(spec)
     notes: list[str] = []
     tp = spec.tensor_parallel
     if arch is None:

@@ -1,6 +1,8 @@
 """A ModelServe as a Deployment + Service, with the engine (vLLM or ms-swift) behind one small interface.
 
-Pure: the resolved model (paths inside the pod, adapters, claims to mount) comes in as a value.
+Pure: the resolved model (paths inside the pod, adapters, claims to mount) comes in as a value, decided
+in plan/serving.py (this module only builds argv and manifests; `ResolvedModel` and `gpus_per_replica`
+are re-exported from there for callers).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..api.modelserve import Engine, ModelServeSpec
-from ..paths import PVC_ROOT, pod_path, split_uri
+from ..paths import PVC_ROOT, pod_path
+from ..plan.serving import ResolvedModel, gpus_per_replica
 from .names import label_value
 from .settings import RenderSettings
 from .training import MANAGED_BY, Owner
@@ -20,28 +23,9 @@ API_PORT = 8000
 SPEC_HASH = "modelforge.io/spec-hash"
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    """What to load: the base model and adapters as sources (hub id, pvc://, or a path)."""
-
-    base: str
-    adapters: tuple[tuple[str, str], ...] = ()  # (served name, source)
-    params_b: float | None = None  # model size, for the startup budget
-
-    def claims(self) -> list[str]:
-        found = []
-        for source in (self.base, *(s for _, s in self.adapters)):
-            split = split_uri(source)
-            if split and split[0] == "pvc" and split[1] not in found:
-                found.append(split[1])
-        return found
-
-
 class ServingEngine(Protocol):
     name: str
     image_setting: str
-
-    def problems(self, spec: ModelServeSpec) -> list[str]: ...
 
     def container_command(
         self, spec: ModelServeSpec, model: ResolvedModel, served_name: str
@@ -53,9 +37,6 @@ class ServingEngine(Protocol):
 class VllmEngine:
     name = "vllm"
     image_setting = "vllm_image"
-
-    def problems(self, spec: ModelServeSpec) -> list[str]:
-        return []
 
     def api_key_env(self) -> str:
         return "VLLM_API_KEY"  # vllm serve reads it like --api-key; the key never appears in args
@@ -88,14 +69,6 @@ class SwiftEngine:
     name = "swift"
     image_setting = "serve_swift_image"
 
-    def problems(self, spec: ModelServeSpec) -> list[str]:
-        vllm_only = {
-            "spec.quantization": spec.quantization,
-            "spec.maxLoras": spec.max_loras,
-            "spec.maxLoraRank": spec.max_lora_rank,
-        }
-        return [f"{field_}: not supported by engine swift (use engine vllm)" for field_, v in vllm_only.items() if v]
-
     def api_key_env(self) -> str:
         return "MODELFORGE_API_KEY"
 
@@ -123,12 +96,6 @@ def engine_for(spec: ModelServeSpec) -> ServingEngine:
         return ENGINES[spec.engine.value]
     except KeyError:
         raise ValueError(f"spec.engine: unknown engine {spec.engine!r}; use one of {', '.join(ENGINES)}") from None
-
-
-def gpus_per_replica(spec: ModelServeSpec) -> int:
-    if spec.resources.gpus_per_replica is not None:
-        return spec.resources.gpus_per_replica
-    return spec.tensor_parallel * spec.pipeline_parallel
 
 
 def startup_budget_seconds(params_b: float | None) -> int:
