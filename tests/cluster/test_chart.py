@@ -44,6 +44,10 @@ def test_get_shows_printer_columns_with_values(kube: Kube, operator: OperatorPro
     assert row[1] == "Running" and row[2] == "qlora" and row[3] == "2", table
     serve_row = next(line for line in table.splitlines() if line.startswith("modelserve"))
     assert "Pending" in serve_row, table  # waits for the job
+    # Conditions are the API: each says which spec generation it was computed from.
+    for kind, name in (("FineTuneJob", "sft"), ("ModelServe", "chat")):
+        conditions = kube.get(kind, ns, name)["status"]["conditions"]
+        assert conditions and all(c["observedGeneration"] == 1 for c in conditions), conditions
 
 
 def test_invalid_spec_is_refused_before_any_pod(kube: Kube, operator: OperatorProcess, ns: str) -> None:

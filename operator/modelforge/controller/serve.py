@@ -36,7 +36,9 @@ class _Status:
         self.new = {k: v for k, v in self.old.items()}
 
     def condition(self, kind: ConditionType, ok: bool, reason: Reason | str, message: str) -> None:
-        self.new["conditions"] = set_condition(self.new.get("conditions") or [], kind, ok, reason, message, self.now)
+        self.new["conditions"] = set_condition(
+            self.new.get("conditions") or [], kind, ok, reason, message, self.now, self.new.get("observedGeneration")
+        )
 
     def phase(self, phase: ServePhase, reason: Reason | str, message: str) -> None:
         self.new["phase"] = phase.value

@@ -69,9 +69,16 @@ def parse_time(value: str | None) -> datetime | None:
 
 
 def set_condition(
-    conditions: list[dict[str, Any]], kind: str, status: bool, reason: str, message: str, now: datetime
+    conditions: list[dict[str, Any]],
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Conditions with `kind` set; lastTransitionTime moves only when the status flips."""
+    """Conditions with `kind` set; lastTransitionTime moves only when the status flips; observedGeneration
+    says which spec (metadata.generation) the condition was computed from."""
     value = "True" if status else "False"
     out = [c for c in conditions if c.get("type") != kind]
     previous = next((c for c in conditions if c.get("type") == kind), None)
@@ -83,6 +90,7 @@ def set_condition(
             "reason": str(reason),
             "message": message[:4000],
             "lastTransitionTime": timestamp(now) if changed else previous["lastTransitionTime"],  # type: ignore[index]
+            **({"observedGeneration": generation} if generation is not None else {}),
         }
     )
     return sorted(out, key=lambda c: [t.value for t in ConditionType].index(c["type"]))
@@ -196,7 +204,7 @@ class _Builder:
 
     def condition(self, kind: ConditionType, ok: bool, reason: Reason | str, message: str) -> None:
         self.status["conditions"] = set_condition(self.status.get("conditions") or [], kind, ok, reason, message,
-                                                  self.now)  # fmt: skip
+                                                  self.now, self.status.get("observedGeneration"))  # fmt: skip
 
     def phase(self, phase: JobPhase, reason: Reason | str, message: str, warning: bool = False) -> None:
         """Set the phase; an event is posted when the phase changes or a warning has a new reason."""
