@@ -271,3 +271,28 @@ def test_kueue_queue_label_waits_for_admission(kube: Kube, operator: OperatorPro
     kube.patch("Job", ns, "sft-a1", {"spec": {"suspend": False}})  # what Kueue does on admission
     running_pods(kube, ns, "sft", 1, 1)
     kube.wait_for(lambda: condition(kube, ns, "Admitted").get("status") == "True", 30, "Admitted")
+
+
+def test_a_spec_edit_while_running_is_applied_never_ignored(kube: Kube, operator: OperatorProcess, claims: str,
+                                                           kubeconfig: Path) -> None:  # fmt: skip
+    ns = claims
+    kube.create(finetunejob(ns))
+    running_pods(kube, ns, "sft", 1, 1)
+    kube.wait_for(lambda: status(kube, ns).get("phase") == "Running", 30, "phase Running")
+    # A field applied as it goes: no new pods.
+    kube.patch("FineTuneJob", ns, "sft", {"spec": {"failurePolicy": {"maxRestarts": 5}}})
+    kube.wait_for(lambda: status(kube, ns).get("attemptGeneration") == 2, 30, "generation 2 taken by attempt 1")
+    assert status(kube, ns)["attempt"] == 1
+    # A field the pods see: attempt 1 is replaced by attempt 2 with the new resources, not counted as a restart.
+    kube.patch("FineTuneJob", ns, "sft", {"spec": {"resources": {"gpusPerNode": 2}}})
+    pod = running_pods(kube, ns, "sft", 2, 1)[0]
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    kube.wait_for(lambda: kube.get("Job", ns, "sft-a1") is None, 30, "attempt 1 deleted")
+    st = status(kube, ns)
+    assert (st["attempt"], st.get("restarts"), st["attemptGeneration"]) == (2, None, 3), st
+    changed = [e for e in kube.events(ns, "sft") if e["reason"] == "SpecChanged"]
+    assert changed and "spec.resources changed" in changed[0]["message"], changed
+    # What can never change is refused at `kubectl apply` time, with the reason.
+    out = kubectl(kubeconfig, "patch", "ftj", "sft", "-n", ns, "--type=merge", "-p",
+                  '{"spec": {"hyperparameters": {"maxSteps": 7}}}', check=False)  # fmt: skip
+    assert out.returncode != 0 and "cannot change after the job is created" in out.stderr, out.stderr

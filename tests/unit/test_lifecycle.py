@@ -223,3 +223,15 @@ def test_decisions_are_idempotent():
     second = decide(spec(), [], first.status, observed, NOW)
     assert second.status == first.status and second.events == []
     assert JobPhase(first.status["phase"]) == JobPhase.RUNNING
+
+
+def test_pod_changes_names_only_fields_the_pods_see():
+    from modelforge.plan.lifecycle import pod_changes
+
+    s = spec()
+    old = s.to_wire()
+    assert pod_changes(s, old) == []
+    edited = s.model_copy(update={"failure_policy": s.failure_policy.model_copy(update={"max_restarts": 9})})
+    assert pod_changes(edited, old) == []
+    bigger = s.model_copy(update={"resources": s.resources.model_copy(update={"gpus_per_node": 4})})
+    assert pod_changes(bigger, old) == ["spec.resources"]

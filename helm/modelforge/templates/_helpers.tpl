@@ -40,7 +40,7 @@ app.kubernetes.io/component: operator
   verbs: ["get", "create", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["create", "delete"]
+  verbs: ["get", "create", "delete"]
 # Application: Services (an attempt's headless one, created; a serve's, kept as the spec says by
 # server-side apply: patch).
 - apiGroups: [""]

@@ -40,6 +40,7 @@ class Reason(StrEnum):
     TRAINING = "Training"
     MERGING = "Merging"
     RESTARTING = "Restarting"
+    SPEC_CHANGED = "SpecChanged"  # a running attempt is replaced to apply a changed spec
     SUSPENDED = "Suspended"
     # Terminal
     COMPLETED = "Completed"

@@ -510,6 +510,9 @@ class FineTuneJobStatus(ApiModel):
     )
     gpus: Annotated[int, Field(ge=0)] | None = Field(default=None, description="GPUs requested: nodes x gpusPerNode.")
     attempt: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Current attempt (1 = first).")
+    attempt_generation: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="metadata.generation the current attempt was started from."
+    )
     restarts: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Automatic restarts so far.")
     next_attempt_time: Annotated[str, Field(max_length=64)] | None = Field(
         default=None, description="When the next attempt starts (phase Restarting, exponential backoff)."

@@ -30,8 +30,9 @@ SERVES = "modelserves"
 
 
 def observe(
-    kube: Kube, config: ControllerConfig, namespace: str, name: str, attempt: int, phase: str | None
+    kube: Kube, config: ControllerConfig, namespace: str, name: str, status: dict[str, Any], generation: int | None
 ) -> Observed:
+    attempt, phase = int(status.get("attempt") or 0), status.get("phase")
     if attempt == 0:
         return Observed()
     job = kube.get_job(namespace, attempt_name(name, attempt))
@@ -47,7 +48,11 @@ def observe(
     refusal = None
     if job is not None and not pods and _age_seconds(job) >= REFUSAL_GRACE_SECONDS:
         refusal = kube.pod_creation_refusal(namespace, attempt_name(name, attempt), job["metadata"].get("uid"))
-    return Observed(job, pods, progress, refusal)
+    attempt_spec = None
+    if (job is not None and phase in ("Queued", "Starting", "Running") and generation is not None
+            and status.get("attemptGeneration") not in (None, generation)):  # fmt: skip
+        attempt_spec = kube.attempt_spec(namespace, attempt_name(name, attempt))
+    return Observed(job, pods, progress, refusal, attempt_spec)
 
 
 # A Job's pods normally exist within a second or two; only then is "no pods" worth asking events about.
@@ -76,8 +81,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> 
     except SpecError as exc:
         problems = [str(p) for p in exc.problems]
     status = dict(body.get("status") or {})
-    attempt = int(status.get("attempt") or 0)
-    observed = observe(kube, config, namespace, name, attempt, status.get("phase"))
+    observed = observe(kube, config, namespace, name, status, body.metadata.get("generation"))
     decision = decide(spec, problems, status, observed, datetime.now(UTC).replace(tzinfo=None),
                       body.metadata.get("generation"), config.plan)  # fmt: skip
 

@@ -33,7 +33,7 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("batch", "jobs", ("get", "create", "delete")),
     ("apps", "deployments", ("get", "create", "patch")),
     ("", "services", ("get", "create", "patch", "delete")),  # get, patch: keeping the serving Service as specified
-    ("", "configmaps", ("create", "delete")),
+    ("", "configmaps", ("get", "create", "delete")),  # get: the spec a running attempt was started with
     ("", "pods", ("list",)),
     ("", "events", ("list",)),
     ("", "pods/log", ("get",)),
@@ -133,6 +133,19 @@ class Kube:
             name, namespace, [{"op": "replace", "path": "/spec/ports", "value": ports}],
             field_manager=FIELD_MANAGER, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
         )  # fmt: skip
+
+    def attempt_spec(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The spec an attempt was started with: its ConfigMap's job.json."""
+        config_map = self._get(
+            lambda: self.core.read_namespaced_config_map(
+                name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+        try:
+            spec = json.loads((config_map or {}).get("data", {}).get("job.json", ""))["spec"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return spec if isinstance(spec, dict) else None
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get(

@@ -40,6 +40,25 @@ class Observed:
     progress: dict[str, Any] | None = None  # rank 0's /progress, when it could be read
     # Why the Job controller could not create the pods (its newest FailedCreate event), when it has none.
     refusal: str | None = None
+    # The spec the current attempt runs (its ConfigMap), read only when the spec changed since it started.
+    attempt_spec: dict[str, Any] | None = None
+
+
+# Spec fields whose change needs no new pods: the operator applies them as it goes.
+APPLIED_WITHOUT_RESTART = frozenset({"failurePolicy", "suspend", "serve", "activeDeadlineSeconds"})
+
+
+def pod_changes(spec: FineTuneJobSpec, attempt_spec: dict[str, Any]) -> list[str]:
+    """The spec.<field>s that differ from what the running attempt was started with and need new pods.
+    (The fields that cannot change at all are refused at admission: CEL transition rules.)"""
+    new = spec.to_wire()
+    try:
+        old = FineTuneJobSpec.model_validate(attempt_spec).to_wire()
+    except ValueError:
+        return ["spec"]
+    return sorted(
+        f"spec.{k}" for k in set(new) | set(old) if k not in APPLIED_WITHOUT_RESTART and new.get(k) != old.get(k)
+    )
 
 
 @dataclass
@@ -290,6 +309,8 @@ def _record_outcome(b: _Builder, outcome: dict[str, Any] | None) -> None:
 
 def _start_attempt(b: _Builder, spec: FineTuneJobSpec, attempt: int) -> None:
     b.status["attempt"] = attempt
+    if b.status.get("observedGeneration") is not None:
+        b.status["attemptGeneration"] = b.status["observedGeneration"]
     b.status.pop("nextAttemptTime", None)
     b.decision.create_attempt = attempt
     b.status.setdefault("startTime", timestamp(b.now))
@@ -364,6 +385,23 @@ def decide(
     if observed.job is None:
         b.decision.create_attempt = attempt  # lost or never created (operator restart): recreate, same name
         return b.done()
+
+    if observed.attempt_spec is not None:
+        # Compared as the pods got it: `deepspeed: auto` resolved by the plan, as in the attempt's ConfigMap.
+        pod_fields = pod_changes(with_planned_deepspeed(spec, b.status.get("plan")), observed.attempt_spec)
+        if pod_fields:
+            # Never ignore an edit silently: the attempt is replaced (not counted as a restart) and the next
+            # one resumes from the newest checkpoint with the new spec.
+            fields = ", ".join(pod_fields)
+            message = (f"{fields} changed: stopping attempt {attempt}; attempt {attempt + 1} applies it, "
+                       "resuming from the newest checkpoint")  # fmt: skip
+            b.decision.delete_attempt = attempt
+            b.status["nextAttemptTime"] = timestamp(b.now)
+            b.condition(ConditionType.RUNNING, False, Reason.SPEC_CHANGED, message)
+            b.phase(JobPhase.RESTARTING, Reason.SPEC_CHANGED, message)
+            return b.done()
+        if generation is not None:
+            b.status["attemptGeneration"] = generation  # nothing the pods see changed
 
     if observed.job.get("spec", {}).get("suspend"):
         queue = spec.scheduling.queue_name if spec.scheduling else "?"
