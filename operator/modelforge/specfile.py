@@ -45,9 +45,14 @@ class SpecFileError(ValueError):
 
 def load_documents(path: Path) -> list[Document]:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise SpecFileError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecFileError(f"{path}:{line}: not UTF-8 text (byte {exc.start}): save the file as UTF-8") from exc
     try:
         nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader)]
         datas = list(yaml.safe_load_all(text))
@@ -55,6 +60,8 @@ def load_documents(path: Path) -> list[Document]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise SpecFileError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    except (ValueError, RecursionError) as exc:  # e.g. an integer too long to convert, nested aliases
+        raise SpecFileError(f"{path}: a value cannot be read: {str(exc)[:200]}") from exc
     docs = []
     position = 0
     for node, data in zip(nodes, datas, strict=True):

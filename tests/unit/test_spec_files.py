@@ -120,3 +120,27 @@ def test_missing_file_is_reported(tmp_path):
 )
 def test_header_problems(doc, path):
     assert [p.path for p in validate_document(doc)] == [path]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"apiVersion: modelforge.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: x\nspec: [\n", ":4: not valid YAML"),
+        (b"\t- a\n", ":1: not valid YAML"),
+        (b"kind: FineTuneJob\n\xff\xfe\n", ":2: not UTF-8 text"),
+        (b"n: " + b"9" * 5000 + b"\n", "a value cannot be read"),
+        (None, "cannot read: Is a directory"),
+    ],
+    ids=["unclosed", "tab", "not-utf8", "huge-int", "directory"],
+)  # fmt: skip
+@pytest.mark.parametrize("command", ["run", "validate", "plan", "render"])
+def test_unreadable_files_get_a_message_not_a_traceback(tmp_path, capsys, command, content, expected):
+    path = tmp_path / "spec.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    assert main([command, str(path)]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and expected in err, err
+    assert "Traceback" not in err
