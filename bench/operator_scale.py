@@ -206,8 +206,7 @@ def main() -> None:
     args = parser.parse_args()
     controlplane.up()
     kube = Kube(controlplane.kubeconfig_path())
-    release = Release(controlplane.kubeconfig_path(), values={"operator.pollSeconds": "10",
-                                                               "operator.livenessPort": "18080"})  # fmt: skip
+    release = Release(controlplane.kubeconfig_path(), values={"operator.pollSeconds": "10"})
     op = OperatorProcess(release, Path(tempfile.mkdtemp(prefix="operator-scale-")))
     op.start()
     try:

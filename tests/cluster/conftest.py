@@ -54,7 +54,7 @@ def ns(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def operator(kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The chart installed cluster-wide and its operator running (one per test module)."""
-    release = Release(kubeconfig, values={"operator.livenessPort": "18080", "metrics.port": "18081"})
+    release = Release(kubeconfig)  # the operator's own ports are picked free by OperatorProcess
     op = OperatorProcess(release, tmp_path_factory.mktemp("operator"))
     op.start()
     yield op

@@ -16,7 +16,7 @@ from .test_finetunejob import condition, finetunejob, running_pods, status
 @pytest.mark.parametrize(
     ("field", "expected"),
     [("finetunejob.spec.lora", "LoRA shape"), ("finetunejob.spec.resources.gpusPerNode", "GPUs"),
-     ("modelserve.spec.tensorParallel", "attention head count"), ("finetunejob.status.progress", "")],
+     ("modelserve.spec.tensorParallel", "attention head count"), ("finetunejob.status.progress", "Training progress")],
 )  # fmt: skip
 def test_kubectl_explain_shows_the_descriptions(operator: OperatorProcess, kubeconfig: Path, field: str,
                                                 expected: str) -> None:  # fmt: skip
@@ -69,8 +69,7 @@ def namespaced_release(kubeconfig: Path, kube: Kube, tmp_path: Path,
     other = kube.namespace("t-unwatched")
     operator.stop()
     release = Release(kubeconfig, name="team", namespace="team-system",
-                      values={"scope": "namespaces", "watchNamespaces[0]": watched,
-                              "operator.livenessPort": "18090", "metrics.port": "18091"})  # fmt: skip
+                      values={"scope": "namespaces", "watchNamespaces[0]": watched})  # fmt: skip
     op = OperatorProcess(release, tmp_path / "team-operator")
     op.start()
     try:

@@ -190,20 +190,17 @@ def test_pods_refused_by_a_resource_quota(kube: Kube, operator: OperatorProcess,
 
 
 def test_pods_refused_by_pod_security(kube: Kube, operator: OperatorProcess) -> None:
+    """Training pods do not meet `restricted` yet (issue 15): the refusal must be visible in status. When
+    they do, this test needs a spec the profile refuses instead."""
     ns = kube.namespace("t-restricted", {"pod-security.kubernetes.io/enforce": "restricted"})
     try:
         kube.claim(ns, "data")
         kube.claim(ns, "models")
         kube.create(finetunejob(ns))
-
-        def outcome() -> str | None:
-            if pods_of(kube, ns, "sft", 1):
-                return "created"
-            return "refused" if condition(kube, ns, "Running").get("reason") == "PodsRefused" else None
-
-        if kube.wait_for(outcome, 30, "pods created or refused") == "refused":
-            message = condition(kube, ns, "Running")["message"]
-            assert "violates PodSecurity" in message and "restricted" in message, message
+        kube.wait_for(lambda: condition(kube, ns, "Running").get("reason") == "PodsRefused", 30, "PodsRefused")
+        message = condition(kube, ns, "Running")["message"]
+        assert "violates PodSecurity" in message and "restricted" in message, message
+        assert not pods_of(kube, ns, "sft", 1)
     finally:
         kube.delete("Namespace", None, ns)
 

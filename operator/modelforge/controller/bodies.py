@@ -6,6 +6,8 @@ from typing import Any
 
 import kopf
 
+from .reconcilers import StatusPatch
+
 
 def document_of(body: kopf.Body) -> dict[str, Any]:
     """The object as a spec file would hold it, for the same validation `modelforge validate` runs."""
@@ -17,7 +19,7 @@ def document_of(body: kopf.Body) -> dict[str, Any]:
     }
 
 
-def patch_changed(patch: kopf.Patch, old: dict[str, Any], new: dict[str, Any]) -> None:
+def patch_changed(patch: StatusPatch, old: dict[str, Any], new: dict[str, Any]) -> None:
     """Patch only the status keys that changed; a key gone from `new` is removed (null in a merge patch)."""
     for key in set(old) | set(new):
         if old.get(key) != new.get(key):

@@ -22,7 +22,7 @@ from .bodies import document_of, patch_changed
 from .config import ANNOTATION_PREFIX, ControllerConfig
 from .kube import Kube, fetch_json, make_api_client
 from .metrics import OperatorMetrics
-from .reconcilers import Reconcilers, record_event
+from .reconcilers import Reconcilers, StatusPatch
 from .serve import modelserve_from_job, reconcile_serve
 
 PLURAL = "finetunejobs"
@@ -69,7 +69,7 @@ def _age_seconds(obj: dict[str, Any]) -> float:
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
-def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> None:
+def reconcile(body: kopf.Body, patch: StatusPatch, memo: Any, logger: Logger) -> None:
     started = time.perf_counter()
     kube: Kube = memo.kube
     config: ControllerConfig = memo.config
@@ -101,7 +101,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger) -> 
         decision.status["serveName"] = serve_object["metadata"]["name"]
         decision.events.append(("Normal", "ServeCreated", f"created ModelServe {serve_object['metadata']['name']}"))
     for kind, reason, message in decision.events:
-        record_event(patch, body, memo.kube, kind, reason, message)
+        patch.events.append((kind, reason, message))  # posted once the status is written
     if decision.status.get("restarts", 0) > status.get("restarts", 0):
         metrics.restarts.inc()
 
@@ -123,11 +123,9 @@ def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-        )
-        settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"  # never added: no timers, no daemons
+        # Never added (no timers, daemons or change handlers, so no kopf bookkeeping at all); named so that
+        # kopf removes the one that operators before 0.2 put on every object.
+        settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
         settings.posting.enabled = False  # log lines stay logs; our events are posted by Reconcilers
         settings.execution.max_workers = config.workers
         settings.watching.server_timeout = 300

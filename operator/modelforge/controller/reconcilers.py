@@ -43,14 +43,6 @@ class StatusPatch(dict[str, Any]):
         return self.setdefault("status", {})
 
 
-def record_event(patch: Any, body: Any, kube: Any, kind: str, reason: str, message: str) -> None:
-    """Queue an Event on a StatusPatch (posted after the status is written), or post it now."""
-    if isinstance(patch, StatusPatch):
-        patch.events.append((kind, reason, message))
-    else:
-        kube.post_event(body, kind, reason, message)
-
-
 def _resource_version(obj: dict[str, Any]) -> int:
     try:
         return int(obj.get("metadata", {}).get("resourceVersion") or 0)
@@ -109,6 +101,7 @@ class Reconcilers:
             # in flight and one of a new object with the same name never run at once.
             with self.guard:
                 self.objects.pop(key, None)
+                self.failures.pop(key, None)
             if plural == "finetunejobs":
                 self.memo.metrics.observe_phase(f"{key[1]}/{key[2]}", None)
             return

@@ -20,7 +20,7 @@ from ..render.serving import API_PORT, SPEC_HASH, ResolvedModel, render_serve
 from ..render.training import Owner
 from .bodies import document_of, patch_changed
 from .kube import Kube, fetch_json
-from .reconcilers import record_event
+from .reconcilers import StatusPatch
 
 
 @dataclasses.dataclass
@@ -106,7 +106,7 @@ def _observe(kube: Kube, namespace: str, name: str, spec: ModelServeSpec, timeou
     return ServeObserved(deployment, pods, reported, last_line, unreachable)
 
 
-def reconcile_serve(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any = None) -> None:
+def reconcile_serve(body: kopf.Body, patch: StatusPatch, memo: Any, logger: Any = None) -> None:
     kube: Kube = memo.kube
     name, namespace = body.metadata.name, str(body.metadata.namespace)
     st = _Status(dict(body.get("status") or {}), datetime.now(UTC).replace(tzinfo=None))
@@ -178,9 +178,9 @@ def _keep_ports(kube: Kube, namespace: str, name: str, desired: list[dict[str, A
         kube.replace_service_ports(namespace, name, desired)
 
 
-def _finish(body: kopf.Body, patch: kopf.Patch, st: _Status, kube: Kube) -> None:
+def _finish(body: kopf.Body, patch: StatusPatch, st: _Status, kube: Kube) -> None:
     for kind, reason, message in st.events:
-        record_event(patch, body, kube, kind, reason, message)
+        patch.events.append((kind, reason, message))  # posted once the status is written
     patch_changed(patch, st.old, st.new)
 
 
