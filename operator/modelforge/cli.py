@@ -93,17 +93,20 @@ def cmd_render(args: argparse.Namespace) -> int:
                 return 1
     jobs = {p.name: p.spec for _, _, p in parsed if p.resource.kind == "FineTuneJob"}
     settings = RenderSettings.from_env({})
-    objects = []
-    for file, doc, _ in parsed:
+    objects, refused = [], 0
+    for file, doc, typed in parsed:
         try:
             objects += render_resource(doc.data, settings, attempt=args.attempt, namespace=args.namespace,
                                        jobs=jobs)  # fmt: skip
         except ValueError as exc:
-            print(f"{file}:{doc.index}: {exc}", file=sys.stderr)
-            return 1
+            # The operator would create nothing for it: say why, render the others, and exit 1.
+            print(f"{file}:{doc.index}: {typed.resource.kind} {typed.name}: {exc}", file=sys.stderr)
+            refused += 1
+    if refused and not objects:
+        return 1
     print(f"# Rendered by modelforge render; ownerReferences carry the placeholder uid {PLACEHOLDER_UID}.")
     print(yaml.safe_dump_all(objects, sort_keys=False, width=120), end="")
-    return 0
+    return 1 if refused else 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -42,49 +42,51 @@ JOB = {"metadata": {"name": "tiny-a1"}, "spec": {}, "status": {}}
 RUNNING_STATUS = {"phase": "Running", "attempt": 1, "startTime": timestamp(NOW - timedelta(minutes=5))}
 
 
-def conditions(status: dict) -> dict[str, tuple[str, str]]:
+def conditions(status) -> dict[str, tuple[str, str]]:
+    status = status if isinstance(status, dict) else status.to_wire()
     return {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions", [])}
 
 
 def test_new_job_starts_attempt_one():
     d = decide(spec(), [], {}, Observed(), NOW, generation=1)
     assert d.create_attempt == 1 and d.delete_attempt is None
-    assert (d.status["phase"], d.status["attempt"], d.status["gpus"]) == ("Starting", 1, 1)
-    assert d.status["startTime"] == timestamp(NOW) and d.status["observedGeneration"] == 1
+    assert (d.wire["phase"], d.wire["attempt"], d.wire["gpus"]) == ("Starting", 1, 1)
+    assert d.wire["startTime"] == timestamp(NOW) and d.wire["observedGeneration"] == 1
     assert conditions(d.status)["Validated"] == ("True", "SpecValid")
     assert d.events == [("Normal", "Starting", "attempt 1: creating 1 pod(s) x 1 GPU(s)")]
 
 
 def test_invalid_spec_fails_before_any_pod():
     d = decide(spec(), ["spec.x: bad"], {}, Observed(), NOW)
-    assert d.create_attempt is None and d.status["phase"] == "Failed"
+    assert d.create_attempt is None and d.wire["phase"] == "Failed"
     assert conditions(d.status)["Validated"] == ("False", "InvalidSpec")
     assert d.events[0][0] == "Warning"
 
 
 def test_a_cluster_job_needs_an_output_claim():
     d = decide(spec(output=None), [], {}, Observed(), NOW)
-    assert d.create_attempt is None and d.status["phase"] == "Failed"
+    assert d.create_attempt is None and d.wire["phase"] == "Failed"
     assert "spec.output: required on a cluster" in conditions_message(d.status, "Validated")
 
 
 def test_plan_error_fails_with_the_field():
     bad = spec("qwen3-30b-a3b-full-5gpu", hyperparameters__global_batch_size=7)
     d = decide(bad, [], {}, Observed(), NOW)
-    assert d.status["phase"] == "Failed" and "globalBatchSize 7" in conditions_message(d.status, "Failed")
-    assert d.status["completionTime"] == timestamp(NOW)  # a finished job says when it finished
+    assert d.wire["phase"] == "Failed" and "globalBatchSize 7" in conditions_message(d.status, "Failed")
+    assert d.wire["completionTime"] == timestamp(NOW)  # a finished job says when it finished
 
 
-def conditions_message(status: dict, kind: str) -> str:
+def conditions_message(status, kind: str) -> str:
+    status = status if isinstance(status, dict) else status.to_wire()
     return next(c["message"] for c in status["conditions"] if c["type"] == kind)
 
 
 def test_queued_in_kueue():
     s = spec("multinode-lora-kueue")
     first = decide(s, [], {}, Observed(), NOW)
-    assert first.status["phase"] == "Queued"
+    assert first.wire["phase"] == "Queued"
     d = decide(s, [], first.status, Observed(job={**JOB, "spec": {"suspend": True}}), NOW)
-    assert d.status["phase"] == "Queued" and conditions(d.status)["Admitted"] == ("False", "Queued")
+    assert d.wire["phase"] == "Queued" and conditions(d.status)["Admitted"] == ("False", "Queued")
     assert "gpu-team-a" in conditions_message(d.status, "Admitted")
 
 
@@ -93,7 +95,7 @@ def test_unschedulable_carries_the_scheduler_message():
     waiting = pod("Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                           "message": message}])  # fmt: skip
     d = decide(spec(), [], {**RUNNING_STATUS, "phase": "Starting"}, Observed(JOB, (waiting,)), NOW)
-    assert d.status["phase"] == "Starting"
+    assert d.wire["phase"] == "Starting"
     assert conditions(d.status)["Running"] == ("False", "Unschedulable")
     assert message in conditions_message(d.status, "Running")
     assert d.events[0][:2] == ("Warning", "Unschedulable")
@@ -112,8 +114,8 @@ def test_running_with_progress():
     progress = {"step": 12, "total_steps": 40, "percent": 30.0, "summary": "12/40 (30%)", "loss": 1.5,
                 "tokens_per_second": 900.0, "eta": "1m00s", "finished": False}  # fmt: skip
     d = decide(spec(), [], {**RUNNING_STATUS, "phase": "Starting"}, Observed(JOB, (pod("Running"),), progress), NOW)
-    assert d.status["phase"] == "Running"
-    assert d.status["progress"] == {"step": 12, "totalSteps": 40, "percent": 30.0, "summary": "12/40 (30%)",
+    assert d.wire["phase"] == "Running"
+    assert d.wire["progress"] == {"step": 12, "totalSteps": 40, "percent": 30.0, "summary": "12/40 (30%)",
                                     "loss": 1.5, "tokensPerSecond": 900.0, "eta": "1m00s"}  # fmt: skip
     assert conditions(d.status)["Running"] == ("True", "Training")
 
@@ -124,10 +126,10 @@ def test_success_records_outputs():
                "outputs": {"adapter": "pvc://models/tiny/run/checkpoint-40"}}  # fmt: skip
     done = {**JOB, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
     d = decide(spec(), [], RUNNING_STATUS, Observed(done, (terminated("Succeeded", outcome, "Completed", 0),)), NOW)
-    assert d.status["phase"] == "Succeeded" and d.status["completionTime"] == timestamp(NOW)
-    assert d.status["outputs"] == {"adapter": "pvc://models/tiny/run/checkpoint-40"}
-    assert d.status["latestCheckpoint"].endswith("checkpoint-40")
-    assert d.status["progress"]["summary"] == "40/40 (100%)"
+    assert d.wire["phase"] == "Succeeded" and d.wire["completionTime"] == timestamp(NOW)
+    assert d.wire["outputs"] == {"adapter": "pvc://models/tiny/run/checkpoint-40"}
+    assert d.wire["latestCheckpoint"].endswith("checkpoint-40")
+    assert d.wire["progress"]["summary"] == "40/40 (100%)"
     assert conditions(d.status)["Succeeded"] == ("True", "Completed")
     assert decide(spec(), [], d.status, Observed(done), NOW).events == []  # terminal: nothing more happens
 
@@ -138,26 +140,26 @@ def test_retryable_failure_restarts_with_backoff_then_attempt_two():
     failed = Observed(JOB, (terminated("Failed", outcome, code=75),))
     d = decide(spec(), [], RUNNING_STATUS, failed, NOW)
     assert d.delete_attempt == 1 and d.create_attempt is None
-    assert (d.status["phase"], d.status["restarts"]) == ("Restarting", 1)
-    assert d.status["nextAttemptTime"] == timestamp(NOW + timedelta(seconds=30))
+    assert (d.wire["phase"], d.wire["restarts"]) == ("Restarting", 1)
+    assert d.wire["nextAttemptTime"] == timestamp(NOW + timedelta(seconds=30))
     assert "from pvc://models/tiny/run/checkpoint-20" in conditions_message(d.status, "Running")
     waiting = decide(spec(), [], d.status, Observed(), NOW + timedelta(seconds=10))
-    assert waiting.create_attempt is None and waiting.status["phase"] == "Restarting"
+    assert waiting.create_attempt is None and waiting.wire["phase"] == "Restarting"
     later = decide(spec(), [], d.status, Observed(), NOW + timedelta(seconds=31))
-    assert later.create_attempt == 2 and later.status["attempt"] == 2 and later.status["phase"] == "Starting"
-    assert "nextAttemptTime" not in later.status
+    assert later.create_attempt == 2 and later.wire["attempt"] == 2 and later.wire["phase"] == "Starting"
+    assert "nextAttemptTime" not in later.wire
 
 
 def test_backoff_doubles():
     failed = Observed(JOB, (terminated("Failed", {"reason": "Rendezvous", "retryable": True, "message": "m"}),))
     d = decide(spec(), [], {**RUNNING_STATUS, "restarts": 2}, failed, NOW)
-    assert d.status["nextAttemptTime"] == timestamp(NOW + timedelta(seconds=120))
+    assert d.wire["nextAttemptTime"] == timestamp(NOW + timedelta(seconds=120))
 
 
 def test_restart_limit():
     failed = Observed(JOB, (terminated("Failed", {"reason": "NCCL", "retryable": True, "message": "m"}),))
     d = decide(spec(), [], {**RUNNING_STATUS, "restarts": 3}, failed, NOW)
-    assert d.status["phase"] == "Failed" and conditions(d.status)["Failed"][1] == "RestartLimitExceeded"
+    assert d.wire["phase"] == "Failed" and conditions(d.status)["Failed"][1] == "RestartLimitExceeded"
 
 
 @pytest.mark.parametrize(
@@ -172,8 +174,8 @@ def test_restart_limit():
 )  # fmt: skip
 def test_permanent_failures_fail_at_once(evidence, reason):
     d = decide(spec(), [], RUNNING_STATUS, Observed(JOB, (evidence,)), NOW)
-    assert d.status["phase"] == "Failed" and conditions(d.status)["Failed"][1] == reason
-    assert d.status.get("restarts") is None
+    assert d.wire["phase"] == "Failed" and conditions(d.status)["Failed"][1] == reason
+    assert d.wire.get("restarts") is None
 
 
 def test_permanent_cause_on_one_rank_beats_a_retryable_one_on_another():
@@ -197,24 +199,24 @@ def test_disruptions_are_retryable(condition_reason, reason):
 def test_suspend_deletes_the_attempt_and_resume_starts_the_next():
     s = spec(suspend=True)
     d = decide(s, [], RUNNING_STATUS, Observed(JOB, (pod("Running"),)), NOW)
-    assert d.delete_attempt == 1 and d.status["phase"] == "Suspended"
+    assert d.delete_attempt == 1 and d.wire["phase"] == "Suspended"
     assert conditions(d.status)["Suspended"] == ("True", "Suspended")
     resumed = decide(spec(), [], d.status, Observed(), NOW)
-    assert resumed.create_attempt == 2 and resumed.status["phase"] == "Starting"
+    assert resumed.create_attempt == 2 and resumed.wire["phase"] == "Starting"
     assert conditions(resumed.status)["Suspended"][0] == "False"
-    assert resumed.status.get("restarts") is None  # a suspend is not a failure
+    assert resumed.wire.get("restarts") is None  # a suspend is not a failure
 
 
 def test_active_deadline():
     s = spec(active_deadline_seconds=60)
     d = decide(s, [], RUNNING_STATUS, Observed(JOB, (pod("Running"),)), NOW)
-    assert d.status["phase"] == "Failed" and conditions(d.status)["Failed"][1] == "DeadlineExceeded"
+    assert d.wire["phase"] == "Failed" and conditions(d.status)["Failed"][1] == "DeadlineExceeded"
     assert d.delete_attempt == 1
 
 
 def test_lost_job_is_recreated_under_the_same_name():
     d = decide(spec(), [], RUNNING_STATUS, Observed(), NOW)
-    assert d.create_attempt == 1 and d.status["attempt"] == 1
+    assert d.create_attempt == 1 and d.wire["attempt"] == 1
 
 
 def test_decisions_are_idempotent():
@@ -222,7 +224,7 @@ def test_decisions_are_idempotent():
     first = decide(spec(), [], RUNNING_STATUS, observed, NOW)
     second = decide(spec(), [], first.status, observed, NOW)
     assert second.status == first.status and second.events == []
-    assert JobPhase(first.status["phase"]) == JobPhase.RUNNING
+    assert JobPhase(first.wire["phase"]) == JobPhase.RUNNING
 
 
 def test_pod_changes_names_only_fields_the_pods_see():

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from modelforge.api.finetunejob import FineTuneJobSpec, Performance
+from modelforge.api.validate import parse_resource
 from modelforge.plan.capacity import PlanSettings, plan
 from modelforge.plan.lifecycle import Observed, decide
 from modelforge.plan.memory import GIB, Stage, Workload, estimate, lora_params, params
 from modelforge.plan.models import KNOWN, guess
 from modelforge.plan.performance import TRAINER_IMAGE, Capabilities, switches
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 QWEN3_8B = KNOWN["qwen3-8b"]
 
@@ -232,15 +238,15 @@ def test_lifecycle_refuses_what_cannot_fit_and_replans_after_a_fix():
     spec = job(method="qlora", lora={"rank": 64, "alpha": 128}, hyperparameters={"maxLength": 1024},
                resources={"gpuMemory": "8Gi"})  # fmt: skip
     d = decide(spec, [], {}, Observed(), now, generation=1)
-    assert d.create_attempt is None and d.status["phase"] == "Failed"
-    reasons = {c["type"]: (c["status"], c["reason"]) for c in d.status["conditions"]}
+    assert d.create_attempt is None and d.wire["phase"] == "Failed"
+    reasons = {c["type"]: (c["status"], c["reason"]) for c in d.wire["conditions"]}
     assert reasons["Validated"] == ("False", "InsufficientGPUMemory")
     fixed = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu_memory": "16Gi"})})
     again = decide(fixed, [], d.status, Observed(), now, generation=2)
-    assert again.create_attempt == 1 and again.status["phase"] == "Starting"
-    assert "completionTime" not in again.status
-    assert {c["type"] for c in again.status["conditions"]} >= {"Validated"}
-    assert not any(c["type"] == "Failed" for c in again.status["conditions"])
+    assert again.create_attempt == 1 and again.wire["phase"] == "Starting"
+    assert "completionTime" not in again.wire
+    assert {c["type"] for c in again.wire["conditions"]} >= {"Validated"}
+    assert not any(c["type"] == "Failed" for c in again.wire["conditions"])
     unchanged = decide(spec, [], d.status, Observed(), now, generation=1)
     assert unchanged.create_attempt is None
 
@@ -294,3 +300,23 @@ def test_modelforge_plan_prints_the_table_and_fails_what_cannot_fit(capsys):
     assert "does not fit: no DeepSpeed" in out and "fix          fits with lora.rank: 16" in out
     assert main(["plan", str(examples / "quickstart" / "finetunejob.yaml")]) == 0  # local config.json
     assert "FineTuneJob quickstart" in capsys.readouterr().out
+
+
+def test_local_mode_resolves_deepspeed_auto_with_the_operators_planner(tmp_path, monkeypatch):
+    """`modelforge run` runs the preset the operator would (issue 12: it used resolve()'s rule, zero3)."""
+    from modelforge.api.finetunejob import DeepSpeed
+    from modelforge.launcher import local
+    from modelforge.launcher.outcome import Outcome
+    from modelforge.plan.lifecycle import spec_for_pods
+    from modelforge.plan.resolve import resolve
+
+    doc = yaml.safe_load((EXAMPLES / "qwen3-30b-a3b-full" / "finetunejob.yaml").read_text())
+    doc["spec"]["distributed"]["deepspeed"] = "auto"
+    assert resolve(parse_resource(doc).spec).deepspeed == DeepSpeed.ZERO3  # the rule without a model
+    assert spec_for_pods(parse_resource(doc).spec).distributed.deepspeed == DeepSpeed.ZERO3_OFFLOAD
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    ran = []
+    monkeypatch.setattr(local, "run_attempt", lambda spec, opts: ran.append(spec) or Outcome("Succeeded", "DryRun", ""))
+    local.run_local(path, output=tmp_path / "out", name=None, dry_run=True)
+    assert ran[0].distributed.deepspeed == DeepSpeed.ZERO3_OFFLOAD

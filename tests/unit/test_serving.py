@@ -9,6 +9,7 @@ import pytest
 
 from modelforge.api.modelserve import ModelServeSpec, ServePhase
 from modelforge.plan.models import architecture, lookup
+from modelforge.plan.phases import serve_phase
 from modelforge.plan.serving import ServeObserved, predicted_outputs, resolve_from_job, serve_problems, serve_status
 from modelforge.render.serving import ResolvedModel, render_serve, startup_budget_seconds
 from modelforge.render.settings import RenderSettings
@@ -171,6 +172,9 @@ def ready_pod() -> dict:
 def test_serve_status(observed, phase, reason):
     got, conditions, _ = serve_status(spec(), "assistants", ("support",), observed, "http://x/v1")
     assert got == phase
+    # The phase it promises is the one derived from the conditions (plan/phases.py), the only phase there is.
+    wire = [{"type": k, "status": str(ok), "reason": r, "message": m} for k, ok, r, m in conditions]
+    assert serve_phase(wire) == phase
     ready = next(c for c in conditions if c[0] == "Ready")
     assert ready[2] == reason
     if phase == ServePhase.DEGRADED:

@@ -59,6 +59,7 @@ class Reason(StrEnum):
     UNKNOWN = "Unknown"
     # Serving
     WAITING_FOR_MODEL = "WaitingForModel"
+    MODEL_FAILED = "ModelFailed"  # the FineTuneJob that was to produce the model failed
     LOADING = "Loading"
     SERVING = "Serving"
     ADAPTER_MISSING = "AdapterMissing"

@@ -15,15 +15,16 @@ import kopf
 
 from ..api.base import GROUP, VERSION
 from ..api.validate import SpecError, parse_resource
-from ..plan.lifecycle import Observed, decide, rank0_pod, with_planned_deepspeed
+from ..plan.lifecycle import Observed, rank0_pod
+from ..render.desired import desired_finetunejob
 from ..render.names import attempt_name, label_value
-from ..render.training import Owner, render_attempt
+from ..render.training import Owner
 from .bodies import document_of, patch_changed
 from .config import ANNOTATION_PREFIX, ControllerConfig
 from .kube import Kube, fetch_json, make_api_client
 from .metrics import OperatorMetrics
 from .reconcilers import Reconcilers, StatusPatch
-from .serve import modelserve_from_job, reconcile_serve
+from .serve import reconcile_serve
 
 PLURAL = "finetunejobs"
 SERVES = "modelserves"
@@ -82,31 +83,23 @@ def reconcile(body: kopf.Body, patch: StatusPatch, memo: Any, logger: Logger) ->
         problems = [str(p) for p in exc.problems]
     status = dict(body.get("status") or {})
     observed = observe(kube, config, namespace, name, status, body.metadata.get("generation"))
-    decision = decide(spec, problems, status, observed, datetime.now(UTC).replace(tzinfo=None),
-                      body.metadata.get("generation"), config.plan)  # fmt: skip
-
+    owner = Owner("FineTuneJob", name, namespace, body.metadata.uid)
+    desired = desired_finetunejob(owner, spec, problems, status, observed, datetime.now(UTC).replace(tzinfo=None),
+                                  body.metadata.get("generation"), config.plan, config.render)  # fmt: skip
+    decision = desired.decision
     if decision.delete_attempt:
         kube.delete_attempt(namespace, attempt_name(name, decision.delete_attempt))
         logger.info(f"deleted attempt {decision.delete_attempt}")
-    if decision.create_attempt and spec is not None:
-        owner = Owner("FineTuneJob", name, namespace, body.metadata.uid)
-        planned = with_planned_deepspeed(spec, decision.status.get("plan"))
-        for obj in render_attempt(owner, planned, decision.create_attempt, config.render):
-            if kube.create_or_adopt(obj):
-                logger.info(f"created {obj['kind']} {obj['metadata']['name']}")
-    serve = spec.serve if spec is not None else None
-    if serve is not None and decision.status.get("phase") == "Succeeded" and not decision.status.get("serveName"):
-        serve_object = modelserve_from_job(name, namespace, serve.to_wire())
-        kube.create_or_adopt(serve_object)
-        decision.status["serveName"] = serve_object["metadata"]["name"]
-        decision.events.append(("Normal", "ServeCreated", f"created ModelServe {serve_object['metadata']['name']}"))
-    for kind, reason, message in decision.events:
-        patch.events.append((kind, reason, message))  # posted once the status is written
-    if decision.status.get("restarts", 0) > status.get("restarts", 0):
+    for obj in desired.children:  # a training attempt is immutable: created once, replaced by the next attempt
+        if kube.create_or_adopt(obj):
+            logger.info(f"created {obj['kind']} {obj['metadata']['name']}")
+    patch.events.extend(decision.events)  # posted once the status is written
+    new = decision.wire
+    if new.get("restarts", 0) > status.get("restarts", 0):
         metrics.restarts.inc()
 
-    patch_changed(patch, status, decision.status)
-    metrics.observe_phase(f"{namespace}/{name}", decision.status.get("phase"))
+    patch_changed(patch, status, new)
+    metrics.observe_phase(f"{namespace}/{name}", new.get("phase"))
     metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
 

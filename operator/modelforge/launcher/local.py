@@ -11,6 +11,8 @@ from typing import TextIO
 
 from ..api.cel import Problem
 from ..api.validate import Parsed, SpecError, parse_resource
+from ..plan.lifecycle import spec_for_pods
+from ..plan.resolve import PlanError
 from ..specfile import load_documents
 from .devices import visible_gpus
 from .distributed import local_world
@@ -98,7 +100,11 @@ def run_local(spec_path: Path, *, output: Path | None, name: str | None, dry_run
         )
         if not dry_run:
             say(f"training {parsed.name}: ms-swift output goes to {log_path}")
-        outcome = run_attempt(parsed.spec, options)
+        try:
+            spec = spec_for_pods(parsed.spec)  # deepspeed: auto as the operator's planner resolves it
+        except PlanError:
+            spec = parsed.spec  # the attempt reports the batch arithmetic error with its field
+        outcome = run_attempt(spec, options)
     bar.close()
     (output_root / "modelforge-summary.json").write_text(json.dumps(outcome.__dict__, indent=2) + "\n")
     if outcome.outcome == "Failed" and outcome.reason not in ("DataError",) and log_path.exists():

@@ -8,14 +8,17 @@ and is table-tested without a cluster.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.conditions import RETRYABLE_REASONS, ConditionType, Reason
-from ..api.finetunejob import DeepSpeed, FineTuneJobSpec, JobPhase
+from ..api.finetunejob import DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase
 from .capacity import PlanSettings, plan
 from .models import guess
+from .phases import job_phase, set_condition, timestamp
+from .pods import pod_trouble
 from .resolve import PlanError
 
 MAX_BACKOFF_SECONDS = 3600
@@ -28,7 +31,6 @@ DISRUPTIONS = {
     "TerminationByKubelet": Reason.NODE_LOST,
     "EvictionByEvictionAPI": Reason.EVICTED,
 }
-PULL_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,15 @@ def pod_changes(spec: FineTuneJobSpec, attempt_spec: dict[str, Any]) -> list[str
 
 @dataclass
 class Decision:
-    status: dict[str, Any]
+    status: FineTuneJobStatus  # the new status, validated against the model the CRD's schema comes from
     create_attempt: int | None = None
     delete_attempt: int | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (Normal|Warning, reason, message)
+
+    @property
+    def wire(self) -> dict[str, Any]:
+        """The status as it is patched (camelCase, unset fields omitted)."""
+        return self.status.to_wire()
 
 
 @dataclass(frozen=True)
@@ -77,46 +84,10 @@ class Cause:
     outcome: dict[str, Any] | None = None  # the launcher's termination message, when there is one
 
 
-def timestamp(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=None)
-
-
-def set_condition(
-    conditions: list[dict[str, Any]],
-    kind: str,
-    status: bool,
-    reason: str,
-    message: str,
-    now: datetime,
-    generation: int | None = None,
-) -> list[dict[str, Any]]:
-    """Conditions with `kind` set; lastTransitionTime moves only when the status flips; observedGeneration
-    says which spec (metadata.generation) the condition was computed from."""
-    value = "True" if status else "False"
-    out = [c for c in conditions if c.get("type") != kind]
-    previous = next((c for c in conditions if c.get("type") == kind), None)
-    changed = previous is None or previous.get("status") != value
-    out.append(
-        {
-            "type": kind,
-            "status": value,
-            "reason": str(reason),
-            "message": message[:4000],
-            "lastTransitionTime": timestamp(now) if changed else previous["lastTransitionTime"],  # type: ignore[index]
-            **({"observedGeneration": generation} if generation is not None else {}),
-        }
-    )
-    return sorted(out, key=lambda c: [t.value for t in ConditionType].index(c["type"]))
-
-
-def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
 
 
 def _termination(pod: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -179,24 +150,6 @@ def rank0_pod(pods: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
     return pods[0] if len(pods) == 1 else None
 
 
-def _waiting_problem(pods: tuple[dict[str, Any], ...]) -> tuple[Reason, str] | None:
-    """Why pods are not running yet: unschedulable (with the scheduler's words) or an image that won't pull."""
-    for pod in pods:
-        status = pod.get("status", {})
-        for container in status.get("containerStatuses") or []:
-            waiting = (container.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in PULL_ERRORS:
-                detail = waiting.get("message") or f"cannot pull {container.get('image', 'the image')}"
-                return Reason.IMAGE_PULL_BACK_OFF, f"pod {pod['metadata']['name']}: {detail}"
-        for condition in status.get("conditions") or []:
-            unschedulable = (condition.get("type"), condition.get("status"), condition.get("reason")) == (
-                "PodScheduled", "False", "Unschedulable"
-            )  # fmt: skip
-            if unschedulable:
-                return Reason.UNSCHEDULABLE, f"pod {pod['metadata']['name']}: {condition.get('message', '')}"
-    return None
-
-
 def progress_status(progress: dict[str, Any] | None) -> dict[str, Any] | None:
     """The launcher's /progress JSON as status.progress (camelCase, known fields only)."""
     if not progress:
@@ -212,28 +165,44 @@ def progress_status(progress: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 class _Builder:
-    """Accumulates the new status and side effects while `decide` walks the lifecycle."""
+    """Accumulates the new status and side effects while `decide` walks the lifecycle.
+
+    `decide` only sets conditions; `phase` is derived from them once, in `done` (see plan/phases.py), and
+    is never read back to decide anything.
+    """
 
     def __init__(self, status: dict[str, Any], now: datetime):
         self.status = json.loads(json.dumps(status))  # a deep copy we can edit
         self.now = now
-        self.decision = Decision(self.status)
-        self._old_phase = status.get("phase")
+        self.create_attempt: int | None = None
+        self.delete_attempt: int | None = None
+        self._old_phase = job_phase(status.get("conditions") or [])
         self._old_reasons = {c.get("type"): c.get("reason") for c in status.get("conditions") or []}
+        self._event: tuple[str, str, bool] | None = None
+
+    @property
+    def current(self) -> JobPhase:
+        return job_phase(self.status.get("conditions") or [])
 
     def condition(self, kind: ConditionType, ok: bool, reason: Reason | str, message: str) -> None:
         self.status["conditions"] = set_condition(self.status.get("conditions") or [], kind, ok, reason, message,
                                                   self.now, self.status.get("observedGeneration"))  # fmt: skip
 
-    def phase(self, phase: JobPhase, reason: Reason | str, message: str, warning: bool = False) -> None:
-        """Set the phase; an event is posted when the phase changes or a warning has a new reason."""
-        self.status["phase"] = phase.value
-        new_warning = warning and self._old_reasons.get(ConditionType.RUNNING.value) != str(reason)
-        if self._old_phase != phase.value or new_warning:
-            self.decision.events.append(("Warning" if warning else "Normal", str(reason), message))
+    def announce(self, reason: Reason | str, message: str, warning: bool = False) -> None:
+        """The event for this step: posted when the derived phase changes, or a warning has a new reason."""
+        self._event = (str(reason), message, warning)
 
     def done(self) -> Decision:
-        return self.decision
+        phase = self.current
+        self.status["phase"] = phase.value
+        events = []
+        if self._event is not None:
+            reason, message, warning = self._event
+            new_warning = warning and self._old_reasons.get(ConditionType.RUNNING.value) != reason
+            if self._old_phase != phase or new_warning:
+                events.append(("Warning" if warning else "Normal", reason, message))
+        return Decision(FineTuneJobStatus.model_validate(self.status), self.create_attempt, self.delete_attempt,
+                        events)  # fmt: skip
 
 
 def _validated(b: _Builder, spec: FineTuneJobSpec | None, problems: list[str], settings: PlanSettings) -> bool:
@@ -242,7 +211,7 @@ def _validated(b: _Builder, spec: FineTuneJobSpec | None, problems: list[str], s
         b.condition(ConditionType.VALIDATED, False, Reason.INVALID_SPEC, message)
         b.condition(ConditionType.FAILED, True, Reason.INVALID_SPEC, message)
         b.status["completionTime"] = b.status.get("completionTime") or timestamp(b.now)
-        b.phase(JobPhase.FAILED, Reason.INVALID_SPEC, message, warning=True)
+        b.announce(Reason.INVALID_SPEC, message, warning=True)
         return False
     if spec.output is None:
         problems = ["spec.output: required on a cluster: checkpoints and results need a PersistentVolumeClaim "
@@ -255,7 +224,7 @@ def _validated(b: _Builder, spec: FineTuneJobSpec | None, problems: list[str], s
         b.condition(ConditionType.VALIDATED, False, Reason.INVALID_SPEC, str(exc))
         b.condition(ConditionType.FAILED, True, Reason.INVALID_SPEC, str(exc))
         b.status["completionTime"] = b.status.get("completionTime") or timestamp(b.now)
-        b.phase(JobPhase.FAILED, Reason.INVALID_SPEC, str(exc), warning=True)
+        b.announce(Reason.INVALID_SPEC, str(exc), warning=True)
         return False
     b.status["gpus"] = planned.resolved.world_size
     status_plan = planned.status()
@@ -267,7 +236,7 @@ def _validated(b: _Builder, spec: FineTuneJobSpec | None, problems: list[str], s
         b.condition(ConditionType.VALIDATED, False, Reason.INSUFFICIENT_GPU_MEMORY, message)
         b.condition(ConditionType.FAILED, True, Reason.INSUFFICIENT_GPU_MEMORY, message)
         b.status["completionTime"] = b.status.get("completionTime") or timestamp(b.now)
-        b.phase(JobPhase.FAILED, Reason.INSUFFICIENT_GPU_MEMORY, message, warning=True)
+        b.announce(Reason.INSUFFICIENT_GPU_MEMORY, message, warning=True)
         return False
     summary = planned.verdict or (planned.notes[0] if planned.notes else "")
     b.condition(ConditionType.VALIDATED, True, Reason.SPEC_VALID, f"the spec is valid; {summary}"[:1000])
@@ -283,11 +252,18 @@ def with_planned_deepspeed(spec: FineTuneJobSpec, status_plan: dict[str, Any] | 
     return spec.model_copy(update={"distributed": distributed})
 
 
+def spec_for_pods(spec: FineTuneJobSpec, settings: PlanSettings | None = None) -> FineTuneJobSpec:
+    """The spec as a pod (or `modelforge run`) runs it: `deepspeed: auto` resolved by the same planner call
+    the operator makes, so local mode and the cluster run the same preset. Raises PlanError."""
+    arch, how = guess(spec.model.source)
+    return with_planned_deepspeed(spec, plan(spec, arch, settings, why_unknown=how).status())
+
+
 def _fail(b: _Builder, reason: Reason | str, message: str) -> None:
     b.condition(ConditionType.RUNNING, False, reason, message)
     b.condition(ConditionType.FAILED, True, reason, message)
     b.status["completionTime"] = timestamp(b.now)
-    b.phase(JobPhase.FAILED, reason, message, warning=True)
+    b.announce(reason, message, warning=True)
 
 
 def _record_outcome(b: _Builder, outcome: dict[str, Any] | None) -> None:
@@ -312,31 +288,41 @@ def _start_attempt(b: _Builder, spec: FineTuneJobSpec, attempt: int) -> None:
     if b.status.get("observedGeneration") is not None:
         b.status["attemptGeneration"] = b.status["observedGeneration"]
     b.status.pop("nextAttemptTime", None)
-    b.decision.create_attempt = attempt
+    b.create_attempt = attempt
     b.status.setdefault("startTime", timestamp(b.now))
     queued = bool(spec.scheduling and spec.scheduling.queue_name)
     message = f"attempt {attempt}: creating {spec.resources.nodes} pod(s) x {spec.resources.gpus_per_node} GPU(s)"
     if attempt > 1:
         message += ", resuming from the newest checkpoint"
     b.condition(ConditionType.RUNNING, False, Reason.STARTING, message)
-    b.phase(JobPhase.QUEUED if queued else JobPhase.STARTING, Reason.STARTING, message)
+    if queued:
+        queue = spec.scheduling.queue_name if spec.scheduling else "?"
+        b.condition(ConditionType.ADMITTED, False, Reason.QUEUED, f"waiting for Kueue to admit it (queue {queue})")
+    b.announce(Reason.STARTING, message)
 
 
 def decide(
     spec: FineTuneJobSpec | None,
     problems: list[str],
-    status: dict[str, Any],
+    current: FineTuneJobStatus | Mapping[str, Any],
     observed: Observed,
     now: datetime,
     generation: int | None = None,
     settings: PlanSettings | None = None,
 ) -> Decision:
-    """The next step for one FineTuneJob. Idempotent: the same inputs give the same decision."""
+    """The next step for one FineTuneJob. Idempotent: the same inputs give the same decision.
+
+    `current` is the object's status (typed, or as read from the API server); where the job stands is
+    read from its conditions, never from `phase`."""
+    if not isinstance(current, FineTuneJobStatus):
+        current = FineTuneJobStatus.model_validate(dict(current))
+    status = current.to_wire()
     b = _Builder(status, now)
+    phase = b.current
     if generation is not None:
         b.status["observedGeneration"] = generation
-    if status.get("phase") in (JobPhase.SUCCEEDED, JobPhase.FAILED):
-        refused = status.get("phase") == JobPhase.FAILED and not status.get("attempt")
+    if phase in (JobPhase.SUCCEEDED, JobPhase.FAILED):
+        refused = phase == JobPhase.FAILED and not status.get("attempt")
         changed = generation is not None and status.get("observedGeneration") not in (None, generation)
         if not (refused and changed):
             return b.done()
@@ -351,19 +337,19 @@ def decide(
     started = parse_time(status.get("startTime"))
     deadline = spec.active_deadline_seconds
     if deadline and started and now - started > timedelta(seconds=deadline):
-        b.decision.delete_attempt = attempt or None
+        b.delete_attempt = attempt or None
         _fail(b, Reason.DEADLINE_EXCEEDED, f"the job ran longer than activeDeadlineSeconds ({deadline} s)")
         return b.done()
 
     if spec.suspend:
         if observed.job is not None or observed.pods:
-            b.decision.delete_attempt = attempt
+            b.delete_attempt = attempt
         message = "suspended: the attempt was stopped; checkpoints and outputs are kept"
         b.condition(ConditionType.SUSPENDED, True, Reason.SUSPENDED, message)
         b.condition(ConditionType.RUNNING, False, Reason.SUSPENDED, message)
-        b.phase(JobPhase.SUSPENDED, Reason.SUSPENDED, message)
+        b.announce(Reason.SUSPENDED, message)
         return b.done()
-    if status.get("phase") == JobPhase.SUSPENDED:
+    if phase == JobPhase.SUSPENDED:
         b.condition(ConditionType.SUSPENDED, False, Reason.STARTING, "resumed")
         _start_attempt(b, spec, attempt + 1)
         return b.done()
@@ -372,18 +358,18 @@ def decide(
         _start_attempt(b, spec, 1)
         return b.done()
 
-    if status.get("phase") == JobPhase.RESTARTING:
+    if phase == JobPhase.RESTARTING:
         next_time = parse_time(status.get("nextAttemptTime"))
         if next_time and now < next_time:
             return b.done()
         if observed.job is not None:
-            b.decision.delete_attempt = attempt  # the old attempt is still being torn down
+            b.delete_attempt = attempt  # the old attempt is still being torn down
             return b.done()
         _start_attempt(b, spec, attempt + 1)
         return b.done()
 
     if observed.job is None:
-        b.decision.create_attempt = attempt  # lost or never created (operator restart): recreate, same name
+        b.create_attempt = attempt  # lost or never created (operator restart): recreate, same name
         return b.done()
 
     if observed.attempt_spec is not None:
@@ -395,10 +381,10 @@ def decide(
             fields = ", ".join(pod_fields)
             message = (f"{fields} changed: stopping attempt {attempt}; attempt {attempt + 1} applies it, "
                        "resuming from the newest checkpoint")  # fmt: skip
-            b.decision.delete_attempt = attempt
+            b.delete_attempt = attempt
             b.status["nextAttemptTime"] = timestamp(b.now)
             b.condition(ConditionType.RUNNING, False, Reason.SPEC_CHANGED, message)
-            b.phase(JobPhase.RESTARTING, Reason.SPEC_CHANGED, message)
+            b.announce(Reason.SPEC_CHANGED, message)
             return b.done()
         if generation is not None:
             b.status["attemptGeneration"] = generation  # nothing the pods see changed
@@ -406,7 +392,7 @@ def decide(
     if observed.job.get("spec", {}).get("suspend"):
         queue = spec.scheduling.queue_name if spec.scheduling else "?"
         b.condition(ConditionType.ADMITTED, False, Reason.QUEUED, f"waiting for Kueue to admit it (queue {queue})")
-        b.phase(JobPhase.QUEUED, Reason.QUEUED, f"waiting for Kueue to admit it (queue {queue})")
+        b.announce(Reason.QUEUED, f"waiting for Kueue to admit it (queue {queue})")
         return b.done()
     if spec.scheduling and spec.scheduling.queue_name:
         b.condition(ConditionType.ADMITTED, True, Reason.ADMITTED, "admitted by Kueue")
@@ -422,7 +408,7 @@ def decide(
         b.condition(ConditionType.RUNNING, False, Reason.COMPLETED, message)
         b.condition(ConditionType.SUCCEEDED, True, Reason.COMPLETED, message)
         b.status["completionTime"] = timestamp(now)
-        b.phase(JobPhase.SUCCEEDED, Reason.COMPLETED, message)
+        b.announce(Reason.COMPLETED, message)
         return b.done()
 
     causes = [c for c in (pod_failure_cause(p) for p in observed.pods) if c is not None]
@@ -437,7 +423,7 @@ def decide(
         # A permanent cause anywhere decides; otherwise the first retryable one.
         cause = next((c for c in causes if not c.retryable), causes[0])
         _record_outcome(b, cause.outcome)
-        b.decision.delete_attempt = attempt
+        b.delete_attempt = attempt
         if cause.retryable and restarts < spec.failure_policy.max_restarts:
             delay = min(MAX_BACKOFF_SECONDS, spec.failure_policy.backoff_seconds * 2**restarts)
             b.status["restarts"] = restarts + 1
@@ -449,7 +435,7 @@ def decide(
                 f"starts in {delay} s{resume} (restart {restarts + 1} of {spec.failure_policy.max_restarts})"
             )
             b.condition(ConditionType.RUNNING, False, Reason.RESTARTING, message)
-            b.phase(JobPhase.RESTARTING, Reason.RESTARTING, message, warning=True)
+            b.announce(Reason.RESTARTING, message, warning=True)
         elif cause.retryable:
             _fail(b, Reason.RESTART_LIMIT_EXCEEDED,
                   f"attempt {attempt} failed ({cause.reason}: {cause.message}) and all "
@@ -458,13 +444,13 @@ def decide(
             _fail(b, cause.reason, cause.message)
         return b.done()
 
-    problem = _waiting_problem(observed.pods)
+    problem = pod_trouble(observed.pods)
     if not observed.pods and observed.refusal:
         problem = (Reason.PODS_REFUSED, f"the API server refused the pods: {observed.refusal}")
     running = [p for p in observed.pods if p.get("status", {}).get("phase") == "Running"]
     if problem:
         b.condition(ConditionType.RUNNING, False, problem[0], problem[1])
-        b.phase(JobPhase.STARTING, problem[0], problem[1], warning=True)
+        b.announce(problem[0], problem[1], warning=True)
     elif observed.pods and len(running) >= spec.resources.nodes:
         progress = progress_status(observed.progress)
         if progress:
@@ -472,9 +458,9 @@ def decide(
         summary = (progress or {}).get("summary")
         message = f"attempt {attempt}: training" + (f", {summary}" if summary else "")
         b.condition(ConditionType.RUNNING, True, Reason.TRAINING, message)
-        b.phase(JobPhase.RUNNING, Reason.TRAINING, f"attempt {attempt}: all {spec.resources.nodes} pod(s) running")
+        b.announce(Reason.TRAINING, f"attempt {attempt}: all {spec.resources.nodes} pod(s) running")
     else:
         message = f"attempt {attempt}: {len(running)}/{spec.resources.nodes} pod(s) running"
         b.condition(ConditionType.RUNNING, False, Reason.STARTING, message)
-        b.phase(JobPhase.STARTING, Reason.STARTING, message)
+        b.announce(Reason.STARTING, message)
     return b.done()

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..api.conditions import ConditionType, Reason
 from ..api.finetunejob import FineTuneJobSpec, Method
-from ..api.modelserve import ModelServeSpec, ServePhase
+from ..api.modelserve import ModelServeSpec, ModelServeStatus, ServePhase
 from ..paths import split_uri
-from .models import Architecture
+from .models import Architecture, architecture
+from .phases import serve_phase, set_condition
+from .pods import pod_trouble
+
+SERVE_OOM_ADVICE = "raise resources.memory, lower maxModelLen or gpuMemoryUtilization, or raise tensorParallel"
 
 
 @dataclass(frozen=True)
@@ -117,31 +125,49 @@ class ServeObserved:
     last_log_line: str | None = None  # of a crashing engine container
     # Set when /v1/models could be asked (no API key) but no ready replica answered it.
     models_unreachable: str | None = None
+    # The FineTuneJobs the spec names (model.fromFineTuneJob, adapters[].fromFineTuneJob), None when absent.
+    jobs: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
-def _pod_trouble(pods: tuple[dict[str, Any], ...]) -> tuple[Reason, str] | None:
-    """The most telling reason a replica is not serving: OOMKilled, CrashLoopBackOff, unschedulable, pull."""
-    for pod in pods:
-        name = pod.get("metadata", {}).get("name", "?")
-        for container in pod.get("status", {}).get("containerStatuses") or []:
-            last = (container.get("lastState") or {}).get("terminated") or {}
-            state = container.get("state") or {}
-            if last.get("reason") == "OOMKilled" or (state.get("terminated") or {}).get("reason") == "OOMKilled":
-                return Reason.OOM_KILLED, (
-                    f"pod {name}: the engine ran out of memory while loading (OOMKilled); raise resources.memory, "
-                    "lower maxModelLen or gpuMemoryUtilization, or raise tensorParallel"
-                )
-            waiting = state.get("waiting") or {}
-            if waiting.get("reason") == "CrashLoopBackOff":
-                return Reason.CRASH_LOOP_BACK_OFF, f"pod {name}: the engine keeps crashing"
-            if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff"):
-                return Reason.IMAGE_PULL_BACK_OFF, f"pod {name}: {waiting.get('message') or 'cannot pull the image'}"
-        for condition in pod.get("status", {}).get("conditions") or []:
-            if (condition.get("type"), condition.get("status"), condition.get("reason")) == (
-                "PodScheduled", "False", "Unschedulable"
-            ):  # fmt: skip
-                return Reason.UNSCHEDULABLE, f"pod {name}: {condition.get('message', '')}"
-    return None
+def jobs_named(spec: ModelServeSpec) -> list[str]:
+    """The FineTuneJobs a ModelServe reads its model or adapters from (what the controller must fetch)."""
+    names = [spec.model.from_fine_tune_job] if spec.model.from_fine_tune_job else []
+    names += [str(a.from_fine_tune_job) for a in spec.adapters or [] if not a.source]
+    return list(dict.fromkeys(names))
+
+
+def _failed(job: dict[str, Any] | None) -> bool:
+    """The job's phase says Failed (not its name: a job called `failed-run` may well be running)."""
+    return ((job or {}).get("status") or {}).get("phase") == "Failed"
+
+
+def resolve_model(
+    spec: ModelServeSpec, jobs: Mapping[str, dict[str, Any] | None]
+) -> tuple[ResolvedModel | None, str, str, bool]:
+    """(model or None, why, the id to look the architecture up by, whether a FineTuneJob it needs failed)."""
+    if spec.model.from_fine_tune_job:
+        job_name = spec.model.from_fine_tune_job
+        job = jobs.get(job_name)
+        model, why = resolve_from_job(job_name, job)
+        arch_id = (job or {}).get("spec", {}).get("model", {}).get("source", job_name)
+        if model is None:
+            return None, why, arch_id, _failed(job)
+    else:
+        model, why, arch_id = ResolvedModel(str(spec.model.source)), "", str(spec.model.source)
+    adapters = list(model.adapters)
+    for adapter in spec.adapters or []:
+        if adapter.source:
+            adapters.append((adapter.name, adapter.source))
+            continue
+        job_name = str(adapter.from_fine_tune_job)
+        adapter_job = jobs.get(job_name)
+        trained, adapter_why = resolve_from_job(job_name, adapter_job)
+        if trained is None:
+            return None, f"adapter {adapter.name}: {adapter_why}", arch_id, _failed(adapter_job)
+        if not trained.adapters:
+            return None, f"FineTuneJob {job_name} produced no adapter (method full or merged only)", arch_id, True
+        adapters.append((adapter.name, trained.adapters[0][1]))
+    return dataclasses.replace(model, adapters=tuple(adapters)), why, arch_id, False
 
 
 def serve_status(
@@ -151,12 +177,13 @@ def serve_status(
     observed: ServeObserved,
     endpoint: str,
 ) -> tuple[ServePhase, list[tuple[ConditionType, bool, Reason, str]], dict[str, Any]]:
-    """(phase, conditions to set, other status fields) of a ModelServe whose children exist."""
+    """(phase it leads to, conditions to set, other status fields) of a ModelServe whose children exist.
+    The phase returned is the one `serve_phase` derives from these conditions (a table-tested promise)."""
     status = observed.deployment.get("status", {}) if observed.deployment else {}
     ready = int(status.get("readyReplicas") or 0)
     fields: dict[str, Any] = {"readyReplicas": ready, "endpoint": endpoint}
     conditions: list[tuple[ConditionType, bool, Reason, str]] = []
-    trouble = _pod_trouble(observed.pods)
+    trouble = pod_trouble(observed.pods, SERVE_OOM_ADVICE)
     if ready == 0:
         conditions.append((ConditionType.DEGRADED, False, Reason.LOADING, "no replica is serving yet"))
         if spec.replicas == 0:
@@ -198,3 +225,82 @@ def serve_status(
                        + verified))  # fmt: skip
     conditions.append((ConditionType.DEGRADED, False, Reason.SERVING, "all replicas ready, all models listed"))
     return ServePhase.READY, conditions, fields
+
+
+@dataclass
+class ServeDecision:
+    status: ModelServeStatus  # validated against the model the CRD's status schema comes from
+    model: ResolvedModel | None = None  # what the children load; None: no children this time
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (Normal|Warning, reason, message)
+
+    @property
+    def wire(self) -> dict[str, Any]:
+        return self.status.to_wire()
+
+
+class _ServeBuilder:
+    def __init__(self, current: ModelServeStatus, now: datetime, generation: int | None):
+        self.old = current.to_wire()
+        self.status = json.loads(json.dumps(self.old))
+        self.now = now
+        if generation is not None:
+            self.status["observedGeneration"] = generation
+        self.events: list[tuple[str, str, str]] = []
+
+    def condition(self, kind: ConditionType, ok: bool, reason: Reason | str, message: str) -> None:
+        self.status["conditions"] = set_condition(self.status.get("conditions") or [], kind, ok, reason, message,
+                                                  self.now, self.status.get("observedGeneration"))  # fmt: skip
+
+    def done(self, model: ResolvedModel | None = None) -> ServeDecision:
+        phase = serve_phase(self.status.get("conditions") or [])
+        self.status["phase"] = phase.value
+        if serve_phase(self.old.get("conditions") or []) != phase or self.old.get("phase") != phase.value:
+            ready = next((c for c in self.status["conditions"] if c["type"] == ConditionType.READY), None)
+            reason, message = (ready["reason"], ready["message"]) if ready else (phase.value, phase.value)
+            warning = phase in (ServePhase.FAILED, ServePhase.DEGRADED)
+            self.events.append(("Warning" if warning else "Normal", reason, message))
+        return ServeDecision(ModelServeStatus.model_validate(self.status), model, self.events)
+
+
+def decide_serve(
+    name: str,
+    namespace: str,
+    spec: ModelServeSpec | None,
+    problems: list[str],
+    current: ModelServeStatus | Mapping[str, Any],
+    observed: ServeObserved,
+    now: datetime,
+    generation: int | None = None,
+) -> ServeDecision:
+    """The new status of one ModelServe and the model its children load (None: create none now).
+
+    Observe -> decide -> apply: the controller observes (FineTuneJobs, Deployment, pods, /v1/models),
+    this decides, and render turns `model` into the Deployment and Service it applies."""
+    if not isinstance(current, ModelServeStatus):
+        current = ModelServeStatus.model_validate(dict(current))
+    b = _ServeBuilder(current, now, generation)
+    if spec is None or problems:
+        message = "; ".join(problems) or "the spec could not be read"
+        b.condition(ConditionType.READY, False, Reason.INVALID_SPEC, message)
+        return b.done()
+    model, why, arch_id, job_failed = resolve_model(spec, observed.jobs)
+    if model is None:
+        reason = Reason.MODEL_FAILED if job_failed else Reason.WAITING_FOR_MODEL
+        b.condition(ConditionType.MODEL_AVAILABLE, False, reason, why)
+        b.condition(ConditionType.READY, False, reason, why)
+        return b.done()
+    b.condition(ConditionType.MODEL_AVAILABLE, True, Reason.SERVING, why or f"serving {model.base}")
+    arch = architecture(arch_id)
+    refused, notes = serve_problems(spec, arch, arch_id)
+    if refused:
+        b.condition(ConditionType.READY, False, Reason.INVALID_SPEC, "; ".join(refused))
+        return b.done()
+    model = dataclasses.replace(model, params_b=arch.params_b if arch else None)
+    served_name = spec.served_model_name or name
+    endpoint = f"http://{name}.{namespace}.svc:{spec.service.port}/v1"
+    _, conditions, fields = serve_status(spec, served_name, tuple(n for n, _ in model.adapters), observed, endpoint)
+    for kind, ok, reason, message in conditions:
+        b.condition(kind, ok, reason, message + ("; " + "; ".join(notes) if notes else ""))
+    b.status.update(fields)
+    b.status["modelPath"] = model.base
+    return b.done(model)

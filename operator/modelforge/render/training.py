@@ -164,8 +164,6 @@ def render_job(
     spec: FineTuneJobSpec,
     attempt: int,
     settings: RenderSettings,
-    *,
-    active_deadline_seconds: int | None = None,
 ) -> dict[str, Any]:
     """The Indexed Job: one pod per node, all-or-nothing (backoffLimit 0; the operator restarts the gang)."""
     name = attempt_name(owner.name, attempt)
@@ -239,8 +237,6 @@ def render_job(
     }
     if queue:
         job_spec["suspend"] = True  # Kueue unsuspends it on admission
-    if active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = max(1, active_deadline_seconds)
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_metadata, "spec": job_spec}
 
 
@@ -249,12 +245,13 @@ def render_attempt(
     spec: FineTuneJobSpec,
     attempt: int,
     settings: RenderSettings,
-    *,
-    active_deadline_seconds: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Everything attempt N needs, in creation order."""
+    """Everything attempt N needs, in creation order.
+
+    The Job carries no activeDeadlineSeconds: spec.activeDeadlineSeconds bounds the whole FineTuneJob
+    (every attempt, from status.startTime), and the lifecycle enforces it (DeadlineExceeded)."""
     return [
         render_config_map(owner, spec, attempt),
         render_service(owner, spec, attempt, settings),
-        render_job(owner, spec, attempt, settings, active_deadline_seconds=active_deadline_seconds),
+        render_job(owner, spec, attempt, settings),
     ]

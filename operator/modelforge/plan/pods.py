@@ -1,0 +1,45 @@
+"""Why pods are not doing their work yet, read once for both kinds (training attempts and serving replicas).
+
+The most telling evidence wins: a container that ran out of memory, one that keeps crashing, an image
+that will not pull, then a pod the scheduler cannot place (with the scheduler's own words).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.conditions import Reason
+
+PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+
+
+def pod_trouble(
+    pods: tuple[dict[str, Any], ...], oom_advice: str = "raise resources.memory"
+) -> tuple[Reason, str] | None:
+    """(reason, message naming the pod) for the first pod in trouble, or None.
+
+    `oom_advice` is what the person should change when a container was OOMKilled (it differs per kind).
+    A training pod never restarts (restartPolicy Never), so for it only the pull and scheduling cases
+    can arise here; its failures are read from the terminated container instead.
+    """
+    for pod in pods:
+        name = pod.get("metadata", {}).get("name", "?")
+        status = pod.get("status", {})
+        for container in status.get("containerStatuses") or []:
+            state = container.get("state") or {}
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            if "OOMKilled" in (last.get("reason"), (state.get("terminated") or {}).get("reason")):
+                return Reason.OOM_KILLED, f"pod {name}: ran out of memory (OOMKilled); {oom_advice}"
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason") == "CrashLoopBackOff":
+                return Reason.CRASH_LOOP_BACK_OFF, f"pod {name}: the container keeps crashing"
+            if waiting.get("reason") in PULL_ERRORS:
+                detail = waiting.get("message") or f"cannot pull {container.get('image', 'the image')}"
+                return Reason.IMAGE_PULL_BACK_OFF, f"pod {name}: {detail}"
+        for condition in status.get("conditions") or []:
+            unschedulable = (condition.get("type"), condition.get("status"), condition.get("reason")) == (
+                "PodScheduled", "False", "Unschedulable"
+            )  # fmt: skip
+            if unschedulable:
+                return Reason.UNSCHEDULABLE, f"pod {name}: {condition.get('message', '')}"
+    return None

@@ -1,0 +1,121 @@
+"""Phase is derived from conditions in one place; pod trouble is read once for both kinds; decide_serve."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from modelforge.api.finetunejob import JobPhase
+from modelforge.api.modelserve import ModelServeSpec, ModelServeStatus, ServePhase
+from modelforge.plan.lifecycle import Observed, decide
+from modelforge.plan.phases import job_phase, serve_phase
+from modelforge.plan.pods import pod_trouble
+from modelforge.plan.serving import ServeObserved, decide_serve
+
+NOW = datetime(2026, 12, 1, 12, 0, 0)
+
+
+def cond(kind: str, status: bool, reason: str = "") -> dict:
+    return {"type": kind, "status": "True" if status else "False", "reason": reason, "message": ""}
+
+
+@pytest.mark.parametrize(
+    ("conditions", "phase"),
+    [
+        ([], JobPhase.PENDING),
+        ([cond("Validated", True, "SpecValid")], JobPhase.PENDING),
+        ([cond("Validated", False, "InvalidSpec")], JobPhase.FAILED),
+        ([cond("Validated", True), cond("Running", False, "Starting")], JobPhase.STARTING),
+        ([cond("Admitted", False, "Queued"), cond("Running", False, "Starting")], JobPhase.QUEUED),
+        ([cond("Admitted", True, "Admitted"), cond("Running", False, "Starting")], JobPhase.STARTING),
+        ([cond("Running", True, "Training")], JobPhase.RUNNING),
+        ([cond("Running", False, "Restarting")], JobPhase.RESTARTING),
+        ([cond("Running", False, "SpecChanged")], JobPhase.RESTARTING),
+        ([cond("Running", False, "Unschedulable")], JobPhase.STARTING),
+        ([cond("Running", False, "Suspended"), cond("Suspended", True, "Suspended")], JobPhase.SUSPENDED),
+        ([cond("Running", False, "Completed"), cond("Succeeded", True, "Completed")], JobPhase.SUCCEEDED),
+        ([cond("Running", False, "DataError"), cond("Failed", True, "DataError")], JobPhase.FAILED),
+    ],
+)
+def test_job_phase_is_a_function_of_the_conditions(conditions, phase):
+    assert job_phase(conditions) == phase
+
+
+def test_a_stale_phase_is_never_read_back():
+    """A status whose `phase` disagrees with its conditions is judged by the conditions."""
+    from tests.launcher_specs import finetunejobs
+
+    spec = finetunejobs()["tiny-cpu"]
+    done = {"phase": "Running", "attempt": 1, "conditions": [cond("Succeeded", True, "Completed")]}
+    d = decide(spec, [], done, Observed(), NOW)
+    assert d.wire["phase"] == "Succeeded" and d.create_attempt is None and d.events == []
+
+
+@pytest.mark.parametrize(
+    ("conditions", "phase"),
+    [
+        ([], ServePhase.PENDING),
+        ([cond("ModelAvailable", False, "WaitingForModel"), cond("Ready", False, "WaitingForModel")],
+         ServePhase.PENDING),
+        ([cond("ModelAvailable", False, "ModelFailed"), cond("Ready", False, "ModelFailed")], ServePhase.FAILED),
+        ([cond("Ready", False, "InvalidSpec")], ServePhase.FAILED),
+        ([cond("Ready", False, "OOMKilled")], ServePhase.FAILED),
+        ([cond("Ready", False, "Loading")], ServePhase.LOADING),
+        ([cond("Ready", False, "Unschedulable")], ServePhase.PENDING),
+        ([cond("Ready", True, "Serving"), cond("Degraded", False, "Serving")], ServePhase.READY),
+        ([cond("Ready", True, "Serving"), cond("Degraded", True, "AdapterMissing")], ServePhase.DEGRADED),
+    ],
+)  # fmt: skip
+def test_serve_phase_is_a_function_of_the_conditions(conditions, phase):
+    assert serve_phase(conditions) == phase
+
+
+def pod(name: str, **status) -> dict:
+    return {"metadata": {"name": name}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("pods", "reason"),
+    [
+        ((pod("a", phase="Running"),), None),
+        ((pod("a", containerStatuses=[{"lastState": {"terminated": {"reason": "OOMKilled"}}}]),), "OOMKilled"),
+        ((pod("a", containerStatuses=[{"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]),), "CrashLoopBackOff"),
+        ((pod("a", containerStatuses=[{"state": {"waiting": {"reason": "InvalidImageName"}}}]),), "ImagePullBackOff"),
+        ((pod("a", containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull", "message": "no such"}}}]),),
+         "ImagePullBackOff"),
+        ((pod("a", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                "message": "0/3 nodes"}]),), "Unschedulable"),
+    ],
+)  # fmt: skip
+def test_one_pod_trouble_reader_for_both_kinds(pods, reason):
+    found = pod_trouble(pods)
+    assert (found[0] if found else None) == reason
+    if found:
+        assert found[1].startswith("pod a: ")
+
+
+def serve_spec(**extra) -> ModelServeSpec:
+    return ModelServeSpec.model_validate({"model": {"fromFineTuneJob": "failed-run"}, **extra})
+
+
+def test_decide_serve_waits_for_a_running_job_whatever_its_name():
+    running = {"spec": {}, "status": {"phase": "Running"}}
+    d = decide_serve("s", "ns", serve_spec(), [], {}, ServeObserved(jobs={"failed-run": running}), NOW, 3)
+    assert isinstance(d.status, ModelServeStatus) and d.model is None
+    assert d.wire["phase"] == "Pending" and d.wire["observedGeneration"] == 3
+    assert all(c["observedGeneration"] == 3 for c in d.wire["conditions"])
+
+
+def test_decide_serve_fails_when_the_job_failed():
+    failed = {"spec": {}, "status": {"phase": "Failed"}}
+    d = decide_serve("s", "ns", serve_spec(), [], {}, ServeObserved(jobs={"failed-run": failed}), NOW, 1)
+    assert d.wire["phase"] == "Failed" and d.model is None
+    assert d.events and d.events[0][:2] == ("Warning", "ModelFailed")
+    again = decide_serve("s", "ns", serve_spec(), [], d.status, ServeObserved(jobs={"failed-run": failed}), NOW, 1)
+    assert again.events == [] and again.wire == d.wire  # idempotent: nothing new to say or patch
+
+
+def test_decide_serve_refuses_an_invalid_spec_with_the_problems():
+    d = decide_serve("s", "ns", None, ["spec.replicas: must be >= 0"], {}, ServeObserved(), NOW, 1)
+    assert d.wire["phase"] == "Failed" and "spec.replicas" in d.wire["conditions"][0]["message"]
