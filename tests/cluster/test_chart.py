@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from .kube import Kube, helm, kubectl
 from .operator import OperatorProcess, Release
 from .test_finetunejob import condition, finetunejob, running_pods, status
+
+CRDS = {"FineTuneJob": "finetunejobs.modelforge.io", "ModelServe": "modelserves.modelforge.io"}
 
 
 @pytest.mark.parametrize(
@@ -48,6 +52,18 @@ def test_get_shows_printer_columns_with_values(kube: Kube, operator: OperatorPro
     for kind, name in (("FineTuneJob", "sft"), ("ModelServe", "chat")):
         conditions = kube.get(kind, ns, name)["status"]["conditions"]
         assert conditions and all(c["observedGeneration"] == 1 for c in conditions), conditions
+    # As a user reads them: every status written under the field manager `modelforge` and valid against the
+    # status schema of the CRD the API server serves.
+    listed = yaml.safe_load(
+        kubectl(kubeconfig, "get", "ftj,mserve", "-n", ns, "-o", "yaml", "--show-managed-fields").stdout
+    )
+    assert len(listed["items"]) == 2
+    for obj in listed["items"]:
+        managers = {(m["manager"], m.get("subresource")) for m in obj["metadata"]["managedFields"]}
+        assert ("modelforge", "status") in managers, managers
+        crd = kube.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRDS[obj['kind']]}")
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        jsonschema.validate(obj["status"], schema)
 
 
 def test_invalid_spec_is_refused_before_any_pod(kube: Kube, operator: OperatorProcess, ns: str) -> None:

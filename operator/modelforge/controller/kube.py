@@ -87,11 +87,14 @@ class Kube:
         }
 
     def create_or_adopt(self, obj: dict[str, Any]) -> bool:
-        """Create `obj`; an existing object with the same name is kept (reconciles are repeatable).
+        """Create `obj` (field manager `modelforge`); an existing object with the same name is kept
+        (reconciles are repeatable). Used for what is immutable once created: a training attempt's
+        ConfigMap, Service and Job (a change makes a new attempt), and the ModelServe of spec.serve.
         Returns True when it was created now."""
         namespace = obj["metadata"]["namespace"]
         try:
-            self._create[obj["kind"]](namespace, obj, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+            self._create[obj["kind"]](namespace, obj, field_manager=FIELD_MANAGER, _preload_content=False,
+                                      _request_timeout=REQUEST_TIMEOUT)  # fmt: skip
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -188,7 +191,7 @@ class Kube:
             body["metadata"] = {"uid": uid}  # a precondition: the API server refuses another uid (409)
         try:
             return _json(self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, body,
+                GROUP, VERSION, namespace, plural, name, body, field_manager=FIELD_MANAGER,
                 _preload_content=False, _request_timeout=REQUEST_TIMEOUT))  # fmt: skip
         except ApiException as exc:
             if exc.status in (404, 409):
