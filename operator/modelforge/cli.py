@@ -226,6 +226,14 @@ def cmd_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_agent(args: argparse.Namespace) -> int:
+    from .launcher.serve_agent import run
+
+    run(args.engine, Path(args.adapters) if args.adapters else None, args.api_key_env, args.host, args.port,
+        args.interval)  # fmt: skip
+    return 0
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     from .launcher.entrypoint import launch_in_pod
 
@@ -398,6 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON lines")
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(handler=cmd_operator)
+
+    p = sub.add_parser("serve-agent", help="a serving pod's sidecar: keeps live LoRA adapters loaded, reports models")
+    p.add_argument("--engine", default="http://127.0.0.1:8000", help="the engine in the same pod")
+    p.add_argument("--adapters", help="JSON file of the desired adapters [{name, path}] (omit: report only)")
+    p.add_argument("--api-key-env", help="environment variable holding the engine's API key (from its Secret)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8091, help="port of the read-only report (GET /adapters)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
+    p.set_defaults(handler=cmd_serve_agent)
 
     p = sub.add_parser("launch", help="the training pod's entrypoint (reads the job ConfigMap and pod env)")
     p.add_argument("--config", default="/etc/modelforge/job.json")

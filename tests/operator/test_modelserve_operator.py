@@ -71,7 +71,9 @@ async def test_create_ready_with_models_listed():
         service = await cluster.wait_for(lambda: cluster.get("Service", NS, "chat"), what="the Service")  # after it
         assert service["spec"]["ports"][0]["port"] == 8000
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert "--enable-lora" in args and "support=/mnt/pvc/models/support" in args
+        assert "--enable-lora" in args and "--lora-modules" not in args  # adapters: live, from the ConfigMap
+        adapters = await cluster.wait_for(lambda: cluster.get("ConfigMap", NS, "chat-adapters"), what="adapters")
+        assert json.loads(adapters["data"]["adapters.json"]) == [{"name": "support", "path": "/mnt/pvc/models/support"}]
         await cluster.wait_for(lambda: serve_status(cluster).get("phase") == "Loading", what="phase Loading")
         with models_endpoint(["chat", "support"]):
             await ready_engine_pod(cluster, "chat")

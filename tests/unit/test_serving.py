@@ -86,16 +86,27 @@ def test_two_adapters_and_an_api_key():
     assert kubernetes_validate.validate(objects.deployment, K8S, strict=True) == K8S
     c = container(objects)
     args = c["args"]
-    assert "--enable-lora" in args
-    i = args.index("--lora-modules")
-    assert args[i + 1 : i + 3] == ["support=/mnt/pvc/models/support/run/last-checkpoint",
-                                   "sql=/mnt/pvc/models/sql/run/last-checkpoint"]  # fmt: skip
-    assert args[args.index("--max-loras") + 1] == "2"
+    # Live adapters: LoRA on, the adapters not in the argv (changing them never rolls the pods) but in the
+    # ConfigMap the serve agent sidecar loads them from (runtime LoRA API).
+    assert "--enable-lora" in args and "--lora-modules" not in args
+    assert args[args.index("--max-loras") + 1] == "4"
+    assert json.loads(objects.adapters["data"]["adapters.json"]) == [
+        {"name": "support", "path": "/mnt/pvc/models/support/run/last-checkpoint"},
+        {"name": "sql", "path": "/mnt/pvc/models/sql/run/last-checkpoint"}]  # fmt: skip
     env = {e["name"]: e for e in c["env"]}
     assert env["VLLM_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "serve-key", "key": "key"}}
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"]["value"] == "True"
     assert "--api-key" not in args and "serve-key" not in json.dumps(args)
-    volumes = objects.deployment["spec"]["template"]["spec"]["volumes"]
-    assert {"name": "pvc-models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in volumes
+    pod = objects.deployment["spec"]["template"]["spec"]
+    assert {"name": "pvc-models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
+    assert {"name": "adapters", "configMap": {"name": "assistants-adapters"}} in pod["volumes"]
+    agent = next(x for x in pod["containers"] if x["name"] == "agent")
+    assert agent["command"] == ["modelforge"] and agent["args"][0] == "serve-agent"
+    assert "--adapters" in agent["args"] and agent["args"][agent["args"].index("--api-key-env") + 1] == "VLLM_API_KEY"
+    assert {e["name"]: e["valueFrom"] for e in agent["env"]} == {"VLLM_API_KEY": env["VLLM_API_KEY"]["valueFrom"]}
+    # Another adapter list: the same Deployment (same hash, no rollout), another ConfigMap.
+    one = render(s, ResolvedModel("Qwen/Qwen3-8B", (("support", "pvc://models/support/run/last-checkpoint"),)))
+    assert one.spec_hash == objects.spec_hash and one.adapters != objects.adapters
 
 
 def test_swift_engine_on_cpu():

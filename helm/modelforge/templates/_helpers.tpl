@@ -35,12 +35,13 @@ app.kubernetes.io/component: operator
   resources: ["events"]
   verbs: ["create"]
 # Application: one training attempt = Job + headless Service + ConfigMap; deleted on restart/suspend.
+# A serve's live LoRA adapters are a ConfigMap too, kept as the spec says by server-side apply (patch).
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "create", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 # Application: Services (an attempt's headless one, created; a serve's, kept as the spec says by
 # server-side apply: patch).
 - apiGroups: [""]

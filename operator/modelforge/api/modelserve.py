@@ -169,6 +169,20 @@ class ModelServeSpec(ApiModel):
     )
 
 
+class AdapterState(StrEnum):
+    LOADED = "Loaded"
+    LOADING = "Loading"
+    FAILED = "Failed"
+
+
+class AdapterStatus(ApiModel):
+    """One LoRA adapter as the replicas serve it (vLLM: loaded live by each pod's serve agent)."""
+
+    name: Str253 = Field(description="The adapter's model name (spec.adapters[].name).")
+    state: AdapterState = Field(description="Loaded in every ready replica, Loading, or Failed (see message).")
+    message: Str1k | None = Field(default=None, description="Why it is not loaded yet, or why it failed.")
+
+
 class ModelServeStatus(ApiModel):
     """Observed state of a ModelServe."""
 
@@ -185,3 +199,6 @@ class ModelServeStatus(ApiModel):
         default=None, description="Model names the engine reports on /v1/models."
     )
     model_path: Str1k | None = Field(default=None, description="The resolved base model the engine loads.")
+    adapters: Annotated[list[AdapterStatus], Field(max_length=64)] | None = Field(
+        default=None, description="Each adapter of spec.adapters and its state in the running replicas."
+    )

@@ -33,7 +33,8 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("batch", "jobs", ("get", "create", "delete")),
     ("apps", "deployments", ("get", "create", "patch")),
     ("", "services", ("get", "create", "patch", "delete")),  # get, patch: keeping the serving Service as specified
-    ("", "configmaps", ("get", "create", "delete")),  # get: the spec a running attempt was started with
+    # get: the spec a running attempt was started with; patch: a serve's live adapters (server-side apply)
+    ("", "configmaps", ("get", "create", "patch", "delete")),
     ("", "pods", ("list",)),
     ("", "events", ("list",)),
     ("", "pods/log", ("get",)),

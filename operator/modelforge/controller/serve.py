@@ -14,7 +14,7 @@ from ..api.validate import SpecError, parse_resource
 from ..plan.serving import ServeObserved, jobs_named
 from ..render.desired import desired_modelserve
 from ..render.names import label_value
-from ..render.serving import API_PORT
+from ..render.serving import AGENT_PORT, API_PORT
 from ..render.training import Owner
 from .bodies import document_of, patch_changed
 from .kube import Kube, fetch_json
@@ -25,28 +25,35 @@ def _observe(kube: Kube, namespace: str, name: str, spec: ModelServeSpec, timeou
     jobs = {job: kube.get_finetunejob(namespace, job) for job in jobs_named(spec)}
     deployment = kube.get_deployment(namespace, name)
     pods = tuple(kube.list_pods(namespace, {"modelforge.io/serve": label_value(name)}))
-    reported, unreachable = None, None
-    if not spec.api_key_secret_ref:
-        asked = []
-        for pod in pods:
-            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                        for c in pod.get("status", {}).get("conditions") or [])  # fmt: skip
-            ip = pod.get("status", {}).get("podIP")
-            if ready and ip:
-                url = f"http://{ip}:{API_PORT}/v1/models"
-                data = fetch_json(url, timeout)
-                asked.append(url)
-                if data is not None:
-                    reported = tuple(str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict))
-                    break
-        if reported is None and asked:
-            unreachable = f"{asked[0]} does not answer"
+    reported, unreachable, reports = None, None, []
+    asked = []
+    for pod in pods:
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in pod.get("status", {}).get("conditions") or [])  # fmt: skip
+        ip = pod.get("status", {}).get("podIP")
+        if not (ready and ip):
+            continue
+        if any(c.get("name") == "agent" for c in pod.get("spec", {}).get("containers") or []):
+            # The pod's serve agent holds the API key and reports what the engine serves (read-only).
+            report = fetch_json(f"http://{ip}:{AGENT_PORT}/adapters", timeout)
+            if report is not None:
+                reports.append(report)
+            else:
+                asked.append(f"http://{ip}:{AGENT_PORT}/adapters")
+        elif not spec.api_key_secret_ref and reported is None:
+            url = f"http://{ip}:{API_PORT}/v1/models"
+            data = fetch_json(url, timeout)
+            asked.append(url)
+            if data is not None:
+                reported = tuple(str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict))
+    if reported is None and not reports and asked:
+        unreachable = f"{asked[0]} does not answer"
     last_line = None
     for pod in pods:
         for container in pod.get("status", {}).get("containerStatuses") or []:
             if (container.get("state") or {}).get("waiting", {}).get("reason") == "CrashLoopBackOff":
                 last_line = kube.pod_log_tail(namespace, pod["metadata"]["name"], container.get("name", "engine"))
-    return ServeObserved(deployment, pods, reported, last_line, unreachable, jobs)
+    return ServeObserved(deployment, pods, reported, last_line, unreachable, jobs, tuple(reports))
 
 
 def reconcile_serve(body: kopf.Body, patch: StatusPatch, memo: Any, logger: Any = None) -> None:
@@ -67,7 +74,10 @@ def reconcile_serve(body: kopf.Body, patch: StatusPatch, memo: Any, logger: Any 
     if desired.deployment is not None and desired.service is not None:
         # Server-side apply (field manager `modelforge`) on every reconcile: spec changes reach the Deployment
         # and the Service (port, type, labels), hand edits of fields we own are reverted, and an unchanged
-        # object is not touched by the API server (no new generation, no rollout).
+        # object is not touched by the API server (no new generation, no rollout). The live adapters'
+        # ConfigMap first: the pods mount it, and the serve agent in each pod loads what it lists.
+        if desired.adapters is not None:
+            kube.apply(desired.adapters)
         kube.apply(desired.deployment)
         _keep_ports(kube, namespace, name, desired.service["spec"]["ports"])
         kube.apply(desired.service)

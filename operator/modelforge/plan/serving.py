@@ -11,8 +11,9 @@ from typing import Any
 
 from ..api.conditions import ConditionType, Reason
 from ..api.finetunejob import FineTuneJobSpec, Method
-from ..api.modelserve import ModelServeSpec, ModelServeStatus, ServePhase
+from ..api.modelserve import Engine, ModelServeSpec, ModelServeStatus, ServePhase
 from ..paths import split_uri
+from .adapters import LOADED, LOADING, AdapterResult, combine
 from .models import Architecture, architecture
 from .phases import serve_phase, set_condition
 from .pods import pod_trouble
@@ -35,6 +36,12 @@ class ResolvedModel:
             if split and split[0] == "pvc" and split[1] not in found:
                 found.append(split[1])
         return found
+
+
+def manages_adapters(spec: ModelServeSpec, model: ResolvedModel) -> bool:
+    """vLLM with LoRA enabled: adapters are loaded live by the serve agent (no rollout), not in its argv.
+    swift deploy has no runtime adapter API, so its adapters are arguments and a change rolls the pods."""
+    return spec.engine == Engine.VLLM and bool(model.adapters or spec.max_loras)
 
 
 def gpus_per_replica(spec: ModelServeSpec) -> int:
@@ -123,10 +130,12 @@ class ServeObserved:
     pods: tuple[dict[str, Any], ...] = ()
     reported_models: tuple[str, ...] | None = None  # /v1/models of a ready replica; None when not read
     last_log_line: str | None = None  # of a crashing engine container
-    # Set when /v1/models could be asked (no API key) but no ready replica answered it.
+    # Set when /v1/models could be asked (no API key, or a serve agent) but no ready replica answered it.
     models_unreachable: str | None = None
     # The FineTuneJobs the spec names (model.fromFineTuneJob, adapters[].fromFineTuneJob), None when absent.
     jobs: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
+    # The serve agents' reports (GET :8091/adapters), one per ready replica that has an agent.
+    agent_reports: tuple[dict[str, Any], ...] = ()
 
 
 def jobs_named(spec: ModelServeSpec) -> list[str]:
@@ -176,6 +185,7 @@ def serve_status(
     adapters: tuple[str, ...],
     observed: ServeObserved,
     endpoint: str,
+    live_adapters: tuple[AdapterResult, ...] = (),
 ) -> tuple[ServePhase, list[tuple[ConditionType, bool, Reason, str]], dict[str, Any]]:
     """(phase it leads to, conditions to set, other status fields) of a ModelServe whose children exist.
     The phase returned is the one `serve_phase` derives from these conditions (a table-tested promise)."""
@@ -201,6 +211,9 @@ def serve_status(
         return ServePhase.LOADING, conditions, fields
 
     expected = (served_name, *adapters)
+    live = {a.name: a for a in live_adapters}
+    if live:
+        fields["adapters"] = [a.wire() for a in live_adapters]
     if observed.reported_models is None and observed.models_unreachable:
         # Pods report Ready but the engine's API does not answer: not serving yet (found on the cluster
         # tier: this used to say Ready, "models not verified").
@@ -211,7 +224,9 @@ def serve_status(
         fields["models"] = list(observed.reported_models)
         missing = [m for m in expected if m not in observed.reported_models]
         if missing:
-            message = f"/v1/models does not list {', '.join(missing)} (serving: {', '.join(observed.reported_models)})"
+            named = [f"{m} ({live[m].state}: {live[m].message})" if m in live and live[m].message else m
+                     for m in missing]  # fmt: skip
+            message = f"/v1/models does not list {', '.join(named)} (serving: {', '.join(observed.reported_models)})"
             conditions.append((ConditionType.READY, True, Reason.SERVING, f"{ready} replica(s) answering"))
             conditions.append((ConditionType.DEGRADED, True, Reason.ADAPTER_MISSING, message))
             return ServePhase.DEGRADED, conditions, fields
@@ -225,6 +240,17 @@ def serve_status(
                        + verified))  # fmt: skip
     conditions.append((ConditionType.DEGRADED, False, Reason.SERVING, "all replicas ready, all models listed"))
     return ServePhase.READY, conditions, fields
+
+
+def _with_agent_models(observed: ServeObserved) -> ServeObserved:
+    """The models every replica serves, from the serve agents' reports (they hold the API key, not us)."""
+    if not observed.agent_reports or observed.reported_models is not None:
+        return observed
+    answering = [r for r in observed.agent_reports if r.get("engineReady")]
+    if not answering:
+        return dataclasses.replace(observed, models_unreachable="the engine does not answer its serve agent yet")
+    common = [m for m in answering[0].get("models") or [] if all(m in (r.get("models") or []) for r in answering)]
+    return dataclasses.replace(observed, reported_models=tuple(common))
 
 
 @dataclass
@@ -296,9 +322,17 @@ def decide_serve(
         b.condition(ConditionType.READY, False, Reason.INVALID_SPEC, "; ".join(refused))
         return b.done()
     model = dataclasses.replace(model, params_b=arch.params_b if arch else None)
+    observed = _with_agent_models(observed)
     served_name = spec.served_model_name or name
     endpoint = f"http://{name}.{namespace}.svc:{spec.service.port}/v1"
-    _, conditions, fields = serve_status(spec, served_name, tuple(n for n, _ in model.adapters), observed, endpoint)
+    names = tuple(n for n, _ in model.adapters)
+    live: tuple[AdapterResult, ...] = ()
+    if manages_adapters(spec, model):
+        if observed.agent_reports:
+            live = tuple(combine(observed.agent_reports, names))
+        elif observed.reported_models is not None:  # no agent answered, but the engine itself did
+            live = tuple(AdapterResult(n, LOADED if n in observed.reported_models else LOADING) for n in names)
+    _, conditions, fields = serve_status(spec, served_name, names, observed, endpoint, live)
     for kind, ok, reason, message in conditions:
         b.condition(kind, ok, reason, message + ("; " + "; ".join(notes) if notes else ""))
     b.status.update(fields)

@@ -90,10 +90,11 @@ class DesiredServe:
     events: list[tuple[str, str, str]]
     deployment: dict[str, Any] | None = None
     service: dict[str, Any] | None = None
+    adapters: dict[str, Any] | None = None  # the ConfigMap of live adapters, applied before the Deployment
 
     @property
     def children(self) -> list[dict[str, Any]]:
-        return [c for c in (self.deployment, self.service) if c is not None]
+        return [c for c in (self.adapters, self.deployment, self.service) if c is not None]
 
 
 def desired_modelserve(
@@ -111,7 +112,7 @@ def desired_modelserve(
     if decision.model is None or spec is None:
         return desired
     objects = render_serve(owner, spec, decision.model, settings)
-    desired.deployment, desired.service = objects.deployment, objects.service
+    desired.deployment, desired.service, desired.adapters = objects.deployment, objects.service, objects.adapters
     rolled = (observed.deployment or {}).get("metadata", {}).get("annotations", {}).get(SPEC_HASH)
     if observed.deployment is not None and rolled != objects.spec_hash:
         desired.events.append(("Normal", "Rolling", "the spec changed: rolling the Deployment"))

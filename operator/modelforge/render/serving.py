@@ -14,13 +14,18 @@ from typing import Any, Protocol
 
 from ..api.modelserve import Engine, ModelServeSpec
 from ..paths import PVC_ROOT, pod_path
-from ..plan.serving import ResolvedModel, gpus_per_replica
+from ..plan.serving import ResolvedModel, gpus_per_replica, manages_adapters
 from .names import label_value
 from .settings import RenderSettings
 from .training import MANAGED_BY, Owner
 
 API_PORT = 8000
+AGENT_PORT = 8091  # the serve agent's read-only report, GET /adapters (launcher/serve_agent.py)
+ADAPTERS_MOUNT = "/etc/modelforge/adapters"
 SPEC_HASH = "modelforge.io/spec-hash"
+# vLLM: LoRA slots in one batch when spec.maxLoras is unset. Not the number of adapters: more can be loaded
+# (they are swapped in), so adding or removing an adapter never changes the arguments (no rollout).
+DEFAULT_MAX_LORAS = 4
 
 
 class ServingEngine(Protocol):
@@ -56,10 +61,10 @@ class VllmEngine:
             args += ["--quantization", spec.quantization]
         if spec.enable_prefix_caching:
             args += ["--enable-prefix-caching"]
-        if model.adapters:
-            args += ["--enable-lora", "--lora-modules", *(f"{n}={pod_path(s)}" for n, s in model.adapters)]
-            args += ["--max-lora-rank", str(spec.max_lora_rank or 64)]
-            args += ["--max-loras", str(spec.max_loras or len(model.adapters))]
+        if manages_adapters(spec, model):
+            # The adapters themselves are loaded by the serve agent (runtime LoRA API), not listed here.
+            args += ["--enable-lora", "--max-lora-rank", str(spec.max_lora_rank or 64)]
+            args += ["--max-loras", str(spec.max_loras or DEFAULT_MAX_LORAS)]
         return ["vllm", "serve"], args + list(spec.extra_args or ())
 
 
@@ -98,6 +103,45 @@ def engine_for(spec: ModelServeSpec) -> ServingEngine:
         raise ValueError(f"spec.engine: unknown engine {spec.engine!r}; use one of {', '.join(ENGINES)}") from None
 
 
+def adapters_config(owner: Owner, model: ResolvedModel, labels: dict[str, str]) -> dict[str, Any]:
+    """The desired adapters for the serve agent, as pod paths: `<serve>-adapters`, mounted into every replica."""
+    desired = [{"name": n, "path": pod_path(s)} for n, s in model.adapters]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": adapters_name(owner.name), "namespace": owner.namespace, "labels": labels,
+                     "ownerReferences": [owner.reference()]},
+        "data": {"adapters.json": json.dumps(desired, indent=1) + "\n"},
+    }  # fmt: skip
+
+
+def adapters_name(serve: str) -> str:
+    return f"{serve[:54]}-adapters"
+
+
+def agent_container(
+    spec: ModelServeSpec, engine: ServingEngine, manage: bool, settings: RenderSettings, key_env: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The serve agent sidecar: loads live adapters (vLLM) and reports what the engine serves, with the key
+    from the same Secret reference as the engine, so the operator never reads a Secret."""
+    args = ["serve-agent", "--engine", f"http://127.0.0.1:{API_PORT}", "--port", str(AGENT_PORT)]
+    if manage:
+        args += ["--adapters", f"{ADAPTERS_MOUNT}/adapters.json"]
+    if spec.api_key_secret_ref:
+        args += ["--api-key-env", engine.api_key_env()]
+    return {
+        "name": "agent",
+        "image": settings.agent_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["modelforge"],
+        "args": args,
+        "env": key_env,
+        "ports": [{"name": "agent", "containerPort": AGENT_PORT}],
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "volumeMounts": [{"name": "adapters", "mountPath": ADAPTERS_MOUNT, "readOnly": True}] if manage else [],
+    }
+
+
 def startup_budget_seconds(params_b: float | None) -> int:
     """Weights must load before /health answers: 5 min plus ~20 s per billion parameters (unknown: 15 min)."""
     if params_b is None:
@@ -120,6 +164,7 @@ class ServeObjects:
     deployment: dict[str, Any]
     service: dict[str, Any]
     spec_hash: str
+    adapters: dict[str, Any] | None = None  # the ConfigMap of live adapters (vLLM with LoRA enabled)
 
 
 def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, settings: RenderSettings) -> ServeObjects:
@@ -129,9 +174,14 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
     gpus = gpus_per_replica(spec)
     command, args = engine.container_command(spec, model, served_name)
     env: list[dict[str, Any]] = [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
+    key_env: list[dict[str, Any]] = []
     if spec.api_key_secret_ref:
         ref = {"secretKeyRef": {"name": spec.api_key_secret_ref.name, "key": spec.api_key_secret_ref.key}}
-        env.append({"name": engine.api_key_env(), "valueFrom": ref})
+        key_env.append({"name": engine.api_key_env(), "valueFrom": ref})
+    env += key_env
+    manage = manages_adapters(spec, model)
+    if manage:
+        env.append({"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"})
     resources: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
     if gpus:
         resources["requests"][spec.resources.gpu_resource_name] = str(gpus)
@@ -163,7 +213,12 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
         "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
         "livenessProbe": {**probe, "periodSeconds": 30, "failureThreshold": 4},
     }
-    pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes}
+    containers = [container]
+    if manage or spec.api_key_secret_ref:  # without either, the operator reads /v1/models itself
+        containers.append(agent_container(spec, engine, manage, settings, key_env))
+    if manage:
+        volumes.append({"name": "adapters", "configMap": {"name": adapters_name(owner.name)}})
+    pod_spec: dict[str, Any] = {"containers": containers, "volumes": volumes}
     placement: dict[str, Any] = {
         "nodeSelector": spec.resources.node_selector,
         "tolerations": spec.resources.tolerations,
@@ -199,4 +254,4 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
             "ports": [{"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
-    return ServeObjects(deployment, service, spec_hash)
+    return ServeObjects(deployment, service, spec_hash, adapters_config(owner, model, labels) if manage else None)

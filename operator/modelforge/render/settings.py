@@ -11,6 +11,7 @@ class RenderSettings:
     trainer_image: str = "ghcr.io/modelforge/trainer:0.1.0"
     vllm_image: str = "vllm/vllm-openai:v0.11.0"
     serve_swift_image: str = "ghcr.io/modelforge/trainer-cpu:0.1.0"
+    agent_image: str = "ghcr.io/modelforge/operator:0.1.0"  # the serve agent sidecar (modelforge serve-agent)
     progress_port: int = 8090
     trainer_service_account: str | None = None
     image_pull_policy: str = "IfNotPresent"
@@ -23,6 +24,7 @@ class RenderSettings:
             trainer_image=env.get("MODELFORGE_TRAINER_IMAGE", defaults.trainer_image),
             vllm_image=env.get("MODELFORGE_VLLM_IMAGE", defaults.vllm_image),
             serve_swift_image=env.get("MODELFORGE_SWIFT_IMAGE", defaults.serve_swift_image),
+            agent_image=env.get("MODELFORGE_AGENT_IMAGE", defaults.agent_image),
             progress_port=int(env.get("MODELFORGE_PROGRESS_PORT", defaults.progress_port)),
             trainer_service_account=env.get("MODELFORGE_TRAINER_SERVICE_ACCOUNT") or None,
             image_pull_policy=env.get("MODELFORGE_IMAGE_PULL_POLICY", defaults.image_pull_policy),
