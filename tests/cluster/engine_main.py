@@ -1,4 +1,4 @@
-"""`python -m swift.cli.deploy` for a pod whose program runs outside its container (tests/cluster).
+"""`python -m modelforge.launcher.swift_serve` for a pod whose program runs outside its container (tests/cluster).
 
 Only the executable differs from the pod's. ms-swift checks its port by binding ('', port) and silently
 moves to the next free one; in a pod (its own network namespace) that never happens, but on this shared
@@ -10,7 +10,7 @@ import swift.arguments.deploy_args as deploy_args
 
 deploy_args.find_free_port = lambda start_port=None, retry=100: start_port  # type: ignore[assignment]
 
-from swift.pipelines import deploy_main  # noqa: E402
+from modelforge.launcher.swift_serve import main  # noqa: E402
 
 if __name__ == "__main__":
-    deploy_main()
+    main()

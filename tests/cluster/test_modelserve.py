@@ -55,7 +55,7 @@ class Engine:
 
     def __init__(self, pod: dict[str, Any], mounts: dict[str, Path], log: Path):
         container = pod["spec"]["containers"][0]
-        assert container["command"][:3] == ["python", "-m", "swift.cli.deploy"], container["command"]
+        assert container["command"][:3] == ["python", "-m", "modelforge.launcher.swift_serve"], container["command"]
         args = list(container["args"])
         for pod_path, local in mounts.items():
             args = [a.replace(pod_path, str(local)) for a in args]
@@ -63,7 +63,7 @@ class Engine:
         self.url = f"http://{pod['status']['podIP']}:{args[args.index('--port') + 1]}"
         env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
         with open(log, "ab") as out:
-            # tests/cluster/engine_main.py: swift.cli.deploy, but it stays on the pod's port (see there).
+            # tests/cluster/engine_main.py: the same entry point, but it stays on the pod's port (see there).
             self.proc = subprocess.Popen([sys.executable, "-m", "tests.cluster.engine_main", *args], env=env,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                          cwd=ROOT)  # fmt: skip

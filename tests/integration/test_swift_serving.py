@@ -57,14 +57,17 @@ def test_swift_engine_serves_chat_and_infer(merged_model, tmp_path):
         "apiKeySecretRef": {"name": "serve-key", "key": "key"}, "maxModelLen": 512,
     })  # fmt: skip
     command, args = SwiftEngine().container_command(spec, ResolvedModel(str(merged_model)), "tiny")
-    assert command == ["python", "-m", "swift.cli.deploy"]
+    assert command == ["python", "-m", "modelforge.launcher.swift_serve"]
+    assert API_KEY not in " ".join(args) and "--api_key" not in args
     port = free_port()
-    args = [a.replace("$(MODELFORGE_API_KEY)", API_KEY) for a in args]  # what the kubelet does with env refs
     args[args.index("--port") + 1] = str(port)
     args[args.index("--host") + 1] = "127.0.0.1"
-    env = {**os.environ, "SERVE_KEY": API_KEY}
-    server = subprocess.Popen([sys.executable, "-m", "swift.cli.deploy", *args], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+    # The key as the kubelet gives it: the environment variable from the Secret reference.
+    env = {**os.environ, "SERVE_KEY": API_KEY, "MODELFORGE_API_KEY": API_KEY}
+    log = tmp_path / "engine.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "modelforge.launcher.swift_serve", *args], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     endpoint = f"http://127.0.0.1:{port}/v1"
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health", server)
@@ -99,3 +102,5 @@ def test_swift_engine_serves_chat_and_infer(merged_model, tmp_path):
         server.terminate()
         server.wait(timeout=60)
     assert server.returncode is not None
+    text = log.read_text(errors="replace")
+    assert "args: DeployArguments" in text and API_KEY not in text  # ms-swift logged its args, not the key

@@ -114,9 +114,11 @@ def test_swift_engine_on_cpu():
              apiKeySecretRef={"name": "k", "key": "key"})  # fmt: skip
     objects = render(s)
     c = container(objects)
-    assert c["command"] == ["python", "-m", "swift.cli.deploy"]
+    assert c["command"] == ["python", "-m", "modelforge.launcher.swift_serve"]
     assert c["args"][c["args"].index("--system") + 1] == "Be brief."
-    assert c["args"][c["args"].index("--api_key") + 1] == "$(MODELFORGE_API_KEY)"
+    assert "--api_key" not in c["args"] and "MODELFORGE_API_KEY" not in " ".join(c["args"])  # never in argv
+    assert {e["name"]: e.get("valueFrom") for e in c["env"]}["MODELFORGE_API_KEY"] == {
+        "secretKeyRef": {"name": "k", "key": "key"}}  # fmt: skip
     assert c["resources"]["limits"] == {}
     assert objects.deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
 

@@ -88,9 +88,8 @@ class SwiftEngine:
             args += ["--max_length", str(spec.max_model_len)]
         if spec.system_prompt:
             args += ["--system", spec.system_prompt]
-        if spec.api_key_secret_ref:
-            args += ["--api_key", "$(MODELFORGE_API_KEY)"]  # expanded by the kubelet from the Secret env
-        return ["python", "-m", "swift.cli.deploy"], args + list(spec.extra_args or ())
+        # The API key (MODELFORGE_API_KEY, from the Secret) is read by the entry point, never an argument.
+        return ["python", "-m", "modelforge.launcher.swift_serve"], args + list(spec.extra_args or ())
 
 
 ENGINES: dict[str, ServingEngine] = {Engine.VLLM.value: VllmEngine(), Engine.SWIFT.value: SwiftEngine()}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class RenderSettings:
     trainer_image: str = "ghcr.io/modelforge/trainer:0.1.0"
-    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    vllm_image: str = "vllm/vllm-openai:v0.32.0"
     serve_swift_image: str = "ghcr.io/modelforge/trainer-cpu:0.1.0"
     agent_image: str = "ghcr.io/modelforge/operator:0.1.0"  # the serve agent sidecar (modelforge serve-agent)
     progress_port: int = 8090
