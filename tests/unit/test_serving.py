@@ -205,3 +205,22 @@ def test_architecture_from_a_local_config(tmp_path):
     assert arch is not None and (arch.heads, arch.kv_heads, arch.layers) == (4, 2, 2)
     assert lookup("meta-llama/Llama-2-13b-chat-hf").heads == 40
     assert lookup("acme/unknown") is None
+
+
+def test_hub_and_revision_reach_both_engines():
+    """model.hub and model.revision are honoured, not dropped (for a hub id; paths and claims have neither)."""
+    vllm = render(spec(model={"source": "Qwen/Qwen3-8B", "hub": "modelscope", "revision": "v1.0"}))
+    args, env = container(vllm)["args"], {e["name"]: e.get("value") for e in container(vllm)["env"]}
+    assert args[args.index("--revision") + 1] == "v1.0" and env["VLLM_USE_MODELSCOPE"] == "True"
+    swift = render(spec(engine="swift", resources={"gpusPerReplica": 0}, model={"source": "Qwen/Qwen3-8B",
+                                                                                 "revision": "main"}))  # fmt: skip
+    args = container(swift)["args"]
+    assert args[args.index("--use_hf") + 1] == "true" and args[args.index("--model_revision") + 1] == "main"
+    on_claim = render(spec(model={"source": "pvc://models/tiny", "revision": "v1"}),
+                      ResolvedModel("pvc://models/tiny"))  # fmt: skip
+    assert "--revision" not in container(on_claim)["args"]
+
+
+def test_a_system_prompt_vllm_cannot_apply_is_said_not_dropped():
+    _, notes = serve_problems(spec(systemPrompt="Be brief."), None, "m")
+    assert any("spec.systemPrompt is not applied by engine vllm" in n for n in notes)

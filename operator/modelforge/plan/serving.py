@@ -38,6 +38,12 @@ class ResolvedModel:
         return found
 
 
+def from_hub(spec: ModelServeSpec, model: ResolvedModel) -> bool:
+    """The base model is spec.model.source and a hub id (not a path, not a claim): hub and revision apply."""
+    source = spec.model.source
+    return bool(source) and model.base == source and not split_uri(str(source)) and not str(source).startswith("/")
+
+
 def manages_adapters(spec: ModelServeSpec, model: ResolvedModel) -> bool:
     """vLLM with LoRA enabled: adapters are loaded live by the serve agent (no rollout), not in its argv.
     swift deploy has no runtime adapter API, so its adapters are arguments and a change rolls the pods."""
@@ -70,6 +76,10 @@ def serve_problems(spec: ModelServeSpec, arch: Architecture | None, model_name: 
     """(problems that stop the serve, notes worth showing) for a spec and the model it will load."""
     problems = engine_problems(spec)
     notes: list[str] = []
+    if spec.system_prompt and spec.engine == Engine.VLLM:
+        # Not silently dropped: vLLM has no default system prompt; the model's chat template decides.
+        notes.append("spec.systemPrompt is not applied by engine vllm (clients send it as a system message; "
+                     "engine swift applies it)")  # fmt: skip
     tp = spec.tensor_parallel
     if arch is None:
         notes.append(f"attention heads of {model_name} unknown: tensorParallel {tp} not checked")

@@ -12,9 +12,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..api.common import Hub
 from ..api.modelserve import Engine, ModelServeSpec
 from ..paths import PVC_ROOT, pod_path
-from ..plan.serving import ResolvedModel, gpus_per_replica, manages_adapters
+from ..plan.serving import ResolvedModel, from_hub, gpus_per_replica, manages_adapters
 from .names import label_value
 from .settings import RenderSettings
 from .training import MANAGED_BY, Owner
@@ -57,6 +58,8 @@ class VllmEngine:
                 "--dtype", spec.dtype.value]  # fmt: skip
         if spec.max_model_len:
             args += ["--max-model-len", str(spec.max_model_len)]
+        if from_hub(spec, model) and spec.model.revision:
+            args += ["--revision", spec.model.revision]
         if spec.quantization:
             args += ["--quantization", spec.quantization]
         if spec.enable_prefix_caching:
@@ -82,6 +85,10 @@ class SwiftEngine:
     ) -> tuple[list[str], list[str]]:
         args = ["--model", pod_path(model.base), "--infer_backend", "pt",
                 "--host", "0.0.0.0", "--port", str(API_PORT), "--served_model_name", served_name]  # fmt: skip
+        if from_hub(spec, model):  # ms-swift downloads from ModelScope unless told otherwise
+            args += ["--use_hf", "true" if spec.model.hub == Hub.HUGGINGFACE else "false"]
+            if spec.model.revision:
+                args += ["--model_revision", spec.model.revision]
         if model.adapters:
             args += ["--adapters", *(f"{n}={pod_path(s)}" for n, s in model.adapters)]
         if spec.max_model_len:
@@ -178,6 +185,8 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
         ref = {"secretKeyRef": {"name": spec.api_key_secret_ref.name, "key": spec.api_key_secret_ref.key}}
         key_env.append({"name": engine.api_key_env(), "valueFrom": ref})
     env += key_env
+    if engine.name == "vllm" and from_hub(spec, model) and spec.model.hub == Hub.MODELSCOPE:
+        env.append({"name": "VLLM_USE_MODELSCOPE", "value": "True"})
     manage = manages_adapters(spec, model)
     if manage:
         env.append({"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"})
