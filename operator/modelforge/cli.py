@@ -74,7 +74,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     from .api.validate import SpecError, parse_resource
     from .render.manifests import PLACEHOLDER_UID, render_resource
-    from .render.settings import RenderSettings
     from .specfile import SpecFileError
 
     parsed = []  # (file, document, typed) for our kinds; other objects (PVCs, Secrets) are not rendered
@@ -91,13 +90,19 @@ def cmd_render(args: argparse.Namespace) -> int:
                 for problem in exc.problems:
                     print(f"{file}:{doc.index}: {problem}", file=sys.stderr)
                 return 1
+    import os
+
+    from .controller.config import ControllerConfig
+
     jobs = {p.name: p.spec for _, _, p in parsed if p.resource.kind == "FineTuneJob"}
-    settings = RenderSettings.from_env({})
+    # The operator's settings come from MODELFORGE_* variables (the chart sets them): the same ones here.
+    config = ControllerConfig.from_env(os.environ)
+    settings = config.render
     objects, refused = [], 0
     for file, doc, typed in parsed:
         try:
             objects += render_resource(doc.data, settings, attempt=args.attempt, namespace=args.namespace,
-                                       jobs=jobs)  # fmt: skip
+                                       jobs=jobs, plan_settings=config.plan)  # fmt: skip
         except ValueError as exc:
             # The operator would create nothing for it: say why, render the others, and exit 1.
             print(f"{file}:{doc.index}: {typed.resource.kind} {typed.name}: {exc}", file=sys.stderr)
@@ -375,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(handler=cmd_validate)
 
-    p = sub.add_parser("render", help="print the Kubernetes objects the operator would create for these specs")
+    p = sub.add_parser("render", help="print the Kubernetes objects the operator would create for these specs "
+                       "(with its MODELFORGE_* settings when they are set in the environment)")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--attempt", type=int, default=1, help="which training attempt to render (default 1)")
     p.add_argument("--namespace", default="default", help="namespace when the spec names none")

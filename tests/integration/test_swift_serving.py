@@ -55,6 +55,7 @@ def test_swift_engine_serves_chat_and_infer(merged_model, tmp_path):
     spec = ModelServeSpec.model_validate({
         "model": {"source": str(merged_model)}, "engine": "swift", "resources": {"gpusPerReplica": 0},
         "apiKeySecretRef": {"name": "serve-key", "key": "key"}, "maxModelLen": 512,
+        "sampling": {"temperature": 0, "maxTokens": 5},
     })  # fmt: skip
     command, args = SwiftEngine().container_command(spec, ResolvedModel(str(merged_model)), "tiny")
     assert command == ["python", "-m", "modelforge.launcher.swift_serve"]
@@ -98,6 +99,14 @@ def test_swift_engine_serves_chat_and_infer(merged_model, tmp_path):
             assert row["model"] == "tiny" and isinstance(row["response"], str)
             assert row["latency_s"] > 0 and row["completion_tokens"] > 0 and row["tokens_per_second"] > 0
         assert "latency mean" in infer.stdout
+
+        # spec.sampling: a request that sets no max_tokens stops at sampling.maxTokens (swift deploy's default).
+        request = urllib.request.Request(f"{endpoint}/chat/completions", json.dumps({
+            "model": "tiny", "messages": [{"role": "user", "content": "Tell me a long story."}]}).encode(),
+            {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=120) as response:
+            usage = json.loads(response.read())["usage"]
+        assert 0 < usage["completion_tokens"] <= 5, usage
     finally:
         server.terminate()
         server.wait(timeout=60)

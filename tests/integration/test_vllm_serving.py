@@ -164,3 +164,14 @@ def test_a_restarted_engine_gets_its_adapters_back(stack: Stack) -> None:
     report = stack.wait_report(lambda r: r["engineReady"] and [a["state"] for a in r["adapters"]] == ["Loaded"] * 2)
     assert set(report["models"]) == {"tiny", "early", "late"}
     assert {m["id"] for m in stack.request("/v1/models")["data"]} == {"tiny", "early", "late"}
+
+
+def test_default_sampling_from_the_spec(stack: Stack) -> None:
+    """spec.sampling {temperature: 0, maxTokens: 32}: a request that sets neither is greedy and stops at 32
+    tokens (without it vLLM samples at the model's temperature, up to maxModelLen)."""
+    body = {"model": "late", "messages": [{"role": "user", "content": "Tell me about your plans."}]}
+    first, second = stack.request("/v1/chat/completions", body), stack.request("/v1/chat/completions", body)
+    assert first["usage"]["completion_tokens"] <= 32, first["usage"]
+    assert first["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
+    assert '"temperature":0' in stack.engine_container["args"][stack.engine_container["args"].index(
+        "--override-generation-config") + 1]  # fmt: skip

@@ -73,6 +73,7 @@ def serve_spec(model: Path, adapters: dict[str, Path]) -> ModelServeSpec:
         "model": {"source": str(model)}, "servedModelName": "tiny",
         "adapters": [{"name": n, "source": str(p)} for n, p in adapters.items()],
         "maxModelLen": 512, "maxLoraRank": 8, "dtype": "float32",
+        "sampling": {"temperature": 0, "maxTokens": 32},
         "apiKeySecretRef": {"name": "serve-key", "key": "key"},
     })  # fmt: skip
 

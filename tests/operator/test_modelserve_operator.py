@@ -113,8 +113,11 @@ async def test_from_finetunejob_waits_then_serves_the_merged_model():
         waiting = next(c for c in serve_status(cluster)["conditions"] if c["type"] == "ModelAvailable")
         assert waiting["reason"] == "WaitingForModel" and "sft" in waiting["message"]
         assert cluster.get("Deployment", NS, "chat") is None
-        await cluster.patch("FineTuneJob", NS, "sft", {"status": {"phase": "Succeeded", "outputs": {
-            "adapter": "pvc://models/sft/run/checkpoint-100", "mergedModel": "pvc://models/sft/merged"}}},
+        # As the operator records a success: the Succeeded condition (phase is derived from it) and the outputs.
+        succeeded = {"type": "Succeeded", "status": "True", "reason": "Completed", "message": "trained",
+                     "lastTransitionTime": "2026-12-01T12:00:00Z"}  # fmt: skip
+        await cluster.patch("FineTuneJob", NS, "sft", {"status": {"phase": "Succeeded", "conditions": [succeeded],
+            "outputs": {"adapter": "pvc://models/sft/run/checkpoint-100", "mergedModel": "pvc://models/sft/merged"}}},
             status=True)  # fmt: skip
         deployment = await cluster.wait_for(lambda: cluster.get("Deployment", NS, "chat"), what="the Deployment")
         assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][0] == "/mnt/pvc/models/sft/merged"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -92,7 +93,7 @@ def test_one_pod_trouble_reader_for_both_kinds(pods, reason):
     found = pod_trouble(pods)
     assert (found[0] if found else None) == reason
     if found:
-        assert found[1].startswith("pod a: ")
+        assert found[1].startswith("pod a")
 
 
 def serve_spec(**extra) -> ModelServeSpec:
@@ -119,3 +120,52 @@ def test_decide_serve_fails_when_the_job_failed():
 def test_decide_serve_refuses_an_invalid_spec_with_the_problems():
     d = decide_serve("s", "ns", None, ["spec.replicas: must be >= 0"], {}, ServeObserved(), NOW, 1)
     assert d.wire["phase"] == "Failed" and "spec.replicas" in d.wire["conditions"][0]["message"]
+
+
+def test_a_kueue_preempted_job_is_queued_again_not_running():
+    from tests.launcher_specs import finetunejobs
+
+    spec = finetunejobs()["tiny-cpu"]
+    spec = spec.model_copy(update={"scheduling": type(spec).model_fields["scheduling"].annotation.__args__[0]
+                                   .model_validate({"queueName": "team-a"})})  # fmt: skip
+    running = {"attempt": 1, "startTime": "2026-12-01T11:00:00Z",
+               "conditions": [cond("Admitted", True, "Admitted"), cond("Running", True, "Training")]}  # fmt: skip
+    job = {"metadata": {"name": "tiny-cpu-a1"}, "spec": {"suspend": True}, "status": {}}
+    d = decide(spec, [], running, Observed(job=job), NOW)
+    assert d.wire["phase"] == "Queued" and d.events and d.events[0][1] == "Queued", (d.wire, d.events)
+
+
+def test_a_spec_refused_mid_run_stops_the_attempt():
+    from tests.launcher_specs import finetunejobs
+
+    spec = finetunejobs()["tiny-cpu"]
+    running = {"attempt": 2, "startTime": "2026-12-01T11:00:00Z", "conditions": [cond("Running", True, "Training")]}
+    d = decide(spec, ["spec.resources: bad"], running, Observed(), NOW, 3)
+    assert d.wire["phase"] == "Failed" and d.delete_attempt == 2
+
+
+def test_a_status_without_conditions_keeps_its_stored_phase():
+    from tests.launcher_specs import finetunejobs
+
+    d = decide(finetunejobs()["tiny-cpu"], [], {"phase": "Succeeded", "attempt": 1}, Observed(), NOW)
+    assert d.create_attempt is None and d.wire["phase"] == "Succeeded"
+
+
+def test_serve_status_drops_what_the_replicas_no_longer_say():
+    """models and adapters are said afresh: once nothing is ready they are gone, not left 'Loaded'."""
+    spec = ModelServeSpec.model_validate({"model": {"source": "Qwen/Qwen3-8B"},
+                                          "adapters": [{"name": "a", "source": "pvc://m/a"}]})  # fmt: skip
+    old = {"models": ["s", "a"], "adapters": [{"name": "a", "state": "Loaded"}], "readyReplicas": 1}
+    d = decide_serve("s", "ns", spec, [], old, ServeObserved({"status": {}}, ()), NOW, 1)
+    assert "models" not in d.wire and d.wire["readyReplicas"] == 0, d.wire
+    assert "without apiKeySecretRef" in json.dumps(d.wire["conditions"])  # the runtime LoRA API is open
+
+
+def test_a_degraded_serve_posts_why():
+    spec = ModelServeSpec.model_validate({"model": {"source": "Qwen/Qwen3-8B"}, "engine": "swift",
+                                          "resources": {"gpusPerReplica": 0},
+                                          "adapters": [{"name": "a", "source": "pvc://m/a"}]})  # fmt: skip
+    ready = {"metadata": {"name": "p"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    d = decide_serve("s", "ns", spec, [], {}, ServeObserved({"status": {"readyReplicas": 1}}, (ready,), ("s",)), NOW)
+    assert d.wire["phase"] == "Degraded"
+    assert d.events[0][:2] == ("Warning", "AdapterMissing") and "does not list a" in d.events[0][2], d.events

@@ -224,3 +224,16 @@ def test_hub_and_revision_reach_both_engines():
 def test_a_system_prompt_vllm_cannot_apply_is_said_not_dropped():
     _, notes = serve_problems(spec(systemPrompt="Be brief."), None, "m")
     assert any("spec.systemPrompt is not applied by engine vllm" in n for n in notes)
+
+
+def test_default_sampling_reaches_both_engines():
+    sampling = {"temperature": 0.2, "topP": 0.9, "maxTokens": 128}
+    args = container(render(spec(sampling=sampling)))["args"]
+    assert json.loads(args[args.index("--override-generation-config") + 1]) == {
+        "temperature": 0.2, "top_p": 0.9, "max_new_tokens": 128}  # fmt: skip
+    swift = container(render(spec(engine="swift", resources={"gpusPerReplica": 0}, sampling=sampling)))["args"]
+    assert [swift[swift.index(f) + 1] for f in ("--temperature", "--top_p", "--max_new_tokens")] == [
+        "0.2",
+        "0.9",
+        "128",
+    ]

@@ -95,6 +95,20 @@ class ServeResources(PodResources):
     )
 
 
+class Sampling(ApiModel):
+    """Defaults for requests that do not set them (a request's own values win)."""
+
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = Field(
+        default=None, description="Sampling temperature; 0 is greedy."
+    )
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = Field(default=None, description="Nucleus sampling top-p.")
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        default=None,
+        description="Tokens to generate when a request does not say. With vllm this is also the server-wide "
+        "limit (vLLM's max_new_tokens generation config).",
+    )
+
+
 class ModelServeSpec(ApiModel):
     """Desired state of a ModelServe."""
 
@@ -152,6 +166,10 @@ class ModelServeSpec(ApiModel):
     )
     max_loras: Annotated[int, Field(ge=1, le=256)] | None = Field(
         default=None, description="Adapters resident on the GPU at once (vLLM --max-loras)."
+    )
+    sampling: Sampling | None = Field(
+        default=None,
+        description="Default sampling for requests (both engines: vLLM generation config, swift deploy defaults).",
     )
     system_prompt: Str4k | None = Field(
         default=None,

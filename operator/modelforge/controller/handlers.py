@@ -16,6 +16,7 @@ import kopf
 from ..api.base import GROUP, VERSION
 from ..api.validate import SpecError, parse_resource
 from ..plan.lifecycle import Observed, rank0_pod
+from ..plan.phases import job_phase_of
 from ..render.desired import desired_finetunejob
 from ..render.names import attempt_name, label_value
 from ..render.training import Owner
@@ -33,7 +34,7 @@ SERVES = "modelserves"
 def observe(
     kube: Kube, config: ControllerConfig, namespace: str, name: str, status: dict[str, Any], generation: int | None
 ) -> Observed:
-    attempt, phase = int(status.get("attempt") or 0), status.get("phase")
+    attempt, phase = int(status.get("attempt") or 0), job_phase_of(status).value
     if attempt == 0:
         return Observed()
     job = kube.get_job(namespace, attempt_name(name, attempt))

@@ -22,6 +22,8 @@ from typing import Any, cast
 
 import kopf
 
+from ..plan.phases import job_phase_of
+
 log = logging.getLogger("modelforge.reconcilers")
 FINISHED = ("Succeeded", "Failed")
 MAX_RETRY_SECONDS = 300.0  # backoff of a reconcile that keeps failing: poll x 2^failures, at most this
@@ -60,7 +62,7 @@ def _active(plural: str, obj: dict[str, Any]) -> bool:
     latest spec has not been reconciled yet (a reconcile that failed is retried on the next poll)."""
     if _spec_unobserved(obj):
         return True
-    return plural != "finetunejobs" or (obj.get("status") or {}).get("phase") not in FINISHED
+    return plural != "finetunejobs" or job_phase_of(obj.get("status") or {}).value not in FINISHED
 
 
 def _needs_reconcile(plural: str, obj: dict[str, Any], initial: bool) -> bool:

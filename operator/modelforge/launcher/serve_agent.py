@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from ..plan.adapters import LOADING, AdapterResult, adapter_changes, load_result, served_adapters, unload_done
+from ..plan.adapters import FAILED, LOADING, AdapterResult, adapter_changes, load_result, served_adapters, unload_done
 
 log = logging.getLogger("modelforge.serve-agent")
 
@@ -93,13 +93,19 @@ class Agent:
         for name, path in desired.items():
             if served.get(name) == path:
                 report.append(AdapterResult(name, "Loaded"))
+            elif served.get(name):  # loaded from another path, and unloading it failed: not what is asked
+                report.append(AdapterResult(name, FAILED, f"loaded from {served[name]}, not {path}; it could not "
+                                                          "be unloaded (see the agent's log)"))  # fmt: skip
             else:
                 report.append(states.get(name) or AdapterResult(name, LOADING, problem or ""))
-        return self._publish(True, [str(m.get("id")) for m in models], report)
+        return self._publish(True, [str(m.get("id")) for m in models], report, problem)
 
-    def _publish(self, ready: bool, models: list[str], adapters: list[AdapterResult]) -> dict[str, Any]:
+    def _publish(self, ready: bool, models: list[str], adapters: list[AdapterResult],
+                 problem: str | None = None) -> dict[str, Any]:  # fmt: skip
         report = {"engineReady": ready, "models": models, "adapters": [a.wire() for a in adapters],
                   "updatedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}  # fmt: skip
+        if problem:
+            report["problem"] = problem  # the desired adapters could not be read: what is loaded stays
         with self.lock:
             self.report = report
         return report

@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from swift.pipelines.infer.deploy import SwiftDeploy
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if any(a == "--api_key" or a.startswith("--api_key=") for a in args):
+    if any(a.replace("-", "_").startswith("__api") for a in args):  # --api_key, --api-key, --api_key=...
         raise SystemExit(f"give the API key in ${API_KEY_ENV} (from a Secret), never as --api_key")
     deploy = SwiftDeploy(args)  # logs its arguments: none of them is the key
     key = os.environ.get(API_KEY_ENV)

@@ -66,7 +66,7 @@ def combine(reports: Sequence[Mapping[str, Any]], desired: Sequence[str]) -> lis
             states.append(entry or {"name": name, "state": LOADING})
         failed = next((s for s in states if s.get("state") == FAILED), None)
         if failed is not None:
-            out.append(AdapterResult(name, FAILED, str(failed.get("message") or "")))
+            out.append(AdapterResult(name, FAILED, str(failed.get("message") or "")[:1000]))
         elif states and all(s.get("state") == LOADED for s in states):
             out.append(AdapterResult(name, LOADED))
         else:

@@ -17,7 +17,7 @@ from ..api.conditions import RETRYABLE_REASONS, ConditionType, Reason
 from ..api.finetunejob import DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase
 from .capacity import PlanSettings, plan
 from .models import guess
-from .phases import job_phase, set_condition, timestamp
+from .phases import job_phase_of, set_condition, timestamp
 from .pods import pod_trouble
 from .resolve import PlanError
 
@@ -176,13 +176,13 @@ class _Builder:
         self.now = now
         self.create_attempt: int | None = None
         self.delete_attempt: int | None = None
-        self._old_phase = job_phase(status.get("conditions") or [])
+        self._old_phase = job_phase_of(status)
         self._old_reasons = {c.get("type"): c.get("reason") for c in status.get("conditions") or []}
         self._event: tuple[str, str, bool] | None = None
 
     @property
     def current(self) -> JobPhase:
-        return job_phase(self.status.get("conditions") or [])
+        return job_phase_of(self.status)
 
     def condition(self, kind: ConditionType, ok: bool, reason: Reason | str, message: str) -> None:
         self.status["conditions"] = set_condition(self.status.get("conditions") or [], kind, ok, reason, message,
@@ -318,7 +318,7 @@ def decide(
         current = FineTuneJobStatus.model_validate(dict(current))
     status = current.to_wire()
     b = _Builder(status, now)
-    phase = b.current
+    phase = job_phase_of(status)
     if generation is not None:
         b.status["observedGeneration"] = generation
     if phase in (JobPhase.SUCCEEDED, JobPhase.FAILED):
@@ -330,6 +330,8 @@ def decide(
         b.status["conditions"] = [c for c in b.status.get("conditions") or [] if c.get("type") != "Failed"]
         b.status.pop("completionTime", None)
     if not _validated(b, spec, problems, settings or PlanSettings()) or spec is None:
+        if status.get("attempt") and phase not in (JobPhase.SUCCEEDED, JobPhase.FAILED):
+            b.delete_attempt = int(status["attempt"])  # refused mid-run (an edit): its pods must not keep GPUs
         return b.done()
 
     attempt = int(status.get("attempt") or 0)
@@ -391,8 +393,11 @@ def decide(
 
     if observed.job.get("spec", {}).get("suspend"):
         queue = spec.scheduling.queue_name if spec.scheduling else "?"
-        b.condition(ConditionType.ADMITTED, False, Reason.QUEUED, f"waiting for Kueue to admit it (queue {queue})")
-        b.announce(Reason.QUEUED, f"waiting for Kueue to admit it (queue {queue})")
+        message = f"waiting for Kueue to admit it (queue {queue})"
+        b.condition(ConditionType.ADMITTED, False, Reason.QUEUED, message)
+        # Suspended again after it ran (Kueue preempted it): not Running any more.
+        b.condition(ConditionType.RUNNING, False, Reason.QUEUED, message)
+        b.announce(Reason.QUEUED, message)
         return b.done()
     if spec.scheduling and spec.scheduling.queue_name:
         b.condition(ConditionType.ADMITTED, True, Reason.ADMITTED, "admitted by Kueue")

@@ -48,7 +48,8 @@ def set_condition(
             **({"observedGeneration": generation} if generation is not None else {}),
         }
     )
-    return sorted(out, key=lambda c: [t.value for t in ConditionType].index(c["type"]))
+    order = [t.value for t in ConditionType]
+    return sorted(out, key=lambda c: order.index(c["type"]) if c["type"] in order else len(order))
 
 
 def _by_type(conditions: Iterable[Any]) -> dict[str, dict[str, Any]]:
@@ -84,6 +85,17 @@ def job_phase(conditions: Iterable[Any]) -> JobPhase:
     if admitted is not None and admitted.get("status") == "False":
         return JobPhase.QUEUED
     return JobPhase.STARTING
+
+
+def job_phase_of(status: dict[str, Any]) -> JobPhase:
+    """A stored status's phase: derived from its conditions; the stored `phase` only for a status that has no
+    conditions at all (written by something else, e.g. a test or a much older operator)."""
+    if status.get("conditions"):
+        return job_phase(status["conditions"])
+    try:
+        return JobPhase(status.get("phase") or JobPhase.PENDING)
+    except ValueError:
+        return JobPhase.PENDING
 
 
 def serve_phase(conditions: Iterable[Any]) -> ServePhase:

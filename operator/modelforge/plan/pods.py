@@ -27,15 +27,20 @@ def pod_trouble(
         status = pod.get("status", {})
         for container in status.get("containerStatuses") or []:
             state = container.get("state") or {}
+            # The serve agent sidecar, not the engine: say so (its memory is not resources.memory).
+            who = f"{name} (its serve agent sidecar)" if container.get("name") == "agent" else name
+            advice = (
+                "the agent's own limit is 128Mi: report it as a bug" if container.get("name") == "agent" else oom_advice
+            )
             last = (container.get("lastState") or {}).get("terminated") or {}
             if "OOMKilled" in (last.get("reason"), (state.get("terminated") or {}).get("reason")):
-                return Reason.OOM_KILLED, f"pod {name}: ran out of memory (OOMKilled); {oom_advice}"
+                return Reason.OOM_KILLED, f"pod {who}: ran out of memory (OOMKilled); {advice}"
             waiting = state.get("waiting") or {}
             if waiting.get("reason") == "CrashLoopBackOff":
-                return Reason.CRASH_LOOP_BACK_OFF, f"pod {name}: the container keeps crashing"
+                return Reason.CRASH_LOOP_BACK_OFF, f"pod {who}: the container keeps crashing"
             if waiting.get("reason") in PULL_ERRORS:
                 detail = waiting.get("message") or f"cannot pull {container.get('image', 'the image')}"
-                return Reason.IMAGE_PULL_BACK_OFF, f"pod {name}: {detail}"
+                return Reason.IMAGE_PULL_BACK_OFF, f"pod {who}: {detail}"
         for condition in status.get("conditions") or []:
             unschedulable = (condition.get("type"), condition.get("status"), condition.get("reason")) == (
                 "PodScheduled", "False", "Unschedulable"

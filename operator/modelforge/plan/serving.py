@@ -231,7 +231,7 @@ def serve_status(
         conditions.append((ConditionType.READY, False, Reason.LOADING, message))
         return ServePhase.LOADING, conditions, fields
     if observed.reported_models is not None:
-        fields["models"] = list(observed.reported_models)
+        fields["models"] = list(observed.reported_models)[:64]
         missing = [m for m in expected if m not in observed.reported_models]
         if missing:
             named = [f"{m} ({live[m].state}: {live[m].message})" if m in live and live[m].message else m
@@ -291,8 +291,9 @@ class _ServeBuilder:
         phase = serve_phase(self.status.get("conditions") or [])
         self.status["phase"] = phase.value
         if serve_phase(self.old.get("conditions") or []) != phase or self.old.get("phase") != phase.value:
-            ready = next((c for c in self.status["conditions"] if c["type"] == ConditionType.READY), None)
-            reason, message = (ready["reason"], ready["message"]) if ready else (phase.value, phase.value)
+            kind = ConditionType.DEGRADED if phase == ServePhase.DEGRADED else ConditionType.READY
+            why = next((c for c in self.status["conditions"] if c["type"] == kind), None)
+            reason, message = (why["reason"], why["message"]) if why else (phase.value, phase.value)
             warning = phase in (ServePhase.FAILED, ServePhase.DEGRADED)
             self.events.append(("Warning" if warning else "Normal", reason, message))
         return ServeDecision(ModelServeStatus.model_validate(self.status), model, self.events)
@@ -315,6 +316,8 @@ def decide_serve(
     if not isinstance(current, ModelServeStatus):
         current = ModelServeStatus.model_validate(dict(current))
     b = _ServeBuilder(current, now, generation)
+    for key in ("models", "adapters"):  # what the replicas serve is said afresh each time, never kept stale
+        b.status.pop(key, None)
     if spec is None or problems:
         message = "; ".join(problems) or "the spec could not be read"
         b.condition(ConditionType.READY, False, Reason.INVALID_SPEC, message)
@@ -332,6 +335,9 @@ def decide_serve(
         b.condition(ConditionType.READY, False, Reason.INVALID_SPEC, "; ".join(refused))
         return b.done()
     model = dataclasses.replace(model, params_b=arch.params_b if arch else None)
+    if manages_adapters(spec, model) and not spec.api_key_secret_ref:
+        notes.append("live adapters without apiKeySecretRef: vLLM's runtime LoRA API is on the serving port, so "
+                     "anyone who reaches the Service can load or unload adapters; set apiKeySecretRef")  # fmt: skip
     observed = _with_agent_models(observed)
     served_name = spec.served_model_name or name
     endpoint = f"http://{name}.{namespace}.svc:{spec.service.port}/v1"

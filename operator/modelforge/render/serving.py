@@ -16,7 +16,7 @@ from ..api.common import Hub
 from ..api.modelserve import Engine, ModelServeSpec
 from ..paths import PVC_ROOT, pod_path
 from ..plan.serving import ResolvedModel, from_hub, gpus_per_replica, manages_adapters
-from .names import label_value
+from .names import fit, label_value
 from .settings import RenderSettings
 from .training import MANAGED_BY, Owner
 
@@ -64,6 +64,12 @@ class VllmEngine:
             args += ["--quantization", spec.quantization]
         if spec.enable_prefix_caching:
             args += ["--enable-prefix-caching"]
+        if spec.sampling:
+            # Merged with the model's own generation_config.json (vLLM's --generation-config auto).
+            override = {"temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p,
+                        "max_new_tokens": spec.sampling.max_tokens}  # fmt: skip
+            given = {k: v for k, v in override.items() if v is not None}
+            args += ["--override-generation-config", json.dumps(given, separators=(",", ":"))]
         if manages_adapters(spec, model):
             # The adapters themselves are loaded by the serve agent (runtime LoRA API), not listed here.
             args += ["--enable-lora", "--max-lora-rank", str(spec.max_lora_rank or 64)]
@@ -95,6 +101,11 @@ class SwiftEngine:
             args += ["--max_length", str(spec.max_model_len)]
         if spec.system_prompt:
             args += ["--system", spec.system_prompt]
+        if spec.sampling:  # swift deploy fills what a request leaves unset from these
+            for flag, value in (("--temperature", spec.sampling.temperature), ("--top_p", spec.sampling.top_p),
+                                ("--max_new_tokens", spec.sampling.max_tokens)):  # fmt: skip
+                if value is not None:
+                    args += [flag, str(value)]
         # The API key (MODELFORGE_API_KEY, from the Secret) is read by the entry point, never an argument.
         return ["python", "-m", "modelforge.launcher.swift_serve"], args + list(spec.extra_args or ())
 
@@ -122,7 +133,7 @@ def adapters_config(owner: Owner, model: ResolvedModel, labels: dict[str, str]) 
 
 
 def adapters_name(serve: str) -> str:
-    return f"{serve[:54]}-adapters"
+    return fit(serve, "-adapters", 253)  # a ConfigMap name is a DNS subdomain
 
 
 def agent_container(
