@@ -380,8 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(handler=cmd_validate)
 
-    p = sub.add_parser("render", help="print the Kubernetes objects the operator would create for these specs "
-                       "(with its MODELFORGE_* settings when they are set in the environment)")
+    p = sub.add_parser(
+        "render",
+        help="print the Kubernetes objects the operator would create for these specs "
+        "(with its MODELFORGE_* settings when they are set in the environment)",
+    )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--attempt", type=int, default=1, help="which training attempt to render (default 1)")
     p.add_argument("--namespace", default="default", help="namespace when the spec names none")
