@@ -23,6 +23,8 @@ def cmd_crds(args: argparse.Namespace) -> int:
         stale = drifted(root)
         for path in stale:
             print(f"{path}: out of date with operator/modelforge/api; run `modelforge crds` (or `make generate`)")
+        if not stale:
+            print("CRDs, the chart's CRDs and docs/api.md are up to date with operator/modelforge/api")
         return 1 if stale else 0
     for path in write_generated(root):
         print(f"wrote {path}")
@@ -323,7 +325,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .launcher.infer import InferenceError, infer_local, load_questions
 
     if args.endpoint:
-        from .client import EndpointError, chat
+        from .client import EndpointError, chat, visible
 
         messages = [{"role": "system", "content": args.system}] if args.system else []
         messages.append({"role": "user", "content": args.prompt})
@@ -333,7 +335,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         except EndpointError as exc:
             print(exc, file=sys.stderr)
             return 1
-        print(answer.text)
+        print(visible(answer.text, args.show_thinking))
         speed = f", {answer.tokens_per_second} tokens/s" if answer.tokens_per_second else ""
         print(f"[{answer.model}: {answer.latency_s:.2f} s{speed}]", file=sys.stderr)
         return 0
@@ -348,7 +350,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         except InferenceError as exc:
             print(exc, file=sys.stderr)
             return 1
-    print(local_answer["response"])
+    from .client import visible
+
+    print(visible(local_answer["response"], args.show_thinking))
     return 0
 
 
@@ -444,7 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chat", help="ask a local model one question")
     _add_local_model_args(p)
-    p.add_argument("prompt")
+    p.add_argument("prompt", help="the question")
+    p.add_argument(
+        "--show-thinking", action="store_true", help="keep an empty <think></think> block (hidden by default)"
+    )
     p.set_defaults(handler=cmd_chat)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +37,14 @@ def _request(url: str, api_key: str | None, body: dict[str, Any] | None, timeout
         raise EndpointError(f"{url}: HTTP {exc.code}{hint}: {detail}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise EndpointError(f"{url}: cannot connect: {getattr(exc, 'reason', exc)}") from exc
+
+
+EMPTY_THINK = re.compile(r"<think>\s*</think>\s*")
+
+
+def visible(text: str, show_thinking: bool = False) -> str:
+    """The answer as a person reads it: Qwen3's empty `<think></think>` block (thinking switched off) hidden."""
+    return text if show_thinking else EMPTY_THINK.sub("", text)
 
 
 def list_models(endpoint: str, api_key: str | None = None, timeout: float = 10) -> list[str]:
