@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import __version__
 from .launcher.infer import LocalModel
@@ -233,6 +233,62 @@ def cmd_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+KINDS = {"ftj": "finetunejobs", "finetunejob": "finetunejobs", "mserve": "modelserves", "modelserve": "modelserves"}
+
+
+def _fetch(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The named FineTuneJob (or ModelServe) from the cluster of the current kubeconfig."""
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    from .controller.kube import make_api_client
+
+    api = CustomObjectsApi(make_api_client(None))
+    plurals = [KINDS[args.kind]] if args.kind else ["finetunejobs", "modelserves"]
+    for plural in plurals:
+        try:
+            found = api.get_namespaced_custom_object("modelforge.io", "v1alpha1", args.namespace, plural, args.name)
+            return cast(dict[str, Any], found)
+        except ApiException as exc:
+            if exc.status != 404:
+                why = f"cannot read {plural}/{args.name} in {args.namespace}: {exc.reason} ({exc.status})"
+                raise SystemExit(why) from None
+    raise SystemExit(f"no FineTuneJob or ModelServe {args.name} in namespace {args.namespace}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status_view import describe
+
+    obj = _fetch(args)
+    print("\n".join(describe(obj or {})))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Redraw until the job ends: exit 0 on Succeeded, 1 on Failed (a ModelServe: until Ready or Failed)."""
+    import time
+
+    from .status_view import FINISHED, describe
+
+    last = None
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    while True:
+        obj = _fetch(args) or {}
+        lines = describe(obj)
+        if lines != last:
+            if sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")  # redraw in place on a terminal; plain lines otherwise
+            print("\n".join(lines), flush=True)
+            last = lines
+        phase = (obj.get("status") or {}).get("phase")
+        if phase in FINISHED or (obj.get("kind") == "ModelServe" and phase == "Ready"):
+            return FINISHED.get(phase, 0)
+        if deadline and time.monotonic() > deadline:
+            print(f"still {phase or 'Pending'} after {args.timeout:.0f} s", file=sys.stderr)
+            return 2
+        time.sleep(args.interval)
+
+
 def cmd_serve_agent(args: argparse.Namespace) -> int:
     from .launcher.serve_agent import run
 
@@ -419,6 +475,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON lines")
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(handler=cmd_operator)
+
+    for command, handler, text in (
+        ("status", cmd_status, "show one FineTuneJob or ModelServe: phase, progress, conditions, outputs"),
+        ("watch", cmd_watch, "follow a FineTuneJob until it ends (exit 0 Succeeded, 1 Failed) or a ModelServe "
+                             "until Ready"),
+    ):  # fmt: skip
+        p = sub.add_parser(command, help=text, description=text + " (the cluster of the current kubeconfig)")
+        p.add_argument("name", help="the FineTuneJob's or ModelServe's name")
+        p.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+        p.add_argument("--kind", choices=sorted(KINDS), help="ftj or mserve when both kinds have this name")
+        if command == "watch":
+            p.add_argument("--interval", type=float, default=2.0, help="seconds between looks (default 2)")
+            p.add_argument("--timeout", type=float, default=0, help="give up after this many seconds (0: never)")
+        p.set_defaults(handler=handler)
 
     p = sub.add_parser("serve-agent", help="a serving pod's sidecar: keeps live LoRA adapters loaded, reports models")
     p.add_argument("--engine", default="http://127.0.0.1:8000", help="the engine in the same pod")

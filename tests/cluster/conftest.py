@@ -51,6 +51,14 @@ def ns(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     kube.wait_for(lambda: not kube.list("Pod", name), 60, f"the pods of {name} gone")
 
 
+@pytest.fixture
+def claims(kube: Kube, ns: str) -> str:
+    """The test's namespace with Bound claims `data` and `models` (pods that mount them can be scheduled)."""
+    kube.claim(ns, "data")
+    kube.claim(ns, "models")
+    return ns
+
+
 @pytest.fixture(scope="module")
 def operator(kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The chart installed cluster-wide and its operator running (one per test module)."""

@@ -29,13 +29,6 @@ def finetunejob(ns: str, name: str = "sft", **spec: Any) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": ns}, "spec": body}  # fmt: skip
 
 
-@pytest.fixture
-def claims(kube: Kube, ns: str) -> str:
-    kube.claim(ns, "data")
-    kube.claim(ns, "models")
-    return ns
-
-
 def status(kube: Kube, ns: str, name: str = "sft") -> dict[str, Any]:
     return (kube.get("FineTuneJob", ns, name) or {}).get("status") or {}
 

@@ -1,0 +1,53 @@
+"""What `modelforge status` and `modelforge watch` print: one FineTuneJob or ModelServe as a person reads it.
+
+Pure: an object as the API server returns it in, lines of text out (no colours: the CLI adds none when
+the output is not a terminal, and none are needed to read it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FINISHED = {"Succeeded": 0, "Failed": 1}  # phase -> the exit code of `watch`
+BAR = 30
+
+
+def bar(step: int | None, total: int | None) -> str:
+    if not step or not total:
+        return ""
+    filled = min(BAR, int(BAR * step / total))
+    return "[" + "#" * filled + "-" * (BAR - filled) + f"] {step}/{total} ({100 * step / total:.0f}%)"
+
+
+def describe(obj: dict[str, Any]) -> list[str]:
+    kind, meta = obj.get("kind", "?"), obj.get("metadata", {})
+    status = obj.get("status") or {}
+    lines = [f"{kind} {meta.get('namespace', '')}/{meta.get('name', '?')}: {status.get('phase') or 'Pending'}"]
+    progress = status.get("progress") or {}
+    if kind == "FineTuneJob":
+        line = bar(progress.get("step"), progress.get("totalSteps"))
+        extra = [f"loss {progress['loss']:.4g}" if progress.get("loss") is not None else "",
+                 f"{progress['tokensPerSecond']:,.0f} tok/s" if progress.get("tokensPerSecond") else "",
+                 f"eta {progress['eta']}" if progress.get("eta") else ""]  # fmt: skip
+        if line or any(extra):
+            lines.append("  progress    " + "  ".join(p for p in (line, *extra) if p))
+        if status.get("attempt"):
+            lines.append(f"  attempt     {status['attempt']} (restarts {status.get('restarts') or 0})")
+        if status.get("latestCheckpoint"):
+            lines.append(f"  checkpoint  {status['latestCheckpoint']}")
+        for key, value in (status.get("outputs") or {}).items():
+            lines.append(f"  output      {key}: {value}")
+        if status.get("serveName"):
+            lines.append(f"  serve       ModelServe {status['serveName']}")
+    else:
+        if status.get("endpoint"):
+            lines.append(f"  endpoint    {status['endpoint']}  ({status.get('readyReplicas') or 0} ready)")
+        if status.get("models"):
+            lines.append(f"  models      {', '.join(status['models'])}")
+        for adapter in status.get("adapters") or []:
+            message = f": {adapter['message']}" if adapter.get("message") else ""
+            lines.append(f"  adapter     {adapter['name']} {adapter['state']}{message}")
+    for condition in status.get("conditions") or []:
+        lines.append(f"  {condition.get('type', '?'):<11} {condition.get('status', '?'):<5} "
+                     f"{condition.get('reason', '')}: {condition.get('message', '')}")  # fmt: skip
+    return lines

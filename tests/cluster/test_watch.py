@@ -1,0 +1,61 @@
+"""`modelforge watch` and `modelforge status` against the real API server, as a user runs them (the current
+kubeconfig): watch follows a FineTuneJob from Starting through Running to Succeeded and exits 0, or to
+Failed and exits 1; status prints the outputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .kube import Kube
+from .operator import OperatorProcess
+from .test_finetunejob import finetunejob, running_pods, status
+
+MODELFORGE = [sys.executable, "-m", "modelforge.cli"]
+
+
+def watch(kubeconfig: Path, ns: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*MODELFORGE, "watch", "sft", "-n", ns, "--interval", "0.5", "--timeout", "120"],
+                            env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_watch_follows_a_job_to_success_and_status_shows_its_outputs(
+    kube: Kube, operator: OperatorProcess, claims: str, kubeconfig: Path
+) -> None:
+    ns = claims
+    kube.create(finetunejob(ns))
+    follower = watch(kubeconfig, ns)
+    pod = running_pods(kube, ns, "sft", 1, 1)[0]
+    kube.wait_for(lambda: status(kube, ns).get("phase") == "Running", 30, "phase Running")
+    outcome = {"outcome": "Succeeded", "reason": "Completed", "message": "trained 100 step(s)", "last_step": 100,
+               "total_steps": 100, "outputs": {"adapter": "pvc://models/sft/run/checkpoint-100"}}  # fmt: skip
+    kube.finish_pod(ns, pod["metadata"]["name"], 0, message=outcome)
+    out, err = follower.communicate(timeout=90)
+    assert follower.returncode == 0, (out, err)
+    assert f"FineTuneJob {ns}/sft: Running" in out and f"FineTuneJob {ns}/sft: Succeeded" in out, out
+    assert "[##############################] 100/100 (100%)" in out, out
+    shown = subprocess.run([*MODELFORGE, "status", "sft", "-n", ns], env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "output      adapter: pvc://models/sft/run/checkpoint-100" in shown.stdout, shown.stdout
+    assert "Succeeded   True  Completed: trained 100 step(s)" in shown.stdout, shown.stdout
+
+
+def test_watch_exits_1_when_the_job_fails(kube: Kube, operator: OperatorProcess, claims: str, kubeconfig: Path) -> None:
+    ns = claims
+    kube.create(finetunejob(ns))
+    follower = watch(kubeconfig, ns)
+    pod = running_pods(kube, ns, "sft", 1, 1)[0]
+    outcome = {"outcome": "Failed", "reason": "DataError", "message": "datasets[0]: line 3 is not JSON",
+               "retryable": False}  # fmt: skip
+    kube.finish_pod(ns, pod["metadata"]["name"], 2, message=outcome)
+    out, err = follower.communicate(timeout=90)
+    assert follower.returncode == 1, (out, err)
+    assert f"FineTuneJob {ns}/sft: Failed" in out and "DataError: datasets[0]: line 3 is not JSON" in out, out
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    missing = subprocess.run([*MODELFORGE, "status", "nope", "-n", ns], env=env, capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    assert missing.returncode == 1 and f"no FineTuneJob or ModelServe nope in namespace {ns}" in missing.stderr
