@@ -236,14 +236,19 @@ def cmd_operator(args: argparse.Namespace) -> int:
 KINDS = {"ftj": "finetunejobs", "finetunejob": "finetunejobs", "mserve": "modelserves", "modelserve": "modelserves"}
 
 
-def _fetch(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The named FineTuneJob (or ModelServe) from the cluster of the current kubeconfig."""
+def _custom_api() -> Any:
+    """The API of the cluster of the current kubeconfig (or the pod's ServiceAccount), made once per command."""
     from kubernetes.client import CustomObjectsApi
-    from kubernetes.client.exceptions import ApiException
 
     from .controller.kube import make_api_client
 
-    api = CustomObjectsApi(make_api_client(None))
+    return CustomObjectsApi(make_api_client(None))
+
+
+def _fetch(args: argparse.Namespace, api: Any) -> dict[str, Any] | None:
+    """The named FineTuneJob (or ModelServe)."""
+    from kubernetes.client.exceptions import ApiException
+
     plurals = [KINDS[args.kind]] if args.kind else ["finetunejobs", "modelserves"]
     for plural in plurals:
         try:
@@ -259,7 +264,7 @@ def _fetch(args: argparse.Namespace) -> dict[str, Any] | None:
 def cmd_status(args: argparse.Namespace) -> int:
     from .status_view import describe
 
-    obj = _fetch(args)
+    obj = _fetch(args, _custom_api())
     print("\n".join(describe(obj or {})))
     return 0
 
@@ -270,10 +275,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     from .status_view import FINISHED, describe
 
-    last = None
+    last, api = None, _custom_api()
     deadline = time.monotonic() + args.timeout if args.timeout else None
     while True:
-        obj = _fetch(args) or {}
+        obj = _fetch(args, api) or {}
         lines = describe(obj)
         if lines != last:
             if sys.stdout.isatty():

@@ -11,7 +11,6 @@ the ConfigMap, not the Deployment (no rollout), and the agent unloads it from th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.vllm_stack import API_KEY, MODELFORGE, OFFLINE, VLLM_MAIN, VLLM_VENV, have_vllm, train_adapters
+from tests.integration.vllm_stack import (
+    API_KEY,
+    MODELFORGE,
+    VLLM_MAIN,
+    VLLM_VENV,
+    container_env,
+    require_vllm,
+    train_adapters,
+)
 
 from .kube import Kube, stop_process_group
 from .operator import OperatorProcess
@@ -28,13 +35,6 @@ from .test_modelserve import PVC_ROOT, ready_pods, serve_status
 
 def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
     return next(c for c in pod["spec"]["containers"] if c["name"] == name)
-
-
-def _env(container: dict[str, Any]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
-    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
-    env.update({e["name"]: API_KEY for e in container.get("env", []) if "valueFrom" in e})  # the kubelet's part
-    return {**env, **OFFLINE}
 
 
 class Pod:
@@ -51,7 +51,7 @@ class Pod:
         with open(workdir / "engine.log", "ab") as log:
             self.engine = subprocess.Popen(
                 [str(VLLM_VENV / "bin" / "python"), str(VLLM_MAIN), "serve", *args],
-                env={**_env(engine), "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"},
+                env={**container_env(engine), "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"},
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         agent_args = list(agent["args"])
@@ -59,7 +59,7 @@ class Pod:
         agent_args[agent_args.index("--adapters") + 1] = str(self.adapters_file)
         agent_args += ["--host", self.ip, "--interval", "1"]
         with open(workdir / "agent.log", "ab") as log:
-            self.agent = subprocess.Popen([str(MODELFORGE), *agent_args], env=_env(agent), stdout=log,
+            self.agent = subprocess.Popen([str(MODELFORGE), *agent_args], env=container_env(agent), stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           start_new_session=True)  # fmt: skip
         self.workdir = workdir
@@ -85,11 +85,7 @@ class Pod:
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    if not have_vllm():
-        message = f"{VLLM_VENV}/bin/python missing: run scripts/get-vllm.sh (make test does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_vllm()
     return train_adapters(tmp_path_factory.mktemp("live-adapters"))
 
 

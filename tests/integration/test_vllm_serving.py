@@ -20,7 +20,7 @@ import pytest
 
 from modelforge.plan.serving import ServeObserved, decide_serve
 
-from .vllm_stack import API_KEY, VLLM_VENV, Stack, have_vllm, serve_spec, train_adapters
+from .vllm_stack import API_KEY, Stack, require_vllm, serve_spec, train_adapters
 
 pytestmark = pytest.mark.vllm
 MODELFORGE = [sys.executable, "-m", "modelforge.cli"]
@@ -29,11 +29,7 @@ NOW = datetime(2026, 12, 1, 12, 0, 0)
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not have_vllm():
-        message = f"{VLLM_VENV}/bin/python missing: run scripts/get-vllm.sh (make test does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # in CI this tier must run
-        pytest.skip(message)
+    require_vllm()
     root = tmp_path_factory.mktemp("vllm")
     model, early, late = train_adapters(root)
     assert (early / "adapter_config.json").exists() and (late / "adapter_config.json").exists()

