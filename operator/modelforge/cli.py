@@ -302,6 +302,12 @@ def cmd_serve_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat_template(args: argparse.Namespace) -> int:
+    from .launcher.chat_template import main
+
+    return main(args.model, args.out)
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     from .launcher.entrypoint import launch_in_pod
 
@@ -503,6 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8091, help="port of the read-only report (GET /adapters)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
     p.set_defaults(handler=cmd_serve_agent)
+
+    p = sub.add_parser("chat-template", help="a vLLM serving pod's init step: the model's chat template with the "
+                       "default system prompt (spec.systemPrompt)")  # fmt: skip
+    p.add_argument("--model", required=True, help="the model directory (its chat_template.jinja or tokenizer_config)")
+    p.add_argument("--out", required=True, help="where to write the wrapped template (vLLM --chat-template)")
+    p.set_defaults(handler=cmd_chat_template)
 
     p = sub.add_parser("launch", help="the training pod's entrypoint (reads the job ConfigMap and pod env)")
     p.add_argument("--config", default="/etc/modelforge/job.json")

@@ -5,22 +5,26 @@ plays the kubelet for the adapters ConfigMap (it copies the operator's ConfigMap
 
 Proven here: a ModelServe behind an API key is Ready with its models verified and every adapter Loaded
 although the operator holds no key and has no RBAC on Secrets; removing an adapter from the spec updates
-the ConfigMap, not the Deployment (no rollout), and the agent unloads it from the running engine.
+the ConfigMap, not the Deployment (no rollout), and the agent unloads it from the running engine; the
+pod's init step (spec.systemPrompt's chat template) runs first, and the engine prompts with it.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from modelforge.render.serving import CHAT_TEMPLATE_MOUNT
 from tests.integration.vllm_stack import (
     API_KEY,
     MODELFORGE,
+    SYSTEM_PROMPT,
     VLLM_MAIN,
     VLLM_VENV,
     container_env,
@@ -46,6 +50,11 @@ class Pod:
         self.adapters_file = workdir / "adapters.json"
         engine, agent = _container(pod, "engine"), _container(pod, "agent")
         assert engine["command"] == ["vllm", "serve"] and agent["command"] == ["modelforge"]
+        for init in pod["spec"].get("initContainers", []):  # the kubelet runs them first, each to its end
+            assert init["command"] == ["modelforge"], init
+            done = subprocess.run([str(MODELFORGE), *(self.local(a) for a in init["args"])], capture_output=True,
+                                  text=True, env=container_env(init), timeout=60)  # fmt: skip
+            assert done.returncode == 0, f"init container {init['name']}: {done.stderr}"
         args = [self.local(a) for a in engine["args"]]
         args[args.index("--host") + 1] = self.ip  # the pod's port, 8000, on the pod's address
         with open(workdir / "engine.log", "ab") as log:
@@ -74,6 +83,13 @@ class Pod:
         tmp = self.adapters_file.with_suffix(".tmp")
         tmp.write_text(self.local(config_map["data"]["adapters.json"]))
         tmp.replace(self.adapters_file)
+
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        body = json.dumps({"model": "chat", "messages": messages, "max_tokens": 1}).encode()
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
+        request = urllib.request.Request(f"http://{self.ip}:8000/v1/chat/completions", body, headers)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(json.loads(response.read())["usage"]["prompt_tokens"])
 
     def stop(self) -> None:
         for proc in (self.agent, self.engine):
@@ -111,12 +127,15 @@ def test_live_adapters_behind_an_api_key(kube: Kube, operator: OperatorProcess, 
                  "metadata": {"name": "chat", "namespace": ns},
                  "spec": {"model": {"source": "pvc://models/tiny128"}, "maxModelLen": 512, "maxLoraRank": 8,
                           "dtype": "float32", "apiKeySecretRef": {"name": "serve-key", "key": "key"},
+                          "systemPrompt": SYSTEM_PROMPT,
                           "adapters": [{"name": "early", "source": "pvc://models/early"},
                                        {"name": "late", "source": "pvc://models/late"}]}})  # fmt: skip
     config_map = kube.wait_for(lambda: kube.get("ConfigMap", ns, "chat-adapters"), 30, "the adapters ConfigMap")
     assert [a["name"] for a in json.loads(config_map["data"]["adapters.json"])] == ["early", "late"]
     pod_object = ready_pods(kube, ns, "chat", 1)[0]
-    pod = Pod(pod_object, {f"{PVC_ROOT}/models": models_root}, tmp_path)
+    assert [c["name"] for c in pod_object["spec"]["initContainers"]] == ["chat-template"]
+    mounts = {f"{PVC_ROOT}/models": models_root, CHAT_TEMPLATE_MOUNT: tmp_path / "chat-template"}
+    pod = Pod(pod_object, mounts, tmp_path)
     try:
         pod.mount_config_map(config_map)
         kube.wait_for(lambda: serve_status(kube, ns).get("phase") == "Ready", 240,
@@ -126,6 +145,11 @@ def test_live_adapters_behind_an_api_key(kube: Kube, operator: OperatorProcess, 
         assert adapter_states(kube, ns) == {"early": "Loaded", "late": "Loaded"}, st
         assert "not verified" not in json.dumps(st["conditions"])
         assert API_KEY not in json.dumps(kube.get("ModelServe", ns, "chat"))
+        # spec.systemPrompt, through the init step's template: the same prompt as sending it oneself.
+        asked = [{"role": "user", "content": "Do you repair brakes?"}]
+        sent = [{"role": "system", "content": SYSTEM_PROMPT}, *asked]
+        other = [{"role": "system", "content": "x"}, *asked]
+        assert pod.prompt_tokens(asked) == pod.prompt_tokens(sent) > pod.prompt_tokens(other)
 
         # Remove `early` from the spec: the ConfigMap changes, the Deployment does not (no rollout).
         before = kube.get("Deployment", ns, "chat")

@@ -20,7 +20,7 @@ import pytest
 
 from modelforge.plan.serving import ServeObserved, decide_serve
 
-from .vllm_stack import API_KEY, Stack, require_vllm, serve_spec, train_adapters
+from .vllm_stack import API_KEY, SYSTEM_PROMPT, Stack, require_vllm, serve_spec, train_adapters
 
 pytestmark = pytest.mark.vllm
 MODELFORGE = [sys.executable, "-m", "modelforge.cli"]
@@ -171,3 +171,26 @@ def test_default_sampling_from_the_spec(stack: Stack) -> None:
     assert first["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
     assert '"temperature":0' in stack.engine_container["args"][stack.engine_container["args"].index(
         "--override-generation-config") + 1]  # fmt: skip
+
+
+def test_the_default_system_prompt(stack: Stack) -> None:
+    """spec.systemPrompt through the init step's wrapped chat template: a request without a system message is
+    prompted exactly as if it had sent the spec's; one with its own system message keeps only its own."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(stack.spec.model.source))
+    user = {"role": "user", "content": "Do you repair brakes?"}
+
+    def prompt_tokens(messages: list[dict[str, str]]) -> int:
+        body = {"model": "tiny", "messages": messages, "max_tokens": 1}
+        return int(stack.request("/v1/chat/completions", body)["usage"]["prompt_tokens"])
+
+    def expected(messages: list[dict[str, str]]) -> int:
+        return len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                 return_dict=False))  # fmt: skip
+
+    with_default = expected([{"role": "system", "content": SYSTEM_PROMPT}, user])
+    assert with_default > expected([user])
+    assert prompt_tokens([user]) == with_default
+    own = [{"role": "system", "content": "Be terse."}, user]
+    assert prompt_tokens(own) == expected(own)

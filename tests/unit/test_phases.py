@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pytest
 
+from modelforge.api.conditions import Reason
 from modelforge.api.finetunejob import JobPhase
 from modelforge.api.modelserve import ModelServeSpec, ModelServeStatus, ServePhase
 from modelforge.plan.lifecycle import Observed, decide
@@ -169,3 +170,26 @@ def test_a_degraded_serve_posts_why():
     d = decide_serve("s", "ns", spec, [], {}, ServeObserved({"status": {"readyReplicas": 1}}, (ready,), ("s",)), NOW)
     assert d.wire["phase"] == "Degraded"
     assert d.events[0][:2] == ("Warning", "AdapterMissing") and "does not list a" in d.events[0][2], d.events
+
+
+def test_a_failed_init_step_is_named_with_its_last_words():
+    SAID = "modelforge chat-template: /m has no chat template"
+    pod = {"metadata": {"name": "s-1"}, "status": {"initContainerStatuses": [{
+        "name": "chat-template", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "message": SAID}}}]}}  # fmt: skip
+    reason, message = pod_trouble((pod,))
+    assert reason == Reason.CRASH_LOOP_BACK_OFF
+    assert message == f"pod s-1: its chat-template step failed: {SAID}"
+
+
+def test_an_adapters_file_the_agent_cannot_read_is_said_in_status():
+    spec = ModelServeSpec.model_validate({"model": {"source": "pvc://m/base"},
+                                          "apiKeySecretRef": {"name": "k", "key": "k"},
+                                          "adapters": [{"name": "a", "source": "pvc://m/a"}]})  # fmt: skip
+    ready = {"metadata": {"name": "p"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    report = {"engineReady": True, "models": ["s", "a"], "adapters": [{"name": "a", "state": "Loaded"}],
+              "problem": "/etc/modelforge/adapters/adapters.json: cannot read the desired adapters (x)"}  # fmt: skip
+    d = decide_serve("s", "ns", spec, [], {}, ServeObserved({"status": {"readyReplicas": 1}}, (ready,),
+                                                            agent_reports=(report,)), NOW, 1)  # fmt: skip
+    assert d.wire["phase"] == "Ready", d.wire
+    assert "serve agent: /etc/modelforge/adapters/adapters.json: cannot read" in json.dumps(d.wire["conditions"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import kubernetes_validate
 import pytest
@@ -10,14 +11,28 @@ import pytest
 from modelforge.api.modelserve import ModelServeSpec, ServePhase
 from modelforge.plan.models import architecture, lookup
 from modelforge.plan.phases import serve_phase
-from modelforge.plan.serving import ServeObserved, predicted_outputs, resolve_from_job, serve_problems, serve_status
-from modelforge.render.serving import ResolvedModel, render_serve, startup_budget_seconds
+from modelforge.plan.serving import (
+    ServeObserved,
+    decide_serve,
+    predicted_outputs,
+    resolve_from_job,
+    serve_problems,
+    serve_status,
+)
+from modelforge.render.serving import (
+    CHAT_TEMPLATE,
+    CHAT_TEMPLATE_MOUNT,
+    ResolvedModel,
+    render_serve,
+    startup_budget_seconds,
+)
 from modelforge.render.settings import RenderSettings
 from modelforge.render.training import Owner
 from tests.launcher_specs import finetunejobs
 
 OWNER = Owner("ModelServe", "assistants", "team-a", "uid-serve")
 K8S = "1.33"
+NOW = datetime(2026, 12, 2, 12, 0, 0)
 
 
 def spec(**fields) -> ModelServeSpec:
@@ -221,9 +236,39 @@ def test_hub_and_revision_reach_both_engines():
     assert "--revision" not in container(on_claim)["args"]
 
 
-def test_a_system_prompt_vllm_cannot_apply_is_said_not_dropped():
-    _, notes = serve_problems(spec(systemPrompt="Be brief."), None, "m")
-    assert any("spec.systemPrompt is not applied by engine vllm" in n for n in notes)
+def test_a_system_prompt_with_vllm_wraps_the_models_chat_template():
+    """vLLM has no default system prompt: an init step wraps the model's template (launcher/chat_template.py),
+    the engine reads it from a shared volume and gets the prompt as a template variable."""
+    s = spec(model={"source": "pvc://models/tiny"}, systemPrompt='Be brief, "always".')
+    objects = render(s, ResolvedModel("pvc://models/tiny"))
+    assert kubernetes_validate.validate(objects.deployment, K8S, strict=True) == K8S
+    pod = objects.deployment["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["command"] == ["modelforge"] and init["args"] == [
+        "chat-template", "--model", "/mnt/pvc/models/tiny", "--out", CHAT_TEMPLATE]  # fmt: skip
+    assert {m["mountPath"] for m in init["volumeMounts"]} == {"/mnt/pvc/models", CHAT_TEMPLATE_MOUNT}
+    args = container(objects)["args"]
+    assert args[args.index("--chat-template") + 1] == CHAT_TEMPLATE
+    assert json.loads(args[args.index("--default-chat-template-kwargs") + 1]) == {
+        "modelforge_system": 'Be brief, "always".'}  # fmt: skip
+    assert {"name": "chat-template", "mountPath": CHAT_TEMPLATE_MOUNT, "readOnly": True} in container(objects)[
+        "volumeMounts"]  # fmt: skip
+    # Without a system prompt nothing of it is rendered.
+    plain = render(spec(model={"source": "pvc://models/tiny"}), ResolvedModel("pvc://models/tiny"))
+    assert "initContainers" not in plain.deployment["spec"]["template"]["spec"]
+    assert "--chat-template" not in container(plain)["args"]
+
+
+def test_a_system_prompt_vllm_cannot_apply_to_a_hub_model_is_said_not_dropped():
+    s = spec(systemPrompt="Be brief.", resources={"gpusPerReplica": 0})
+    assert "--chat-template" not in container(render(s))["args"]
+    ready = {"metadata": {"name": "p"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    d = decide_serve("s", "ns", s, [], {}, ServeObserved({"status": {"readyReplicas": 1}}, (ready,), ("s",)), NOW)
+    assert "spec.systemPrompt is not applied by engine vllm to a hub model" in json.dumps(d.wire["conditions"])
+
+
+def test_empty_sampling_adds_no_flag():
+    assert "--override-generation-config" not in container(render(spec(sampling={})))["args"]
 
 
 def test_default_sampling_reaches_both_engines():
@@ -237,3 +282,29 @@ def test_default_sampling_reaches_both_engines():
         "0.9",
         "128",
     ]
+
+
+def test_the_wrapped_chat_template_adds_the_default_system_prompt_only_when_none_is_sent(tmp_path):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from modelforge.launcher.chat_template import NoChatTemplate, main, model_chat_template, with_default_system
+    from modelforge.testing import CHAT_TEMPLATE as TINY_TEMPLATE
+
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": TINY_TEMPLATE}))
+    assert main(str(tmp_path), str(tmp_path / "out" / "t.jinja")) == 0
+    wrapped = (tmp_path / "out" / "t.jinja").read_text()
+    assert wrapped == with_default_system(TINY_TEMPLATE) == with_default_system(wrapped)  # wrapping is idempotent
+    template = ImmutableSandboxedEnvironment().from_string(wrapped)
+    user = [{"role": "user", "content": "hi"}]
+    default = template.render(messages=user, add_generation_prompt=True, modelforge_system="Be brief.")
+    assert default.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi")
+    own = [{"role": "system", "content": "Mine."}, *user]
+    assert template.render(messages=own, modelforge_system="Be brief.").count("system") == 1
+    assert "Be brief." not in template.render(messages=own, modelforge_system="Be brief.")
+    assert template.render(messages=user) == ImmutableSandboxedEnvironment().from_string(TINY_TEMPLATE).render(
+        messages=user)  # fmt: skip
+    (tmp_path / "chat_template.jinja").write_text("{{ messages }}")  # the newer file wins over tokenizer_config
+    assert model_chat_template(tmp_path) == "{{ messages }}"
+    with pytest.raises(NoChatTemplate, match="has no chat template"):
+        model_chat_template(tmp_path / "missing")
+    assert main(str(tmp_path / "missing"), str(tmp_path / "x.jinja")) == 1

@@ -173,8 +173,8 @@ class ModelServeSpec(ApiModel):
     )
     system_prompt: Str4k | None = Field(
         default=None,
-        description="Default system prompt. Applied by the swift engine; with vllm, clients send it (the CLI's "
-        "`modelforge chat` does).",
+        description="Default system prompt, added when a request has no system message (swift: --system; vllm: "
+        "the model's chat template wrapped by an init step; not for a hub model with vllm).",
     )
     api_key_secret_ref: SecretKeyRef | None = Field(
         default=None,

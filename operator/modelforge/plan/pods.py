@@ -25,6 +25,14 @@ def pod_trouble(
     for pod in pods:
         name = pod.get("metadata", {}).get("name", "?")
         status = pod.get("status", {})
+        for init in status.get("initContainerStatuses") or []:  # e.g. a vLLM pod's chat-template step
+            state = init.get("state") or {}
+            ended = state.get("terminated") or (init.get("lastState") or {}).get("terminated") or {}
+            crashing = (state.get("waiting") or {}).get("reason") == "CrashLoopBackOff"
+            if crashing or ended.get("exitCode", 0) != 0:
+                said = (ended.get("message") or "").strip().splitlines()
+                detail = f": {said[-1]}" if said else f" (exit code {ended.get('exitCode', '?')})"
+                return Reason.CRASH_LOOP_BACK_OFF, f"pod {name}: its {init.get('name', 'init')} step failed{detail}"
         for container in status.get("containerStatuses") or []:
             state = container.get("state") or {}
             # The serve agent sidecar, not the engine: say so (its memory is not resources.memory).

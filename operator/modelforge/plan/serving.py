@@ -44,6 +44,16 @@ def from_hub(spec: ModelServeSpec, model: ResolvedModel) -> bool:
     return bool(source) and model.base == source and not split_uri(str(source)) and not str(source).startswith("/")
 
 
+# The chat-template variable that carries spec.systemPrompt to vLLM (launcher/chat_template.py reads it).
+SYSTEM_VARIABLE = "modelforge_system"
+
+
+def wraps_chat_template(spec: ModelServeSpec, model: ResolvedModel) -> bool:
+    """vLLM with spec.systemPrompt: an init container wraps the model's chat template (launcher/chat_template.py)
+    so that the engine adds the prompt. It needs the model's files in the pod, so not for a hub model."""
+    return bool(spec.system_prompt) and spec.engine == Engine.VLLM and not from_hub(spec, model)
+
+
 def manages_adapters(spec: ModelServeSpec, model: ResolvedModel) -> bool:
     """vLLM with LoRA enabled: adapters are loaded live by the serve agent (no rollout), not in its argv.
     swift deploy has no runtime adapter API, so its adapters are arguments and a change rolls the pods."""
@@ -76,10 +86,6 @@ def serve_problems(spec: ModelServeSpec, arch: Architecture | None, model_name: 
     """(problems that stop the serve, notes worth showing) for a spec and the model it will load."""
     problems = engine_problems(spec)
     notes: list[str] = []
-    if spec.system_prompt and spec.engine == Engine.VLLM:
-        # Not silently dropped: vLLM has no default system prompt; the model's chat template decides.
-        notes.append("spec.systemPrompt is not applied by engine vllm (clients send it as a system message; "
-                     "engine swift applies it)")  # fmt: skip
     tp = spec.tensor_parallel
     if arch is None:
         notes.append(f"attention heads of {model_name} unknown: tensorParallel {tp} not checked")
@@ -338,6 +344,13 @@ def decide_serve(
     if manages_adapters(spec, model) and not spec.api_key_secret_ref:
         notes.append("live adapters without apiKeySecretRef: vLLM's runtime LoRA API is on the serving port, so "
                      "anyone who reaches the Service can load or unload adapters; set apiKeySecretRef")  # fmt: skip
+    if spec.system_prompt and spec.engine == Engine.VLLM and not wraps_chat_template(spec, model):
+        # Said, not silently dropped: the template is wrapped from the model's files, which a hub model
+        # only has once vLLM has downloaded it inside the engine.
+        notes.append("spec.systemPrompt is not applied by engine vllm to a hub model (serve it from a claim or a "
+                     "FineTuneJob's output, or send a system message from the client)")  # fmt: skip
+    problems_seen = sorted({str(r["problem"])[:500] for r in observed.agent_reports if r.get("problem")})
+    notes += [f"serve agent: {p} (the adapters loaded before stay loaded)" for p in problems_seen]
     observed = _with_agent_models(observed)
     served_name = spec.served_model_name or name
     endpoint = f"http://{name}.{namespace}.svc:{spec.service.port}/v1"

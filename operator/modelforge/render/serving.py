@@ -15,7 +15,14 @@ from typing import Any, Protocol
 from ..api.common import Hub
 from ..api.modelserve import Engine, ModelServeSpec
 from ..paths import PVC_ROOT, pod_path
-from ..plan.serving import ResolvedModel, from_hub, gpus_per_replica, manages_adapters
+from ..plan.serving import (
+    SYSTEM_VARIABLE,
+    ResolvedModel,
+    from_hub,
+    gpus_per_replica,
+    manages_adapters,
+    wraps_chat_template,
+)
 from .names import fit, label_value
 from .settings import RenderSettings
 from .training import MANAGED_BY, Owner
@@ -23,6 +30,8 @@ from .training import MANAGED_BY, Owner
 API_PORT = 8000
 AGENT_PORT = 8091  # the serve agent's read-only report, GET /adapters (launcher/serve_agent.py)
 ADAPTERS_MOUNT = "/etc/modelforge/adapters"
+CHAT_TEMPLATE_MOUNT = "/etc/modelforge/chat-template"  # the chat-template init step writes, the engine reads
+CHAT_TEMPLATE = f"{CHAT_TEMPLATE_MOUNT}/chat-template.jinja"
 SPEC_HASH = "modelforge.io/spec-hash"
 # vLLM: LoRA slots in one batch when spec.maxLoras is unset. Not the number of adapters: more can be loaded
 # (they are swapped in), so adding or removing an adapter never changes the arguments (no rollout).
@@ -69,7 +78,12 @@ class VllmEngine:
             override = {"temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p,
                         "max_new_tokens": spec.sampling.max_tokens}  # fmt: skip
             given = {k: v for k, v in override.items() if v is not None}
-            args += ["--override-generation-config", json.dumps(given, separators=(",", ":"))]
+            if given:  # `sampling: {}` overrides nothing
+                args += ["--override-generation-config", json.dumps(given, separators=(",", ":"))]
+        if wraps_chat_template(spec, model):
+            # spec.systemPrompt: the model's template, wrapped by the init step, adds it when a request has none.
+            kwargs = json.dumps({SYSTEM_VARIABLE: spec.system_prompt}, separators=(",", ":"))
+            args += ["--chat-template", CHAT_TEMPLATE, "--default-chat-template-kwargs", kwargs]
         if manages_adapters(spec, model):
             # The adapters themselves are loaded by the serve agent (runtime LoRA API), not listed here.
             args += ["--enable-lora", "--max-lora-rank", str(spec.max_lora_rank or 64)]
@@ -159,6 +173,22 @@ def agent_container(
     }
 
 
+def chat_template_container(
+    model: ResolvedModel, settings: RenderSettings, claims: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The init step that writes the model's chat template with spec.systemPrompt's wrapper (vLLM only)."""
+    return {
+        "name": "chat-template",
+        "image": settings.agent_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["modelforge"],
+        "args": ["chat-template", "--model", pod_path(model.base), "--out", CHAT_TEMPLATE],
+        "terminationMessagePolicy": "FallbackToLogsOnError",  # its error line reaches the pod status
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": [*claims, {"name": "chat-template", "mountPath": CHAT_TEMPLATE_MOUNT}],
+    }
+
+
 def startup_budget_seconds(params_b: float | None) -> int:
     """Weights must load before /health answers: 5 min plus ~20 s per billion parameters (unknown: 15 min)."""
     if params_b is None:
@@ -216,6 +246,12 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
         volume = label_value(f"pvc-{claim}".replace(".", "-"))
         volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
+    claim_mounts = list(mounts[1:])
+    init_containers = []
+    if wraps_chat_template(spec, model):
+        init_containers.append(chat_template_container(model, settings, claim_mounts))
+        volumes.append({"name": "chat-template", "emptyDir": {"sizeLimit": "16Mi"}})
+        mounts.append({"name": "chat-template", "mountPath": CHAT_TEMPLATE_MOUNT, "readOnly": True})
     budget = startup_budget_seconds(model.params_b)
     probe = {"httpGet": {"path": "/health", "port": "http"}}
     container = {
@@ -238,6 +274,8 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
     if manage:
         volumes.append({"name": "adapters", "configMap": {"name": adapters_name(owner.name)}})
     pod_spec: dict[str, Any] = {"containers": containers, "volumes": volumes}
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
     placement: dict[str, Any] = {
         "nodeSelector": spec.resources.node_selector,
         "tolerations": spec.resources.tolerations,
