@@ -159,5 +159,5 @@ def test_dry_run_prints_the_command_and_trains_nothing(tmp_path, tiny_model):
     out = tmp_path / "out"
     result = run(write_spec(tmp_path, tiny_model), out, "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "dry run: would run" in result.stderr and "swift.cli.main sft" in result.stderr
+    assert "dry run: would run" in result.stderr and "modelforge.launcher.rank --expect-world-size 1" in result.stderr
     assert not (out / "run").exists()

@@ -237,3 +237,59 @@ def test_visible_gpus_counts_nvidia_and_amd_devices(tmp_path: Path) -> None:
     assert visible_gpus({}, amd) == 2
     assert visible_gpus({"ROCR_VISIBLE_DEVICES": "0"}, amd) == 1
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, dev) == 0
+
+
+def test_the_rank_command_is_torchrun_with_the_specs_timeouts_for_a_gang():
+    from modelforge.launcher.distributed import World, rank_command
+
+    gang = rank_command(World(2, 1, 4, "sft-a1-0.sft-a1.ns.svc", 29500), "python", 8, 900, 1800, ["--x", "1"])
+    assert gang[:3] == ["python", "-m", "torch.distributed.run"]
+    joined = " ".join(gang)
+    assert "--nproc_per_node 4 --nnodes 2 --node_rank 1 --master_addr sft-a1-0.sft-a1.ns.svc" in joined
+    assert "--rdzv_conf timeout=900 --max_restarts 0" in joined  # no local restarts: the operator restarts the gang
+    assert gang[gang.index("-m", 3):] == ["-m", "modelforge.launcher.rank", "--expect-world-size", "8",
+                                          "--collective-timeout", "1800", "--", "--x", "1"]  # fmt: skip
+    one = rank_command(World(1, 0, 1, None, 29500), "python", 1, 900, 1800, ["--x", "1"])
+    assert one[:3] == ["python", "-m", "modelforge.launcher.rank"]
+
+
+def test_a_rank_started_in_another_world_than_the_spec_says_fails_before_training(monkeypatch):
+    from modelforge.launcher.rank import WorldMismatch, join_process_group
+
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(WorldMismatch, match=r"world of 1 process.*spec asks for 2"):
+        join_process_group(2, 30)
+    assert join_process_group(1, 30) == (0, 1)
+    assert classify(["modelforge: world size mismatch: ..."], interrupted=False)[0] == Reason.CONFIG_ERROR
+
+
+def test_the_stall_watchdog_judges_only_ranks_that_began(tmp_path):
+    from modelforge.launcher.rank import StallWatchdog, write_heartbeat
+
+    now = [1000.0]
+    dog = StallWatchdog(tmp_path, range(2, 4), 60, clock=lambda: now[0])
+    assert dog.check() is None  # nobody began: loading is not a stall
+    write_heartbeat(tmp_path, 2, 40, "training")
+    write_heartbeat(tmp_path, 5, 40, "training")  # another node's rank: not ours to judge
+    now[0] = (json.loads((tmp_path / "rank-2.json").read_text())["time"]) + 61
+    said = dog.check()
+    assert said is not None and said.startswith("rank 2 finished no training step for 61 s (its last: step 40")
+    assert "stallTimeoutSeconds is 60" in said
+    assert StallWatchdog(tmp_path, range(2, 4), 0, clock=lambda: now[0]).check() is None  # 0: off
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("  traceback : Signal 9 (SIGKILL) received by PID 4242", Reason.RANK_FAILED),
+    ("[rank0]: RuntimeError: [gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:1234",
+     Reason.RANK_FAILED),
+    ("[rank0]: RuntimeError: modelforge: replicas diverged: after training the ranks' weights differ",
+     Reason.CONFIG_ERROR),
+])  # fmt: skip
+def test_a_lost_rank_is_classified(line, reason):
+    assert classify(["Traceback (most recent call last):", line], interrupted=False)[0] == reason
+
+
+def test_an_unknown_failure_keeps_the_exception_line_not_torchruns_box():
+    lines = ["[rank0]: AttributeError: module swift has no attribute cli", "=" * 60, "  error_file: <N/A>", "=" * 60]
+    assert classify(lines, interrupted=False) == (Reason.UNKNOWN, [lines[0]])

@@ -237,3 +237,15 @@ def test_pod_changes_names_only_fields_the_pods_see():
     assert pod_changes(edited, old) == []
     bigger = s.model_copy(update={"resources": s.resources.model_copy(update={"gpus_per_node": 4})})
     assert pod_changes(bigger, old) == ["spec.resources"]
+
+
+@pytest.mark.parametrize("reason", ["Stalled", "RankFailed"])
+def test_a_stalled_or_lost_rank_restarts_the_gang_and_says_why(reason):
+    """What the launcher's watchdog and a dead rank leave in the termination message (launcher/rank.py,
+    outcome.py): the attempt is restarted, the condition names the reason and the launcher's words."""
+    message = "rank 1 finished no training step for 1801 s (its last: step 40, training)"
+    outcome = {"outcome": "Failed", "reason": reason, "message": message, "retryable": True}
+    d = decide(spec(), [], RUNNING_STATUS, Observed(JOB, (terminated("Failed", outcome, code=75),)), NOW)
+    assert d.delete_attempt == 1 and d.wire["phase"] == "Restarting"
+    running = next(c for c in d.wire["conditions"] if c["type"] == "Running")
+    assert running["reason"] == "Restarting" and reason in running["message"] and message in running["message"]

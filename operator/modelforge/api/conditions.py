@@ -50,6 +50,8 @@ class Reason(StrEnum):
     OOM_KILLED = "OOMKilled"
     RENDEZVOUS = "Rendezvous"
     NCCL = "NCCL"
+    RANK_FAILED = "RankFailed"  # a training process of the gang died (killed, crashed, its peer vanished)
+    STALLED = "Stalled"  # no optimizer step within failurePolicy.stallTimeoutSeconds (the launcher's watchdog)
     INTERRUPTED = "Interrupted"
     NODE_LOST = "NodeLost"
     EVICTED = "Evicted"
@@ -73,6 +75,8 @@ RETRYABLE_REASONS = frozenset(
     {
         Reason.RENDEZVOUS,
         Reason.NCCL,
+        Reason.RANK_FAILED,
+        Reason.STALLED,
         Reason.INTERRUPTED,
         Reason.NODE_LOST,
         Reason.EVICTED,

@@ -268,6 +268,15 @@ class DistributedSpec(ApiModel):
     master_port: Annotated[int, Field(ge=1024, le=65535)] = Field(
         default=29500, description="Rendezvous port on rank 0."
     )
+    rendezvous_timeout_seconds: Annotated[int, Field(ge=10, le=86_400)] = Field(
+        default=900,
+        description="How long the nodes wait for each other to join; then the attempt fails (Rendezvous, retried).",
+    )
+    collective_timeout_seconds: Annotated[int, Field(ge=10, le=86_400)] = Field(
+        default=1800,
+        description="A collective (all-reduce, NCCL or gloo) that does not complete in this time fails the attempt "
+        "(retried) instead of hanging it.",
+    )
 
 
 class CheckpointingSpec(ApiModel):
@@ -322,6 +331,11 @@ class FailurePolicy(ApiModel):
     backoff_seconds: Annotated[int, Field(ge=0, le=86_400)] = Field(
         default=30,
         description="Delay before the first restart; doubled for each further one (capped at 1 h).",
+    )
+    stall_timeout_seconds: Annotated[int, Field(ge=0, le=86_400)] = Field(
+        default=1800,
+        description="Once training has begun, a process of the job that finishes no optimizer step for this long "
+        "fails the attempt with reason Stalled (retried from the newest checkpoint). 0 turns the watchdog off.",
     )
 
 

@@ -131,6 +131,13 @@ def build_sft_argv(spec: FineTuneJobSpec, resolved: Resolved, ctx: LaunchContext
     args += _dtype_args(hp.dtype, ctx.device)
     if resolved.deepspeed != DeepSpeed.NONE:
         args += ["--deepspeed", resolved.deepspeed.value]
+    # The collective timeout launcher/rank.py joins the group with (ms-swift's default is 18,000,000 s).
+    args += ["--ddp_timeout", str(spec.distributed.collective_timeout_seconds)]
+    if ctx.device == "cpu":
+        # Without use_cpu, transformers on a machine with no GPU ignores the process group the ranks joined
+        # (parallel_mode is not DISTRIBUTED): every rank would train its own model on its shard of the data,
+        # gradients never averaged. Found by tests/integration/test_distributed.py.
+        args += ["--use_cpu", "true"]  # accelerate then takes gloo for a world of several processes
 
     args += [
         "--output_dir", ctx.output_dir,

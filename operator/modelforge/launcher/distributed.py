@@ -1,9 +1,12 @@
-"""The distributed contract between the pod (or the local machine) and ms-swift.
+"""The distributed contract between the pod (or the local machine) and the training processes.
 
 The renderer sets MODELFORGE_NNODES, MASTER_ADDR, MASTER_PORT and NPROC_PER_NODE on every pod; the
-Indexed Job sets JOB_COMPLETION_INDEX. ms-swift reads exactly NPROC_PER_NODE, NNODES, NODE_RANK,
-MASTER_ADDR and MASTER_PORT and starts torch.distributed.run itself (swift/cli/main.py), so a
-one-process run sets none of them.
+Indexed Job sets JOB_COMPLETION_INDEX (the node rank). The launcher starts the ranks itself with
+torchrun's static rendezvous, exactly as ms-swift's CLI would (swift/cli/main.py), plus what that CLI
+cannot set: the rendezvous timeout, no local restarts, and launcher/rank.py as each rank's entry (the
+world-size check, the collective timeout, the heartbeat). ms-swift still reads NPROC_PER_NODE, NNODES,
+NODE_RANK, MASTER_ADDR and MASTER_PORT inside training, so they stay in the environment; a one-process
+run sets none of them.
 """
 
 from __future__ import annotations
@@ -47,6 +50,22 @@ class World:
         if self.nnodes > 1:
             env |= {"NNODES": str(self.nnodes), "NODE_RANK": str(self.node_rank), "MASTER_ADDR": str(self.master_addr)}
         return env
+
+
+def rank_command(world: World, python: str, expect: int, rendezvous_timeout: int, collective_timeout: int,
+                 sft_argv: list[str]) -> list[str]:  # fmt: skip
+    """The command that runs every rank of this node (launcher/rank.py). One process: the rank entry itself.
+    Several: torchrun (static rendezvous, as ms-swift's CLI would start it) with the spec's rendezvous
+    timeout and no local restarts: a dead rank fails the whole attempt, the operator restarts the gang."""
+    entry = ["modelforge.launcher.rank", "--expect-world-size", str(expect), "--collective-timeout",
+             str(collective_timeout), "--", *sft_argv]  # fmt: skip
+    if world.size == 1:
+        return [python, "-m", *entry]
+    torchrun = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(world.nproc_per_node),
+                "--nnodes", str(world.nnodes), "--node_rank", str(world.node_rank),
+                "--master_addr", str(world.master_addr or "127.0.0.1"), "--master_port", str(world.master_port),
+                "--rdzv_conf", f"timeout={rendezvous_timeout}", "--max_restarts", "0"]  # fmt: skip
+    return [*torchrun, "-m", *entry]
 
 
 def _int(env: Mapping[str, str], key: str, default: int | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from ..api.conditions import Reason
@@ -36,6 +37,7 @@ def launch_in_pod(config: Path = Path(JOB_CONFIG), termination_log: Path = Path(
         env=env,
         device="cuda" if gpus else "cpu",
         termination_log=termination_log,
+        sink=sys.stdout,  # ms-swift's own output is the pod's log (kubectl logs)
         progress_port=int(env.get("MODELFORGE_PROGRESS_PORT", DEFAULT_PROGRESS_PORT)),
         output_uri=job.get("outputUri"),
         # Set only when a pod's program runs outside its container (tests/cluster): where the pod's

@@ -25,7 +25,12 @@ PATTERNS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
     (reason, re.compile(pattern))
     for reason, pattern in (
         (Reason.OUT_OF_MEMORY, r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|out of memory"),
+        # launcher/rank.py: the wrong contract
+        (Reason.CONFIG_ERROR, r"modelforge: world size mismatch|modelforge: replicas diverged"),
         (Reason.NCCL, r"NCCL error|ncclInternalError|ncclSystemError|ProcessGroupNCCL|collective operation timeout"),
+        # A process of the gang died: its own torchrun sees the signal, its peers see their connection drop.
+        (Reason.RANK_FAILED, r"Signal \d+ \(SIG\w+\) received by PID|Connection closed by peer|"
+                             r"Connection reset by peer|exitcode\s*:\s*-\d+"),
         (Reason.RENDEZVOUS, r"Rendezvous\w*Error|DistNetworkError|TCPStore|timed out initializing process group|"
                             r"Connection refused.*(?:29\d\d\d|MASTER)|Name or service not known"),
         (Reason.DATA_ERROR, r"pyarrow\.lib\.Arrow\w+|JSONDecodeError|StopIteration|ZeroDivisionError|"
@@ -34,6 +39,8 @@ PATTERNS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
                               r"does not appear to have a file named|ValueError|KeyError|TypeError|AssertionError"),
     )
 )  # fmt: skip
+
+EXCEPTION_LINE = re.compile(r"^(\[rank\d+\]: )?[\w.]*(Error|Exception|Interrupt)\b(: |$)")
 
 
 @dataclass
@@ -79,7 +86,9 @@ def classify(lines: Iterable[str], *, interrupted: bool) -> tuple[Reason, list[s
         hits = [line for line in tail if pattern.search(line)]
         if hits:
             return reason, hits[-3:]
-    return Reason.UNKNOWN, tail[-3:]
+    # Unknown: the exception line says most (torchrun's summary boxes around it say nothing).
+    raised = [line for line in tail if EXCEPTION_LINE.search(line)]
+    return Reason.UNKNOWN, raised[-3:] or tail[-3:]
 
 
 def failure(reason: Reason, message: str, **details: Any) -> Outcome:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +20,10 @@ from .argv import LaunchContext, build_sft_argv
 from .checkpoints import list_checkpoints, missing_parts, newest_complete
 from .dataset import FileReport, TokenCounter, check_file, is_local_source
 from .devices import capabilities
-from .distributed import EnvironmentError_, World
+from .distributed import EnvironmentError_, World, rank_command
 from .outcome import Outcome, classify, failure, write_termination_message
 from .progress import ProgressRecord, ProgressServer, ProgressTracker
+from .rank import HEARTBEAT_ENV, StallWatchdog
 from .supervise import supervise
 
 QUIET_ENV = {"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -58,6 +61,7 @@ class RunOptions:
 @dataclass
 class Prepared:
     argv: list[str]
+    world_size: int
     env: dict[str, str]
     reports: list[FileReport]
     resume_from: Path | None
@@ -185,7 +189,7 @@ def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
     if means:
         per_step = spec.hyperparameters.batch_size_per_device * resolved.gradient_accumulation * resolved.world_size
         tokens_per_step = sum(means) / len(means) * per_step
-    return Prepared(argv, env, reports, resume_from, tokens_per_step, notes)
+    return Prepared(argv, resolved.world_size, env, reports, resume_from, tokens_per_step, notes)
 
 
 def _display(path: Path, opts: RunOptions) -> str:
@@ -238,7 +242,12 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     prepared = prepare(spec, opts)
     for note in prepared.notes:
         opts.say(note)
-    command = [opts.python, "-m", "swift.cli.main", "sft", *prepared.argv]
+    world = opts.world
+    # Local mode on a CPU trains one process whatever the spec's GPU count (local_world says so).
+    expect = world.size if opts.local else prepared.world_size
+    timeouts = spec.distributed
+    command = rank_command(world, opts.python, expect, timeouts.rendezvous_timeout_seconds,
+                           timeouts.collective_timeout_seconds, prepared.argv)  # fmt: skip
     if opts.dry_run:
         opts.say("dry run: would run " + " ".join(command))
         return Outcome("Succeeded", "DryRun", "pre-flight passed; nothing was trained (--dry-run)")
@@ -252,20 +261,33 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
         server = ProgressServer(tracker, opts.progress_port, opts.progress_host).start()
         opts.say(f"progress: http://0.0.0.0:{server.port}/progress and /metrics")
 
-    def tick() -> None:
+    heartbeats = Path(tempfile.mkdtemp(prefix="modelforge-heartbeat-"))
+    first = world.node_rank * world.nproc_per_node
+    watchdog = StallWatchdog(heartbeats, range(first, first + world.nproc_per_node),
+                             spec.failure_policy.stall_timeout_seconds)  # fmt: skip
+
+    def tick() -> str | None:
         record = tracker.poll()
         if opts.on_progress is not None:
             opts.on_progress(record)
+        return watchdog.check()
 
     try:
-        finished = supervise(command, env=prepared.env, sink=opts.sink, tick=tick)
+        finished = supervise(command, env={**prepared.env, HEARTBEAT_ENV: str(heartbeats)}, sink=opts.sink, tick=tick)
     finally:
         if server is not None:
             server.stop()
+        shutil.rmtree(heartbeats, ignore_errors=True)
     record = tracker.poll()
     checkpoints = list_checkpoints(run_dir)
     last = next((c for c in reversed(checkpoints) if not missing_parts(c)), None)
     last_checkpoint = _display(last, opts) if last else None
+    if finished.stopped is not None:
+        opts.say(f"watchdog: {finished.stopped}")
+        return failure(
+            Reason.STALLED, finished.stopped, exit_code=finished.returncode,
+            last_step=record.step, total_steps=record.total_steps, last_checkpoint=last_checkpoint,
+        )  # fmt: skip
     if finished.returncode != 0 or finished.interrupted:
         reason, lines = classify(finished.tail, interrupted=finished.interrupted)
         message = f"swift sft exited with code {finished.returncode}"

@@ -20,6 +20,23 @@ class Finished:
     returncode: int
     interrupted: bool
     tail: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why `tick` had the process stopped (the stall watchdog), else None
+
+
+STOP_GRACE_SECONDS = 10.0
+
+
+def _stop_group(process: subprocess.Popen[str], grace: float) -> None:
+    """SIGTERM to the whole group (with SIGCONT: a stopped process only acts on signals once continued),
+    then SIGKILL for whatever is left after `grace` seconds."""
+    for signum in (signal.SIGTERM, signal.SIGCONT):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # the group: torchrun's workers too, even if torchrun is gone
+    process.wait()
 
 
 def _pump(stream: IO[str], sink: IO[str] | None, tail: deque[str]) -> None:
@@ -35,10 +52,12 @@ def supervise(
     *,
     env: Mapping[str, str],
     sink: IO[str] | None,
-    tick: Callable[[], None] | None = None,
+    tick: Callable[[], str | None] | None = None,
     tick_seconds: float = 1.0,
+    stop_grace: float = STOP_GRACE_SECONDS,
 ) -> Finished:
-    """Run `argv` to completion. `tick` runs every `tick_seconds` while it runs (progress polling).
+    """Run `argv` to completion. `tick` runs every `tick_seconds` while it runs (progress polling); when it
+    returns a message, the process group is stopped and the message is `Finished.stopped`.
 
     SIGTERM/SIGINT received by this process are forwarded to the child's whole process group (ms-swift
     forks torchrun, which forks one worker per GPU), and the run counts as interrupted.
@@ -70,14 +89,16 @@ def supervise(
     if in_main_thread:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, forward)
+    stopped = None
     try:
         while True:
             try:
                 process.wait(timeout=tick_seconds)
                 break
             except subprocess.TimeoutExpired:
-                if tick is not None:
-                    tick()
+                if tick is not None and (stopped := tick()) is not None:
+                    _stop_group(process, stop_grace)
+                    break
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -87,4 +108,4 @@ def supervise(
     pump.join(timeout=5)
     if tick is not None:
         tick()
-    return Finished(process.returncode, interrupted.is_set(), list(tail))
+    return Finished(process.returncode, interrupted.is_set(), list(tail), stopped)
