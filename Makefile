@@ -9,7 +9,7 @@ DEMO_OUT := modelforge-output/quickstart
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint generate demo bench e2e clean cluster cluster-down cluster-build vllm
+.PHONY: help setup test test-fast lint generate demo bench bench-gpu-rehearse e2e clean cluster cluster-down cluster-build vllm
 
 help: ## show this help
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ e2e: setup ## kind end-to-end (needs Docker and kind): images, helm install, fin
 
 bench: setup ## launcher overhead benchmark (CPU); GPU benchmarks are in bench/ and docs/benchmarks.md
 	$(PY) bench/launcher_overhead.py
+
+bench-gpu-rehearse: setup ## the GPU benchmark's CPU rehearsal: same steps and carried wheels, tiny model (~2 min)
+	bash bench/gpu/run.sh --rehearse
 
 generate: setup ## regenerate CRDs, the chart's CRDs and docs/api.md from operator/modelforge/api
 	$(VENV)/bin/modelforge crds
