@@ -248,7 +248,8 @@ def test_the_rank_command_is_torchrun_with_the_specs_timeouts_for_a_gang():
     assert "--nproc_per_node 4 --nnodes 2 --node_rank 1 --master_addr sft-a1-0.sft-a1.ns.svc" in joined
     assert "--rdzv_conf timeout=900 --max_restarts 0" in joined  # no local restarts: the operator restarts the gang
     assert gang[gang.index("-m", 3):] == ["-m", "modelforge.launcher.rank", "--expect-world-size", "8",
-                                          "--collective-timeout", "1800", "--", "--x", "1"]  # fmt: skip
+                                          "--collective-timeout", "1800", "--backend", "gloo", "--",
+                                          "--x", "1"]  # fmt: skip
     one = rank_command(World(1, 0, 1, None, 29500), "python", 1, 900, 1800, ["--x", "1"])
     assert one[:3] == ["python", "-m", "modelforge.launcher.rank"]
 
@@ -277,6 +278,14 @@ def test_the_stall_watchdog_judges_only_ranks_that_began(tmp_path):
     assert said is not None and said.startswith("rank 2 finished no training step for 61 s (its last: step 40")
     assert "stallTimeoutSeconds is 60" in said
     assert StallWatchdog(tmp_path, range(2, 4), 0, clock=lambda: now[0]).check() is None  # 0: off
+    write_heartbeat(tmp_path, 2, 40, "saving")  # a save may follow: three timeouts
+    now[0] = json.loads((tmp_path / "rank-2.json").read_text())["time"] + 150
+    assert dog.check() is None
+    now[0] += 31
+    assert dog.check() is not None
+    write_heartbeat(tmp_path, 2, 160, "finished")  # after training: never judged
+    now[0] += 10_000
+    assert dog.check() is None
 
 
 @pytest.mark.parametrize(("line", "reason"), [

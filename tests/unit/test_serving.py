@@ -267,6 +267,14 @@ def test_a_system_prompt_vllm_cannot_apply_to_a_hub_model_is_said_not_dropped():
     assert "spec.systemPrompt is not applied by engine vllm to a hub model" in json.dumps(d.wire["conditions"])
 
 
+def test_a_system_prompt_with_a_hub_base_from_a_job_is_not_wrapped():
+    """fromFineTuneJob of an unmerged LoRA on a hub base: the base is a hub id, not files the init step has."""
+    s = spec(systemPrompt="Be brief.")
+    objects = render(s, ResolvedModel("Qwen/Qwen3-8B", (("sft", "pvc://models/sft/run/checkpoint-9"),)))
+    assert "initContainers" not in objects.deployment["spec"]["template"]["spec"]
+    assert "--chat-template" not in container(objects)["args"]
+
+
 def test_empty_sampling_adds_no_flag():
     assert "--override-generation-config" not in container(render(spec(sampling={})))["args"]
 

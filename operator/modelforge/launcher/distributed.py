@@ -53,17 +53,19 @@ class World:
 
 
 def rank_command(world: World, python: str, expect: int, rendezvous_timeout: int, collective_timeout: int,
-                 sft_argv: list[str]) -> list[str]:  # fmt: skip
+                 sft_argv: list[str], backend: str = "gloo") -> list[str]:  # fmt: skip
     """The command that runs every rank of this node (launcher/rank.py). One process: the rank entry itself.
     Several: torchrun (static rendezvous, as ms-swift's CLI would start it) with the spec's rendezvous
     timeout and no local restarts: a dead rank fails the whole attempt, the operator restarts the gang."""
     entry = ["modelforge.launcher.rank", "--expect-world-size", str(expect), "--collective-timeout",
-             str(collective_timeout), "--", *sft_argv]  # fmt: skip
+             str(collective_timeout), "--backend", backend, "--", *sft_argv]  # fmt: skip
     if world.size == 1:
         return [python, "-m", *entry]
     torchrun = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(world.nproc_per_node),
                 "--nnodes", str(world.nnodes), "--node_rank", str(world.node_rank),
-                "--master_addr", str(world.master_addr or "127.0.0.1"), "--master_port", str(world.master_port),
+                # One node needs no DNS: its ranks meet on loopback.
+                "--master_addr", str(world.master_addr if world.nnodes > 1 else "127.0.0.1"),
+                "--master_port", str(world.master_port),
                 "--rdzv_conf", f"timeout={rendezvous_timeout}", "--max_restarts", "0"]  # fmt: skip
     return [*torchrun, "-m", *entry]
 

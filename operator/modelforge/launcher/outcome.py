@@ -28,15 +28,16 @@ PATTERNS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
         # launcher/rank.py: the wrong contract
         (Reason.CONFIG_ERROR, r"modelforge: world size mismatch|modelforge: replicas diverged"),
         (Reason.NCCL, r"NCCL error|ncclInternalError|ncclSystemError|ProcessGroupNCCL|collective operation timeout"),
-        # A process of the gang died: its own torchrun sees the signal, its peers see their connection drop.
-        (Reason.RANK_FAILED, r"Signal \d+ \(SIG\w+\) received by PID|Connection closed by peer|"
-                             r"Connection reset by peer|exitcode\s*:\s*-\d+"),
         (Reason.RENDEZVOUS, r"Rendezvous\w*Error|DistNetworkError|TCPStore|timed out initializing process group|"
                             r"Connection refused.*(?:29\d\d\d|MASTER)|Name or service not known"),
         (Reason.DATA_ERROR, r"pyarrow\.lib\.Arrow\w+|JSONDecodeError|StopIteration|ZeroDivisionError|"
                             r"DatasetNotFoundError|FileNotFoundError.*(?:dataset|\.jsonl?)"),
         (Reason.CONFIG_ERROR, r"remaining_argv|unrecognized arguments|HFValidationError|is not a valid model|"
                               r"does not appear to have a file named|ValueError|KeyError|TypeError|AssertionError"),
+        # A process of the gang died: its own torchrun sees the signal, its peers see their connection drop.
+        # After data and config errors: a rank's own deterministic error makes its peers lose it too.
+        (Reason.RANK_FAILED, r"Signal \d+ \(SIG\w+\) received by PID|Connection closed by peer|"
+                             r"Connection reset by peer|exitcode\s*:\s*-\d+"),
     )
 )  # fmt: skip
 

@@ -20,6 +20,7 @@ ms-swift sees anything, each rank
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -47,8 +48,11 @@ def heartbeat_path(directory: Path, rank: int) -> Path:
 def write_heartbeat(directory: Path, rank: int, step: int, phase: str) -> None:
     target = heartbeat_path(directory, rank)
     tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"rank": rank, "step": step, "phase": phase, "time": time.time()}))
-    tmp.replace(target)  # the watchdog never reads half a file
+    try:
+        tmp.write_text(json.dumps({"rank": rank, "step": step, "phase": phase, "time": time.time()}))
+        tmp.replace(target)  # the watchdog never reads half a file
+    except OSError:
+        pass  # a heartbeat lost is a late one, never a reason to stop training
 
 
 class StallWatchdog:
@@ -68,8 +72,12 @@ class StallWatchdog:
                 beat = json.loads(heartbeat_path(self.directory, rank).read_text())
             except (OSError, ValueError):
                 continue  # not begun yet (or being replaced right now)
+            if beat.get("phase") == "finished":
+                continue  # after training (the final save, the merge): not judged
+            # A checkpoint save or an evaluation may start after this beat: it gets three timeouts.
+            budget = self.timeout_s * (3 if beat.get("phase") == "saving" else 1)
             quiet = now - float(beat.get("time", now))
-            if quiet > self.timeout_s:
+            if quiet > budget:
                 return (
                     f"rank {rank} finished no training step for {quiet:.0f} s (its last: step {beat.get('step')}, "
                     f"{beat.get('phase')}); failurePolicy.stallTimeoutSeconds is {self.timeout_s}: a hung "
@@ -79,7 +87,20 @@ class StallWatchdog:
         return None
 
 
-def join_process_group(expected: int, timeout_s: int) -> tuple[int, int]:
+SETUP_TIMEOUT_S = 7200  # until training begins: rank 0 may download the model or tokenize while others wait
+_collective_timeout_s = 1800
+
+
+def tighten_collective_timeout() -> None:
+    """Training began: from now on a collective gets the spec's collective timeout, not the setup's."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        with contextlib.suppress(AttributeError, RuntimeError, ValueError):  # an older torch: setup's stays
+            dist.distributed_c10d._set_pg_timeout(timedelta(seconds=_collective_timeout_s))
+
+
+def join_process_group(expected: int, timeout_s: int, backend: str = "gloo") -> tuple[int, int]:
     """(rank, world size) of the group this process joined, after checking it against `expected`."""
     import torch
     import torch.distributed as dist
@@ -93,10 +114,13 @@ def join_process_group(expected: int, timeout_s: int) -> tuple[int, int]:
         )
     if world == 1:
         return 0, 1
-    cuda = torch.cuda.is_available()
+    global _collective_timeout_s
+    _collective_timeout_s = timeout_s
+    cuda = backend == "nccl"  # the launcher's decision (its device), not whatever CUDA this process sees
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    if not dist.is_initialized():  # Ray Train, for one, initialises it before the worker function runs
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=max(timeout_s, SETUP_TIMEOUT_S)))
     joined = dist.get_world_size()
     # Every rank says what world it believes in; the sum proves they are in ONE group of that size.
     belief = torch.tensor([1, expected], dtype=torch.int64, device="cuda" if cuda else "cpu")
@@ -108,7 +132,7 @@ def join_process_group(expected: int, timeout_s: int) -> tuple[int, int]:
             f"but the spec asks for {expected}; the ranks disagree on the world"
         )
     if dist.get_rank() == 0:
-        print(f"modelforge: {joined} processes joined one process group ({'nccl' if cuda else 'gloo'}, "
+        print(f"modelforge: {joined} processes joined one process group ({backend}, "
               f"collective timeout {timeout_s} s)", flush=True)  # fmt: skip
     return rank, joined
 
@@ -123,11 +147,14 @@ def check_replicas(model: Any) -> None:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return
     trainable = [p for p in model.parameters() if p.requires_grad]
+    if any(hasattr(p, "ds_id") for p in trainable) or type(model).__name__.startswith("FullyShardedDataParallel"):
+        return  # ZeRO-3 / FSDP: each rank holds a shard, there are no replicas to compare
     device = trainable[0].device if trainable else torch.device("cpu")
     mine = torch.zeros(2, dtype=torch.float64, device=device)
-    for p in trainable:
-        mine[0] += p.detach().double().sum()
-        mine[1] += p.detach().double().abs().sum()
+    with torch.no_grad():  # no float64 copy of a parameter: reductions accumulate in float64
+        for p in trainable:
+            mine[0] += p.sum(dtype=torch.float64)
+            mine[1] += torch.linalg.vector_norm(p, 1, dtype=torch.float64)
     everyone = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(everyone, mine)
     spread = max(float((e - everyone[0]).abs().max()) for e in everyone)
@@ -148,9 +175,14 @@ def register_heartbeat(directory: Path, rank: int) -> None:
     class Heartbeat(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             write_heartbeat(directory, rank, int(state.global_step), "training")
+            tighten_collective_timeout()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            write_heartbeat(directory, rank, int(state.global_step), "training")
+            busy = getattr(control, "should_save", False) or getattr(control, "should_evaluate", False)
+            write_heartbeat(directory, rank, int(state.global_step), "saving" if busy else "training")
+
+        def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            write_heartbeat(directory, rank, int(state.global_step), "training")  # gradient accumulation
 
         def on_prediction_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             write_heartbeat(directory, rank, int(state.global_step), "evaluating")  # a long eval is not a stall
@@ -159,6 +191,7 @@ def register_heartbeat(directory: Path, rank: int) -> None:
             write_heartbeat(directory, rank, int(state.global_step), "saved")
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            write_heartbeat(directory, rank, int(state.global_step), "finished")
             if kwargs.get("model") is not None:
                 check_replicas(kwargs["model"])
 
@@ -168,12 +201,13 @@ def register_heartbeat(directory: Path, rank: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelforge.launcher.rank", description=__doc__)
     parser.add_argument("--expect-world-size", type=int, required=True)
-    parser.add_argument("--collective-timeout", type=int, default=1800, help="seconds")
+    parser.add_argument("--collective-timeout", type=int, default=1800, help="seconds, once training began")
+    parser.add_argument("--backend", choices=("gloo", "nccl"), default="gloo")
     parser.add_argument("sft_args", nargs=argparse.REMAINDER, help="-- then the arguments of `swift sft`")
     args = parser.parse_args(argv)
     sft_args = list(args.sft_args[1:] if args.sft_args[:1] == ["--"] else args.sft_args)
     try:
-        rank, _ = join_process_group(args.expect_world_size, args.collective_timeout)
+        rank, _ = join_process_group(args.expect_world_size, args.collective_timeout, args.backend)
     except WorldMismatch as exc:
         print(str(exc), file=sys.stderr, flush=True)
         return 1

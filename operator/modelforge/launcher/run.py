@@ -247,7 +247,8 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     expect = world.size if opts.local else prepared.world_size
     timeouts = spec.distributed
     command = rank_command(world, opts.python, expect, timeouts.rendezvous_timeout_seconds,
-                           timeouts.collective_timeout_seconds, prepared.argv)  # fmt: skip
+                           timeouts.collective_timeout_seconds, prepared.argv,
+                           "nccl" if opts.device == "cuda" else "gloo")  # fmt: skip
     if opts.dry_run:
         opts.say("dry run: would run " + " ".join(command))
         return Outcome("Succeeded", "DryRun", "pre-flight passed; nothing was trained (--dry-run)")

@@ -26,16 +26,44 @@ class Finished:
 STOP_GRACE_SECONDS = 10.0
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc): torchrun starts each worker in a session of its own, so the
+    child's process group does not reach them."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal_all(process: subprocess.Popen[str], pids: list[int], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
 def _stop_group(process: subprocess.Popen[str], grace: float) -> None:
-    """SIGTERM to the whole group (with SIGCONT: a stopped process only acts on signals once continued),
-    then SIGKILL for whatever is left after `grace` seconds."""
-    for signum in (signal.SIGTERM, signal.SIGCONT):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
+    """SIGTERM to the child's group and every descendant (with SIGCONT: a stopped process only acts on
+    signals once continued), then SIGKILL for whatever is left after `grace` seconds."""
+    pids = _descendants(process.pid)
+    _signal_all(process, pids, signal.SIGTERM)
+    _signal_all(process, pids, signal.SIGCONT)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # the group: torchrun's workers too, even if torchrun is gone
+    _signal_all(process, pids + _descendants(process.pid), signal.SIGKILL)
     process.wait()
 
 
@@ -103,8 +131,7 @@ def supervise(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if process.poll() is None:  # we are unwinding from an exception: do not leave trainers behind
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            _stop_group(process, 0)
     pump.join(timeout=5)
     if tick is not None:
         tick()

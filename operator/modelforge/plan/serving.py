@@ -51,7 +51,8 @@ SYSTEM_VARIABLE = "modelforge_system"
 def wraps_chat_template(spec: ModelServeSpec, model: ResolvedModel) -> bool:
     """vLLM with spec.systemPrompt: an init container wraps the model's chat template (launcher/chat_template.py)
     so that the engine adds the prompt. It needs the model's files in the pod, so not for a hub model."""
-    return bool(spec.system_prompt) and spec.engine == Engine.VLLM and not from_hub(spec, model)
+    on_files = bool(split_uri(model.base)) or model.base.startswith("/")  # a claim or a path, never a hub id
+    return bool(spec.system_prompt) and spec.engine == Engine.VLLM and on_files
 
 
 def manages_adapters(spec: ModelServeSpec, model: ResolvedModel) -> bool:
