@@ -88,16 +88,15 @@ class StallWatchdog:
 
 
 SETUP_TIMEOUT_S = 7200  # until training begins: rank 0 may download the model or tokenize while others wait
-_collective_timeout_s = 1800
 
 
-def tighten_collective_timeout() -> None:
+def tighten_collective_timeout(timeout_s: int) -> None:
     """Training began: from now on a collective gets the spec's collective timeout, not the setup's."""
     import torch.distributed as dist
 
     if dist.is_initialized():
         with contextlib.suppress(AttributeError, RuntimeError, ValueError):  # an older torch: setup's stays
-            dist.distributed_c10d._set_pg_timeout(timedelta(seconds=_collective_timeout_s))
+            dist.distributed_c10d._set_pg_timeout(timedelta(seconds=timeout_s))
 
 
 def join_process_group(expected: int, timeout_s: int, backend: str = "gloo") -> tuple[int, int]:
@@ -114,8 +113,6 @@ def join_process_group(expected: int, timeout_s: int, backend: str = "gloo") -> 
         )
     if world == 1:
         return 0, 1
-    global _collective_timeout_s
-    _collective_timeout_s = timeout_s
     cuda = backend == "nccl"  # the launcher's decision (its device), not whatever CUDA this process sees
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -168,14 +165,14 @@ def check_replicas(model: Any) -> None:
               f"(sum {float(mine[0]):.6g})", flush=True)  # fmt: skip
 
 
-def register_heartbeat(directory: Path, rank: int) -> None:
+def register_heartbeat(directory: Path, rank: int, collective_timeout_s: int) -> None:
     """Adds the heartbeat callback to ms-swift's callback registry (the launcher passes --callbacks)."""
     from swift.callbacks import TrainerCallback, callbacks_map
 
     class Heartbeat(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             write_heartbeat(directory, rank, int(state.global_step), "training")
-            tighten_collective_timeout()
+            tighten_collective_timeout(collective_timeout_s)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             busy = getattr(control, "should_save", False) or getattr(control, "should_evaluate", False)
@@ -214,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     heartbeat = os.environ.get(HEARTBEAT_ENV)
     if heartbeat:
         Path(heartbeat).mkdir(parents=True, exist_ok=True)
-        register_heartbeat(Path(heartbeat), rank)
+        register_heartbeat(Path(heartbeat), rank, args.collective_timeout)
         if "--callbacks" in sft_args:  # the user's own callbacks (extraArgs) and ours
             sft_args.insert(sft_args.index("--callbacks") + 1, CALLBACK)
         else:

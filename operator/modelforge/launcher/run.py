@@ -61,7 +61,6 @@ class RunOptions:
 @dataclass
 class Prepared:
     argv: list[str]
-    world_size: int
     env: dict[str, str]
     reports: list[FileReport]
     resume_from: Path | None
@@ -189,7 +188,7 @@ def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
     if means:
         per_step = spec.hyperparameters.batch_size_per_device * resolved.gradient_accumulation * resolved.world_size
         tokens_per_step = sum(means) / len(means) * per_step
-    return Prepared(argv, resolved.world_size, env, reports, resume_from, tokens_per_step, notes)
+    return Prepared(argv, env, reports, resume_from, tokens_per_step, notes)
 
 
 def _display(path: Path, opts: RunOptions) -> str:
@@ -243,10 +242,9 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     for note in prepared.notes:
         opts.say(note)
     world = opts.world
-    # Local mode on a CPU trains one process whatever the spec's GPU count (local_world says so).
-    expect = world.size if opts.local else prepared.world_size
+    # The world the ranks must join: in a pod prepare() checked it is the spec's; locally, local_world's.
     timeouts = spec.distributed
-    command = rank_command(world, opts.python, expect, timeouts.rendezvous_timeout_seconds,
+    command = rank_command(world, opts.python, world.size, timeouts.rendezvous_timeout_seconds,
                            timeouts.collective_timeout_seconds, prepared.argv,
                            "nccl" if opts.device == "cuda" else "gloo")  # fmt: skip
     if opts.dry_run:

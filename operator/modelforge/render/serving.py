@@ -242,11 +242,12 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(spec.resources.shared_memory or "8Gi")}}
     ]
+    claim_mounts: list[dict[str, Any]] = []  # the engine's, and the chat-template step's
     for claim in model.claims():
         volume = label_value(f"pvc-{claim}".replace(".", "-"))
         volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
-        mounts.append({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
-    claim_mounts = list(mounts[1:])
+        claim_mounts.append({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
+    mounts += claim_mounts
     init_containers = []
     if wraps_chat_template(spec, model):
         init_containers.append(chat_template_container(model, settings, claim_mounts))
