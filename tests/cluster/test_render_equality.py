@@ -152,8 +152,8 @@ def test_render_equals_what_the_operator_creates(
             diff = differences(as_server_stores(kube, want, dry_ns), stored(got))
             assert not diff, f"{group}: {want['kind']} {want['metadata']['name']} differs:\n" + "\n".join(diff)
         if kind == "FineTuneJob":
-            # Exactly what render printed, no more: attempt 1's ConfigMap, Service and Job.
-            made = {(k, o["metadata"]["name"]) for k in ("ConfigMap", "Service", "Job")
+            # Exactly what render printed, no more: attempt 1's ConfigMap, Service and Job (or RayJob).
+            made = {(k, o["metadata"]["name"]) for k in ("ConfigMap", "Service", "Job", "RayJob")
                     for o in kube.list(k, ns, {"modelforge.io/job": name})}  # fmt: skip
             assert made == {(o["kind"], o["metadata"]["name"]) for o in expected}, made
 

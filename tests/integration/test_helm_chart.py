@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from modelforge.controller.kube import KOPF_RULES, RBAC_RULES
+from modelforge.controller.kube import KOPF_RULES, RAY_RBAC_RULES, RBAC_RULES
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ VALUE_SETS = {
         "--set", "metrics.serviceMonitor.enabled=true", "--set", "operator.logFormat=plain",
         "--set", "trainer.serviceAccountName=trainer", "--set", "imagePullSecrets={regcred}",
         "--set", "nodeSelector.pool=system", "--set", "commonLabels.team=ml",
-        "--set", "image.tag=0.1.0-rc1",
+        "--set", "image.tag=0.1.0-rc1", "--set", "ray.enabled=true",
     ],
 }  # fmt: skip
 
@@ -55,8 +55,9 @@ def rules_of(objects: list[dict], kind: str) -> set[tuple[str, str, str]]:
     return granted
 
 
-def expected_rules() -> set[tuple[str, str, str]]:
-    return {(g, r, v) for g, r, verbs in (*KOPF_RULES, *RBAC_RULES) for v in verbs}
+def expected_rules(ray: bool = False) -> set[tuple[str, str, str]]:
+    rules = (*KOPF_RULES, *RBAC_RULES, *(RAY_RBAC_RULES if ray else ()))
+    return {(g, r, v) for g, r, verbs in rules for v in verbs}
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
@@ -81,6 +82,12 @@ def test_cluster_rbac_is_exactly_what_the_operator_calls():
     granted = rules_of(objects, "ClusterRole")
     assert granted == expected_rules()
     assert not any("*" in item for rule in granted for item in rule)
+
+
+def test_rayjob_rights_only_with_ray_enabled():
+    assert not any(group == "ray.io" for group, _, _ in rules_of(template([]), "ClusterRole"))
+    granted = rules_of(template(["--set", "ray.enabled=true"]), "ClusterRole")
+    assert granted == expected_rules(ray=True)
 
 
 def test_namespaced_mode_grants_per_namespace_and_only_crd_reads_cluster_wide():

@@ -69,6 +69,13 @@ app.kubernetes.io/component: operator
 - apiGroups: ["modelforge.io"]
   resources: ["modelserves"]
   verbs: ["create"]
+{{- if .Values.ray.enabled }}
+# Application (ray.enabled): a training attempt of `distributed.runtime: ray` is a KubeRay RayJob instead of
+# the Job and Service; its pods are KubeRay's (observed through the pod list above).
+- apiGroups: ["ray.io"]
+  resources: ["rayjobs"]
+  verbs: ["get", "create", "delete"]
+{{- end }}
 {{- end -}}
 
 {{/* Cluster-scoped: kopf watches CRDs to notice resources installed after it started (scope cluster;

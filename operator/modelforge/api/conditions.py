@@ -84,3 +84,7 @@ RETRYABLE_REASONS = frozenset(
         Reason.UNKNOWN,
     }
 )
+
+# The launcher's last line as the driver of a RayJob (distributed.runtime: ray): KubeRay copies the tail of a
+# failed job's log into the RayJob's status.message, where the operator finds the outcome after this prefix.
+OUTCOME_PREFIX = "modelforge outcome: "

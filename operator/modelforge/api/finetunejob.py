@@ -55,6 +55,13 @@ class DeepSpeed(StrEnum):
     ZERO3_OFFLOAD = "zero3_offload"
 
 
+class Runtime(StrEnum):
+    """Who starts and connects the training processes (see docs/launcher.md, "Picking a runtime")."""
+
+    TORCHRUN = "torchrun"
+    RAY = "ray"
+
+
 class ResumePolicy(StrEnum):
     AUTO = "auto"
     NEVER = "never"
@@ -261,6 +268,19 @@ class ResourcesSpec(PodResources):
 class DistributedSpec(ApiModel):
     """Multi-GPU strategy."""
 
+    cel_rules = (
+        CelRule(
+            "(has(self.runtime) ? self.runtime : 'torchrun') == (has(oldSelf.runtime) ? oldSelf.runtime : 'torchrun')",
+            "distributed.runtime cannot change after the job is created; create a new FineTuneJob instead",
+            ".runtime",
+        ),
+    )
+
+    runtime: Runtime = Field(
+        default=Runtime.TORCHRUN,
+        description="torchrun: an Indexed Job, one pod per node, the launcher starts the ranks. ray: a KubeRay "
+        "RayJob (needs KubeRay and the chart's ray.enabled), Ray Train starts one worker per GPU.",
+    )
     deepspeed: DeepSpeed = Field(
         default=DeepSpeed.AUTO,
         description="DeepSpeed ZeRO preset. auto lets the planner choose the cheapest stage that fits.",

@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 
 from ..api.base import GROUP, VERSION
+from ..api.finetunejob import Runtime
 from ..api.validate import SpecError, parse_resource
 from ..plan.lifecycle import Observed, rank0_pod
 from ..plan.phases import job_phase_of
@@ -32,12 +33,14 @@ SERVES = "modelserves"
 
 
 def observe(
-    kube: Kube, config: ControllerConfig, namespace: str, name: str, status: dict[str, Any], generation: int | None
-) -> Observed:
+    kube: Kube, config: ControllerConfig, namespace: str, name: str, status: dict[str, Any], generation: int | None,
+    ray: bool = False,
+) -> Observed:  # fmt: skip
+    """The current attempt: its Job (or RayJob, `ray`), pods, rank 0's (or the Ray head's) /progress."""
     attempt, phase = int(status.get("attempt") or 0), job_phase_of(status).value
     if attempt == 0:
         return Observed()
-    job = kube.get_job(namespace, attempt_name(name, attempt))
+    job = (kube.get_rayjob if ray else kube.get_job)(namespace, attempt_name(name, attempt))
     labels = {"modelforge.io/job": label_value(name), "modelforge.io/attempt": str(attempt)}
     pods = tuple(kube.list_pods(namespace, labels))
     progress = None
@@ -48,7 +51,7 @@ def observe(
             progress = fetch_json(f"http://{ip}:{config.render.progress_port}/progress",
                                   config.progress_timeout_seconds)  # fmt: skip
     refusal = None
-    if job is not None and not pods and _age_seconds(job) >= REFUSAL_GRACE_SECONDS:
+    if job is not None and not ray and not pods and _age_seconds(job) >= REFUSAL_GRACE_SECONDS:
         refusal = kube.pod_creation_refusal(namespace, attempt_name(name, attempt), job["metadata"].get("uid"))
     attempt_spec = None
     if (job is not None and phase in ("Queued", "Starting", "Running") and generation is not None
@@ -83,13 +86,14 @@ def reconcile(body: kopf.Body, patch: StatusPatch, memo: Any, logger: Logger) ->
     except SpecError as exc:
         problems = [str(p) for p in exc.problems]
     status = dict(body.get("status") or {})
-    observed = observe(kube, config, namespace, name, status, body.metadata.get("generation"))
+    ray = spec is not None and spec.distributed.runtime == Runtime.RAY
+    observed = observe(kube, config, namespace, name, status, body.metadata.get("generation"), ray)
     owner = Owner("FineTuneJob", name, namespace, body.metadata.uid)
     desired = desired_finetunejob(owner, spec, problems, status, observed, datetime.now(UTC).replace(tzinfo=None),
                                   body.metadata.get("generation"), config.plan, config.render)  # fmt: skip
     decision = desired.decision
     if decision.delete_attempt:
-        kube.delete_attempt(namespace, attempt_name(name, decision.delete_attempt))
+        kube.delete_attempt(namespace, attempt_name(name, decision.delete_attempt), ray)
         logger.info(f"deleted attempt {decision.delete_attempt}")
     for obj in desired.children:  # a training attempt is immutable: created once, replaced by the next attempt
         if kube.create_or_adopt(obj):

@@ -41,6 +41,8 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("modelforge.io", "finetunejobs", ("get",)),
     ("modelforge.io", "modelserves", ("create",)),
 )
+# Granted only with the chart's ray.enabled: attempts of `distributed.runtime: ray` are KubeRay RayJobs.
+RAY_RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (("ray.io", "rayjobs", ("get", "create", "delete")),)
 
 
 def make_api_client(server: str | None, connections: int = 10) -> kubernetes.client.ApiClient:
@@ -60,6 +62,11 @@ def make_api_client(server: str | None, connections: int = 10) -> kubernetes.cli
 
 
 FIELD_MANAGER = "modelforge"
+RAY_UNAVAILABLE = {
+    404: "distributed.runtime ray needs KubeRay: this cluster has no RayJob resource (ray.io/v1); install "
+         "KubeRay (>= 1.3) or use runtime torchrun",
+    403: "the operator may not create RayJobs: install the chart with ray.enabled=true for distributed.runtime ray",
+}  # fmt: skip
 APPLY_PLURALS = {"Service": "services", "Deployment": "deployments", "ConfigMap": "configmaps", "Job": "jobs"}
 REQUEST_TIMEOUT = 30  # seconds; a handler must never hang on a silent API server
 
@@ -85,6 +92,9 @@ class Kube:
             "ModelServe": lambda ns, obj, **kw: self.custom.create_namespaced_custom_object(
                 GROUP, VERSION, ns, "modelserves", obj, **kw
             ),
+            "RayJob": lambda ns, obj, **kw: self.custom.create_namespaced_custom_object(
+                "ray.io", "v1", ns, "rayjobs", obj, **kw
+            ),
         }
 
     def create_or_adopt(self, obj: dict[str, Any]) -> bool:
@@ -101,6 +111,8 @@ class Kube:
                 return False
             if exc.status == 403 and "NamespaceTerminating" in str(exc.body or ""):
                 return False  # the namespace is being deleted with everything in it: nothing to recreate
+            if obj["kind"] == "RayJob" and exc.status in (403, 404):
+                raise RuntimeError(RAY_UNAVAILABLE[exc.status]) from None
             raise
         return True
 
@@ -157,6 +169,18 @@ class Kube:
                 name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
             )
         )
+
+    def get_rayjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._get(
+                lambda: self.custom.get_namespaced_custom_object(
+                    "ray.io", "v1", namespace, "rayjobs", name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 403:
+                raise RuntimeError(RAY_UNAVAILABLE[403]) from None
+            raise
 
     def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
@@ -255,11 +279,16 @@ class Kube:
                 return None
             raise
 
-    def delete_attempt(self, namespace: str, name: str) -> None:
-        """Delete an attempt's Job (its pods go with it), Service and ConfigMap; missing ones are fine."""
+    def delete_attempt(self, namespace: str, name: str, ray: bool = False) -> None:
+        """Delete an attempt's Job (its pods go with it), Service and ConfigMap, or its RayJob (KubeRay deletes
+        the Ray cluster with it) and ConfigMap; missing ones are fine."""
         body = kubernetes.client.V1DeleteOptions(propagation_policy="Background")
-        for delete in (self.batch.delete_namespaced_job, self.core.delete_namespaced_service,
-                       self.core.delete_namespaced_config_map):  # fmt: skip
+
+        def delete_rayjob(name: str, namespace: str, **kw: Any) -> Any:
+            return self.custom.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", name, **kw)
+
+        deletes = (delete_rayjob,) if ray else (self.batch.delete_namespaced_job, self.core.delete_namespaced_service)
+        for delete in (*deletes, self.core.delete_namespaced_config_map):
             try:
                 delete(name, namespace, body=body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
             except ApiException as exc:

@@ -70,6 +70,17 @@ def rank_command(world: World, python: str, expect: int, rendezvous_timeout: int
     return [*torchrun, "-m", *entry]
 
 
+def ray_command(world: World, python: str, collective_timeout: int, sft_argv: list[str], storage: str,
+                address: str = "local", use_gpu: bool = False) -> list[str]:  # fmt: skip
+    """The Ray Train driver (launcher/ray_train.py) for `distributed.runtime: ray`: one worker per rank of
+    the whole world (every node's), started by Ray rather than by torchrun."""
+    command = [python, "-m", "modelforge.launcher.ray_train", "--workers", str(world.size), "--address", address,
+               "--collective-timeout", str(collective_timeout), "--storage", storage]  # fmt: skip
+    if use_gpu:
+        command.append("--use-gpu")
+    return [*command, "--", *sft_argv]
+
+
 def _int(env: Mapping[str, str], key: str, default: int | None = None) -> int:
     raw = env.get(key)
     if raw is None or raw == "":
@@ -103,10 +114,19 @@ def pod_world(env: Mapping[str, str], visible_gpus: int) -> World:
     return World(nnodes, node_rank, nproc, master, port)
 
 
-def local_world(requested_gpus: int, visible_gpus: int) -> tuple[World, str | None]:
-    """The world on this machine: as many processes as GPUs (requested, up to visible), or 1 on CPU."""
+def local_world(requested_gpus: int, visible_gpus: int, processes: int | None = None) -> tuple[World, str | None]:
+    """The world on this machine: as many processes as GPUs (requested, up to visible), or 1 on CPU;
+    `processes` (modelforge run --processes) overrides it: N ranks, on N GPUs or on the CPU (gloo)."""
     nproc = max(1, min(requested_gpus, visible_gpus))
     note = None
+    if processes is not None:
+        if processes < 1:
+            raise EnvironmentError_(f"--processes {processes}: give at least 1")
+        if visible_gpus and processes > visible_gpus:
+            raise EnvironmentError_(f"--processes {processes}: this machine has {visible_gpus} GPU(s)")
+        where = f"{processes} GPU(s)" if visible_gpus else "the CPU (gloo)"
+        note = f"running {processes} training process(es) on {where} (--processes)"
+        return World(1, 0, processes, "127.0.0.1", 29500), note
     if visible_gpus == 0:
         note = f"no GPU visible: running 1 process on the CPU (the spec asks for {requested_gpus} GPU(s))"
     elif requested_gpus > visible_gpus:

@@ -7,11 +7,11 @@ import os
 import sys
 from pathlib import Path
 
-from ..api.conditions import Reason
-from ..api.finetunejob import FineTuneJobSpec
+from ..api.conditions import OUTCOME_PREFIX, Reason
+from ..api.finetunejob import FineTuneJobSpec, Runtime
 from ..paths import JOB_CONFIG, OUTPUT_ROOT, PVC_ROOT
 from .devices import visible_gpus
-from .distributed import EnvironmentError_, pod_world
+from .distributed import EnvironmentError_, World, pod_world
 from .outcome import Outcome, failure, write_termination_message
 from .run import RunOptions, run_attempt
 
@@ -23,11 +23,14 @@ def launch_in_pod(config: Path = Path(JOB_CONFIG), termination_log: Path = Path(
     try:
         job = json.loads(config.read_text())
         spec = FineTuneJobSpec.model_validate(job["spec"])
+        ray = spec.distributed.runtime == Runtime.RAY
         gpus = visible_gpus(env)
-        world = pod_world(env, gpus)
+        # Under Ray this is the head: no GPU of its own, the world is the workers' (nodes x gpusPerNode).
+        world = World(spec.resources.nodes, 0, spec.resources.gpus_per_node, None, 0) if ray else pod_world(env, gpus)
     except (OSError, ValueError, KeyError, EnvironmentError_) as exc:
         outcome = failure(Reason.CONFIG_ERROR, f"cannot start: {exc}")
         write_termination_message(outcome, termination_log)
+        print(OUTCOME_PREFIX + outcome.to_json(), flush=True)
         return outcome
     options = RunOptions(
         name=job["name"],
@@ -35,7 +38,7 @@ def launch_in_pod(config: Path = Path(JOB_CONFIG), termination_log: Path = Path(
         world=world,
         local=False,
         env=env,
-        device="cuda" if gpus else "cpu",
+        device=env.get("MODELFORGE_RAY_WORKER_DEVICE", "cuda") if ray else "cuda" if gpus else "cpu",
         termination_log=termination_log,
         sink=sys.stdout,  # ms-swift's own output is the pod's log (kubectl logs)
         progress_port=int(env.get("MODELFORGE_PROGRESS_PORT", DEFAULT_PROGRESS_PORT)),
@@ -44,5 +47,9 @@ def launch_in_pod(config: Path = Path(JOB_CONFIG), termination_log: Path = Path(
         # volumes are, and the pod IP to serve /progress on.
         pvc_root=env.get("MODELFORGE_PVC_ROOT", PVC_ROOT),
         progress_host=env.get("MODELFORGE_PROGRESS_HOST", "0.0.0.0"),
+        ray_address=env.get("MODELFORGE_RAY_ADDRESS", "auto"),  # KubeRay's cluster; a test gives its own
     )
-    return run_attempt(spec, options)
+    outcome = run_attempt(spec, options)
+    if ray:
+        print(OUTCOME_PREFIX + outcome.to_json(), flush=True)
+    return outcome

@@ -15,7 +15,7 @@ from ..plan.lifecycle import spec_for_pods
 from ..plan.resolve import PlanError
 from ..specfile import load_documents
 from .devices import visible_gpus
-from .distributed import local_world
+from .distributed import EnvironmentError_, local_world
 from .outcome import Outcome
 from .progress import ProgressRecord
 from .run import RunOptions, run_attempt
@@ -67,11 +67,16 @@ def load_finetunejob(path: Path, name: str | None = None) -> Parsed:
     return parse_resource(docs[0].data)
 
 
-def run_local(spec_path: Path, *, output: Path | None, name: str | None, dry_run: bool) -> Outcome:
+def run_local(
+    spec_path: Path, *, output: Path | None, name: str | None, dry_run: bool, processes: int | None = None
+) -> Outcome:
     parsed = load_finetunejob(spec_path, name)
     env = dict(os.environ)
     gpus = visible_gpus(env)
-    world, note = local_world(parsed.spec.resources.gpus_per_node, gpus)
+    try:
+        world, note = local_world(parsed.spec.resources.gpus_per_node, gpus, processes)
+    except EnvironmentError_ as exc:
+        raise SpecError([Problem("", str(exc))]) from None
     output_root = (output or Path("modelforge-output") / parsed.name).resolve()
     output_root.mkdir(parents=True, exist_ok=True)
     log_path = output_root / "train.log"

@@ -195,23 +195,19 @@ def register_heartbeat(directory: Path, rank: int, collective_timeout_s: int) ->
     callbacks_map[CALLBACK] = Heartbeat
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelforge.launcher.rank", description=__doc__)
-    parser.add_argument("--expect-world-size", type=int, required=True)
-    parser.add_argument("--collective-timeout", type=int, default=1800, help="seconds, once training began")
-    parser.add_argument("--backend", choices=("gloo", "nccl"), default="gloo")
-    parser.add_argument("sft_args", nargs=argparse.REMAINDER, help="-- then the arguments of `swift sft`")
-    args = parser.parse_args(argv)
-    sft_args = list(args.sft_args[1:] if args.sft_args[:1] == ["--"] else args.sft_args)
+def run_rank(expect: int, collective_timeout: int, backend: str, sft_args: list[str]) -> int:
+    """Steps 1-3 above, then ms-swift's `sft` in this process. Shared by torchrun's ranks (main, below) and
+    Ray Train's workers (launcher/ray_train.py), whose process group Ray has already initialised."""
+    sft_args = list(sft_args)
     try:
-        rank, _ = join_process_group(args.expect_world_size, args.collective_timeout, args.backend)
+        rank, _ = join_process_group(expect, collective_timeout, backend)
     except WorldMismatch as exc:
         print(str(exc), file=sys.stderr, flush=True)
         return 1
     heartbeat = os.environ.get(HEARTBEAT_ENV)
     if heartbeat:
         Path(heartbeat).mkdir(parents=True, exist_ok=True)
-        register_heartbeat(Path(heartbeat), rank, args.collective_timeout)
+        register_heartbeat(Path(heartbeat), rank, collective_timeout)
         if "--callbacks" in sft_args:  # the user's own callbacks (extraArgs) and ours
             sft_args.insert(sft_args.index("--callbacks") + 1, CALLBACK)
         else:
@@ -223,6 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = [spec.origin, *sft_args]
     runpy.run_path(spec.origin, run_name="__main__")  # what ms-swift's CLI runs, in this process
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modelforge.launcher.rank", description=__doc__)
+    parser.add_argument("--expect-world-size", type=int, required=True)
+    parser.add_argument("--collective-timeout", type=int, default=1800, help="seconds, once training began")
+    parser.add_argument("--backend", choices=("gloo", "nccl"), default="gloo")
+    parser.add_argument("sft_args", nargs=argparse.REMAINDER, help="-- then the arguments of `swift sft`")
+    args = parser.parse_args(argv)
+    sft_args = list(args.sft_args[1:] if args.sft_args[:1] == ["--"] else args.sft_args)
+    return run_rank(args.expect_world_size, args.collective_timeout, args.backend, sft_args)
 
 
 if __name__ == "__main__":

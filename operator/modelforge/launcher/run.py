@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from ..api.conditions import Reason
-from ..api.finetunejob import FineTuneJobSpec, Method, ResumePolicy
+from ..api.finetunejob import FineTuneJobSpec, Method, ResumePolicy, Runtime
 from ..paths import PVC_ROOT, RUN_DIR, pod_path, split_uri
 from ..plan.performance import switches
 from ..plan.resolve import PlanError, resolve
@@ -20,7 +20,7 @@ from .argv import LaunchContext, build_sft_argv
 from .checkpoints import list_checkpoints, missing_parts, newest_complete
 from .dataset import FileReport, TokenCounter, check_file, is_local_source
 from .devices import capabilities
-from .distributed import EnvironmentError_, World, rank_command
+from .distributed import EnvironmentError_, World, rank_command, ray_command
 from .outcome import Outcome, classify, failure, write_termination_message
 from .progress import ProgressRecord, ProgressServer, ProgressTracker
 from .rank import HEARTBEAT_ENV, StallWatchdog
@@ -56,6 +56,8 @@ class RunOptions:
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
     on_progress: Callable[[ProgressRecord], None] | None = None
     python: str = sys.executable
+    # distributed.runtime: ray: "local" starts a Ray instance here; "auto" joins KubeRay's (the RayJob's head)
+    ray_address: str = "local"
 
 
 @dataclass
@@ -179,9 +181,11 @@ def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
     applied = switches(spec, resolved.deepspeed, caps)
     notes.append("performance: " + (", ".join(s.describe() for s in applied) if applied else "ms-swift defaults"))
     all_local = all(is_local_source(s) for s in (model, *train, *val))
-    env = {**opts.env, **QUIET_ENV, **(OFFLINE_ENV if all_local else {}), **opts.world.swift_env()}
+    # Under Ray, Ray Train sets each worker's RANK/WORLD_SIZE/MASTER_*: torchrun's variables must not leak in.
+    world_env = {} if spec.distributed.runtime == Runtime.RAY else opts.world.swift_env()
+    env = {**opts.env, **QUIET_ENV, **(OFFLINE_ENV if all_local else {}), **world_env}
     for key in ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR"):
-        if key not in opts.world.swift_env():
+        if key not in world_env:
             env.pop(key, None)  # a single process must not start torchrun
     means = [r.mean_tokens for r in reports if r.mean_tokens]
     tokens_per_step = None
@@ -244,9 +248,15 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     world = opts.world
     # The world the ranks must join: in a pod prepare() checked it is the spec's; locally, local_world's.
     timeouts = spec.distributed
-    command = rank_command(world, opts.python, world.size, timeouts.rendezvous_timeout_seconds,
-                           timeouts.collective_timeout_seconds, prepared.argv,
-                           "nccl" if opts.device == "cuda" else "gloo")  # fmt: skip
+    ray = spec.distributed.runtime == Runtime.RAY
+    if ray:
+        storage = str(opts.output_root / ".ray-train")
+        command = ray_command(world, opts.python, timeouts.collective_timeout_seconds, prepared.argv, storage,
+                              opts.ray_address, opts.device == "cuda")  # fmt: skip
+    else:
+        command = rank_command(world, opts.python, world.size, timeouts.rendezvous_timeout_seconds,
+                               timeouts.collective_timeout_seconds, prepared.argv,
+                               "nccl" if opts.device == "cuda" else "gloo")  # fmt: skip
     if opts.dry_run:
         opts.say("dry run: would run " + " ".join(command))
         return Outcome("Succeeded", "DryRun", "pre-flight passed; nothing was trained (--dry-run)")
@@ -260,10 +270,17 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
         server = ProgressServer(tracker, opts.progress_port, opts.progress_host).start()
         opts.say(f"progress: http://0.0.0.0:{server.port}/progress and /metrics")
 
-    heartbeats = Path(tempfile.mkdtemp(prefix="modelforge-heartbeat-"))
-    first = world.node_rank * world.nproc_per_node
-    watchdog = StallWatchdog(heartbeats, range(first, first + world.nproc_per_node),
-                             spec.failure_policy.stall_timeout_seconds)  # fmt: skip
+    if ray:
+        # Ray's workers may be in other pods: their heartbeats go to the output volume, the driver watches all.
+        heartbeats = opts.output_root / ".heartbeats"
+        shutil.rmtree(heartbeats, ignore_errors=True)
+        heartbeats.mkdir(parents=True)
+        ranks = range(world.size)
+    else:
+        heartbeats = Path(tempfile.mkdtemp(prefix="modelforge-heartbeat-"))
+        first = world.node_rank * world.nproc_per_node
+        ranks = range(first, first + world.nproc_per_node)
+    watchdog = StallWatchdog(heartbeats, ranks, spec.failure_policy.stall_timeout_seconds)
 
     def tick() -> str | None:
         record = tracker.poll()

@@ -133,6 +133,17 @@ def supervise(
         if process.poll() is None:  # we are unwinding from an exception: do not leave trainers behind
             _stop_group(process, 0)
     pump.join(timeout=5)
+    if pump.is_alive():
+        # The child is gone but something it started still holds its output open (Ray's raylet and workers
+        # outlive the driver by seconds): what is left of its process group is stopped, not left behind.
+        for signum, wait in ((signal.SIGTERM, stop_grace), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signum)
+            pump.join(timeout=wait)
+            if not pump.is_alive():
+                break
+    if not pump.is_alive():
+        process.stdout.close()
     if tick is not None:
         tick()
     return Finished(process.returncode, interrupted.is_set(), list(tail), stopped)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..api.conditions import RETRYABLE_REASONS, ConditionType, Reason
+from ..api.conditions import OUTCOME_PREFIX, RETRYABLE_REASONS, ConditionType, Reason
 from ..api.finetunejob import DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase
 from .capacity import PlanSettings, plan
 from .models import guess
@@ -139,6 +139,10 @@ def _job_condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | No
 
 
 def rank0_pod(pods: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
+    """The pod that serves /progress: index 0 of the Indexed Job, or a RayJob's head (the driver runs there)."""
+    for pod in pods:
+        if pod.get("metadata", {}).get("labels", {}).get("modelforge.io/ray-node") == "head":
+            return pod
     for pod in pods:
         labels = pod.get("metadata", {}).get("labels", {})
         annotations = pod.get("metadata", {}).get("annotations", {})
@@ -162,6 +166,54 @@ def progress_status(progress: dict[str, Any] | None) -> dict[str, Any] | None:
     }  # fmt: skip
     out = {mapping[k]: v for k, v in progress.items() if k in mapping and v is not None}
     return out or None
+
+
+def is_rayjob(job: dict[str, Any] | None) -> bool:
+    return (job or {}).get("kind") == "RayJob"
+
+
+def ray_outcome(message: str) -> dict[str, Any] | None:
+    """The launcher's outcome in a RayJob's status.message (the tail of the driver's log), when it is there."""
+    at = message.rfind(OUTCOME_PREFIX)
+    if at < 0:
+        return None
+    line = message[at + len(OUTCOME_PREFIX) :].splitlines()[0] if message[at + len(OUTCOME_PREFIX) :] else ""
+    try:
+        outcome = json.loads(line)
+    except ValueError:
+        return None  # cut off by KubeRay's or Ray's truncation
+    return outcome if isinstance(outcome, dict) else None
+
+
+def ray_cause(job: dict[str, Any]) -> Cause | None:
+    """Why a RayJob's attempt failed; None while it has not. The launcher's own outcome decides when the
+    message carries it; otherwise KubeRay's reason (DeadlineExceeded, ValidationFailed are permanent)."""
+    status = job.get("status") or {}
+    deployment, state = status.get("jobDeploymentStatus"), status.get("jobStatus")
+    if deployment not in ("Failed", "ValidationFailed") and state not in ("FAILED", "STOPPED"):
+        return None
+    message = str(status.get("message") or "")
+    outcome = ray_outcome(message)
+    if outcome:
+        reason = outcome.get("reason", Reason.UNKNOWN)
+        return Cause(reason, str(outcome.get("message", "")), bool(outcome.get("retryable")), outcome)
+    reason = status.get("reason") or ""
+    said = message.strip().splitlines()[-1][:300] if message.strip() else f"job {state or 'not started'}"
+    if deployment == "ValidationFailed" or reason == "ValidationFailed":
+        return Cause(Reason.CONFIG_ERROR, f"KubeRay refused the RayJob: {said}", False)
+    if reason == "DeadlineExceeded":
+        return Cause(Reason.DEADLINE_EXCEEDED, f"the RayJob ran past its deadline: {said}", False)
+    return Cause(Reason.UNKNOWN, f"the RayJob failed ({reason or state or deployment}): {said}", True)
+
+
+RAY_STARTING = {
+    None: "KubeRay has not picked the RayJob up yet (is the KubeRay operator running?)",
+    "New": "KubeRay has not picked the RayJob up yet (is the KubeRay operator running?)",
+    "Initializing": "KubeRay is starting the Ray cluster",
+    "Waiting": "the Ray cluster is waiting for the job to be submitted",
+    "Running": "the Ray cluster is up; the training job is being submitted",
+    "Retrying": "KubeRay is retrying the Ray job",
+}
 
 
 class _Builder:
@@ -301,6 +353,73 @@ def _start_attempt(b: _Builder, spec: FineTuneJobSpec, attempt: int) -> None:
     b.announce(Reason.STARTING, message)
 
 
+def _completed(b: _Builder, attempt: int, outcome: dict[str, Any] | None) -> None:
+    _record_outcome(b, outcome)
+    message = (outcome or {}).get("message") or f"attempt {attempt} completed"
+    b.condition(ConditionType.RUNNING, False, Reason.COMPLETED, message)
+    b.condition(ConditionType.SUCCEEDED, True, Reason.COMPLETED, message)
+    b.status["completionTime"] = timestamp(b.now)
+    b.announce(Reason.COMPLETED, message)
+
+
+def _failed_attempt(b: _Builder, spec: FineTuneJobSpec, cause: Cause, attempt: int, restarts: int) -> None:
+    """The attempt failed: a new one after the backoff when the cause is retryable and restarts are left."""
+    now = b.now
+    _record_outcome(b, cause.outcome)
+    b.delete_attempt = attempt
+    if cause.retryable and restarts < spec.failure_policy.max_restarts:
+        delay = min(MAX_BACKOFF_SECONDS, spec.failure_policy.backoff_seconds * 2**restarts)
+        b.status["restarts"] = restarts + 1
+        b.status["nextAttemptTime"] = timestamp(now + timedelta(seconds=delay))
+        checkpoint = b.status.get("latestCheckpoint")
+        resume = f" from {checkpoint}" if checkpoint else ""
+        message = (
+            f"attempt {attempt} failed ({cause.reason}: {cause.message}); attempt {attempt + 1} "
+            f"starts in {delay} s{resume} (restart {restarts + 1} of {spec.failure_policy.max_restarts})"
+        )
+        b.condition(ConditionType.RUNNING, False, Reason.RESTARTING, message)
+        b.announce(Reason.RESTARTING, message, warning=True)
+    elif cause.retryable:
+        _fail(b, Reason.RESTART_LIMIT_EXCEEDED,
+              f"attempt {attempt} failed ({cause.reason}: {cause.message}) and all "
+              f"{spec.failure_policy.max_restarts} restarts are used")  # fmt: skip
+    else:
+        _fail(b, cause.reason, cause.message)
+
+
+def _ray_attempt(b: _Builder, spec: FineTuneJobSpec, observed: Observed, attempt: int, restarts: int) -> Decision:
+    """A running `distributed.runtime: ray` attempt, from its RayJob's status (KubeRay's words) and pods."""
+    job = observed.job or {}
+    status = job.get("status") or {}
+    deployment, state = status.get("jobDeploymentStatus"), status.get("jobStatus")
+    if deployment == "Complete" and state == "SUCCEEDED":
+        _completed(b, attempt, ray_outcome(str(status.get("message") or "")))
+        return b.done()
+    cause = ray_cause(job)
+    if cause is not None:
+        _failed_attempt(b, spec, cause, attempt, restarts)
+        return b.done()
+    problem = pod_trouble(observed.pods)
+    if problem:
+        b.condition(ConditionType.RUNNING, False, problem[0], problem[1])
+        b.announce(problem[0], problem[1], warning=True)
+    elif deployment == "Running" and state == "RUNNING":
+        progress = progress_status(observed.progress)
+        if progress:
+            b.status["progress"] = progress
+        summary = (progress or {}).get("summary")
+        message = f"attempt {attempt}: training (Ray job running)" + (f", {summary}" if summary else "")
+        b.condition(ConditionType.RUNNING, True, Reason.TRAINING, message)
+        b.announce(Reason.TRAINING, f"attempt {attempt}: the Ray job is running on {spec.resources.nodes} "
+                                    f"worker pod(s)")  # fmt: skip
+    else:
+        said = RAY_STARTING.get(deployment, f"RayJob {deployment}, job {state or 'not submitted yet'}")
+        message = f"attempt {attempt}: {said}"
+        b.condition(ConditionType.RUNNING, False, Reason.STARTING, message)
+        b.announce(Reason.STARTING, message)
+    return b.done()
+
+
 def decide(
     spec: FineTuneJobSpec | None,
     problems: list[str],
@@ -402,18 +521,16 @@ def decide(
     if spec.scheduling and spec.scheduling.queue_name:
         b.condition(ConditionType.ADMITTED, True, Reason.ADMITTED, "admitted by Kueue")
 
+    if is_rayjob(observed.job):
+        return _ray_attempt(b, spec, observed, attempt, restarts)
+
     rank0 = rank0_pod(observed.pods)
     if _job_condition(observed.job, "Complete") or (
         observed.pods and len(observed.pods) >= spec.resources.nodes
         and all(p.get("status", {}).get("phase") == "Succeeded" for p in observed.pods)
     ):  # fmt: skip
         _, outcome = _termination(rank0) if rank0 else (None, None)
-        _record_outcome(b, outcome)
-        message = (outcome or {}).get("message") or f"attempt {attempt} completed"
-        b.condition(ConditionType.RUNNING, False, Reason.COMPLETED, message)
-        b.condition(ConditionType.SUCCEEDED, True, Reason.COMPLETED, message)
-        b.status["completionTime"] = timestamp(now)
-        b.announce(Reason.COMPLETED, message)
+        _completed(b, attempt, outcome)
         return b.done()
 
     causes = [c for c in (pod_failure_cause(p) for p in observed.pods) if c is not None]
@@ -426,27 +543,7 @@ def decide(
             causes.append(Cause(Reason.UNKNOWN, f"the Job failed: {job_failed.get('message') or reason}", True))
     if causes:
         # A permanent cause anywhere decides; otherwise the first retryable one.
-        cause = next((c for c in causes if not c.retryable), causes[0])
-        _record_outcome(b, cause.outcome)
-        b.delete_attempt = attempt
-        if cause.retryable and restarts < spec.failure_policy.max_restarts:
-            delay = min(MAX_BACKOFF_SECONDS, spec.failure_policy.backoff_seconds * 2**restarts)
-            b.status["restarts"] = restarts + 1
-            b.status["nextAttemptTime"] = timestamp(now + timedelta(seconds=delay))
-            checkpoint = b.status.get("latestCheckpoint")
-            resume = f" from {checkpoint}" if checkpoint else ""
-            message = (
-                f"attempt {attempt} failed ({cause.reason}: {cause.message}); attempt {attempt + 1} "
-                f"starts in {delay} s{resume} (restart {restarts + 1} of {spec.failure_policy.max_restarts})"
-            )
-            b.condition(ConditionType.RUNNING, False, Reason.RESTARTING, message)
-            b.announce(Reason.RESTARTING, message, warning=True)
-        elif cause.retryable:
-            _fail(b, Reason.RESTART_LIMIT_EXCEEDED,
-                  f"attempt {attempt} failed ({cause.reason}: {cause.message}) and all "
-                  f"{spec.failure_policy.max_restarts} restarts are used")  # fmt: skip
-        else:
-            _fail(b, cause.reason, cause.message)
+        _failed_attempt(b, spec, next((c for c in causes if not c.retryable), causes[0]), attempt, restarts)
         return b.done()
 
     problem = pod_trouble(observed.pods)

@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..api.finetunejob import FineTuneJobSpec, FineTuneJobStatus, JobPhase
+from ..api.finetunejob import FineTuneJobSpec, FineTuneJobStatus, JobPhase, Method, Outputs
 from ..api.modelserve import ModelServeSpec, ModelServeStatus
+from ..paths import RUN_DIR
 from ..plan.capacity import PlanSettings
 from ..plan.lifecycle import Decision, Observed, decide, with_planned_deepspeed
 from ..plan.serving import ServeObserved, decide_serve
 from .names import label_value
 from .serving import SPEC_HASH, render_serve
 from .settings import RenderSettings
-from .training import Owner, render_attempt
+from .training import Owner, output_uri, render_attempt
 
 
 @dataclass
@@ -60,12 +61,30 @@ def desired_finetunejob(
     if decision.create_attempt and spec is not None:
         desired.children += attempt_children(owner, spec, decision.status, decision.create_attempt, settings)
     status = decision.status
+    if spec is not None and status.phase == JobPhase.SUCCEEDED and not status.outputs:
+        # A RayJob that succeeded says only "Job finished successfully": the outputs are where the spec put them.
+        outputs = spec_outputs(owner, spec)
+        if outputs:
+            decision.status = status = status.model_copy(update={"outputs": Outputs.model_validate(outputs)})
     if spec is not None and spec.serve is not None and status.phase == JobPhase.SUCCEEDED and not status.serve_name:
         serve = modelserve_from_job(owner.name, owner.namespace, spec.serve.to_wire())
         desired.children.append(serve)
         decision.status = status.model_copy(update={"serve_name": serve["metadata"]["name"]})
         decision.events.append(("Normal", "ServeCreated", f"created ModelServe {serve['metadata']['name']}"))
     return desired
+
+
+def spec_outputs(owner: Owner, spec: FineTuneJobSpec) -> dict[str, str]:
+    """Where a finished attempt's results are, from the spec alone: ms-swift keeps `last-checkpoint` (a link
+    to the newest checkpoint) in the run directory, and the merge writes `merged` beside it."""
+    uri = output_uri(owner, spec)
+    if uri is None:
+        return {}
+    outputs = {"outputDir": f"{uri}/{RUN_DIR}"}
+    outputs["model" if spec.method == Method.FULL else "adapter"] = f"{uri}/{RUN_DIR}/last-checkpoint"
+    if spec.output and spec.output.merge and spec.method != Method.FULL:
+        outputs["mergedModel"] = f"{uri}/merged"
+    return outputs
 
 
 def modelserve_from_job(job_name: str, namespace: str, template: dict[str, Any]) -> dict[str, Any]:

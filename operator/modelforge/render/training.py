@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.base import API_VERSION
-from ..api.finetunejob import FineTuneJobSpec, Hub
+from ..api.finetunejob import FineTuneJobSpec, Hub, Runtime
 from ..paths import CACHE_ROOT, CONFIGMAP_ROOT, JOB_CONFIG, OUTPUT_ROOT, PVC_ROOT, split_uri
 from .names import attempt_name, label_value
 from .settings import RenderSettings
@@ -159,15 +159,10 @@ def _resources(spec: FineTuneJobSpec) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def render_job(
-    owner: Owner,
-    spec: FineTuneJobSpec,
-    attempt: int,
-    settings: RenderSettings,
-) -> dict[str, Any]:
-    """The Indexed Job: one pod per node, all-or-nothing (backoffLimit 0; the operator restarts the gang)."""
+def pod_volumes(owner: Owner, spec: FineTuneJobSpec, attempt: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts) of a training pod: the attempt's ConfigMap, /dev/shm, the output and cache claims,
+    and the read-only claims and ConfigMaps that model and datasets come from."""
     name = attempt_name(owner.name, attempt)
-    labels = job_labels(owner, attempt)
     config_volume = {"name": "job-config", "configMap": {"name": name}}
     volumes: list[dict[str, Any]] = [
         config_volume,
@@ -189,6 +184,36 @@ def render_job(
     source_volumes, source_mounts = _source_volumes(spec)
     volumes += source_volumes
     mounts += source_mounts
+    return volumes, mounts
+
+
+def pod_placement(spec: FineTuneJobSpec, settings: RenderSettings) -> dict[str, Any]:
+    """The pod spec fields that place and identify a training pod (selectors, priority, scheduler, account)."""
+    resources = spec.resources
+    placement: dict[str, Any] = {}
+    for key, value in (
+        ("nodeSelector", resources.node_selector),
+        ("tolerations", resources.tolerations),
+        ("affinity", resources.affinity),
+        ("priorityClassName", resources.priority_class_name),
+        ("schedulerName", spec.scheduling.scheduler_name if spec.scheduling else None),
+        ("serviceAccountName", settings.trainer_service_account),
+    ):
+        if value:
+            placement[key] = value
+    return placement
+
+
+def render_job(
+    owner: Owner,
+    spec: FineTuneJobSpec,
+    attempt: int,
+    settings: RenderSettings,
+) -> dict[str, Any]:
+    """The Indexed Job: one pod per node, all-or-nothing (backoffLimit 0; the operator restarts the gang)."""
+    name = attempt_name(owner.name, attempt)
+    labels = job_labels(owner, attempt)
+    volumes, mounts = pod_volumes(owner, spec, attempt)
 
     container = {
         "name": "trainer",
@@ -211,18 +236,9 @@ def render_job(
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
         "containers": [container],
         "volumes": volumes,
+        **pod_placement(spec, settings),
     }
     resources = spec.resources
-    for key, value in (
-        ("nodeSelector", resources.node_selector),
-        ("tolerations", resources.tolerations),
-        ("affinity", resources.affinity),
-        ("priorityClassName", resources.priority_class_name),
-        ("schedulerName", spec.scheduling.scheduler_name if spec.scheduling else None),
-        ("serviceAccountName", settings.trainer_service_account),
-    ):
-        if value:
-            pod_spec[key] = value
 
     job_metadata = _meta(name, owner, dict(labels))
     queue = spec.scheduling.queue_name if spec.scheduling else None
@@ -249,7 +265,12 @@ def render_attempt(
     """Everything attempt N needs, in creation order.
 
     The Job carries no activeDeadlineSeconds: spec.activeDeadlineSeconds bounds the whole FineTuneJob
-    (every attempt, from status.startTime), and the lifecycle enforces it (DeadlineExceeded)."""
+    (every attempt, from status.startTime), and the lifecycle enforces it (DeadlineExceeded).
+    `distributed.runtime: ray`: the ConfigMap and a KubeRay RayJob (render/rayjob.py) instead."""
+    if spec.distributed.runtime == Runtime.RAY:
+        from .rayjob import render_rayjob  # it builds on this module's pod parts
+
+        return [render_config_map(owner, spec, attempt), render_rayjob(owner, spec, attempt, settings)]
     return [
         render_config_map(owner, spec, attempt),
         render_service(owner, spec, attempt, settings),

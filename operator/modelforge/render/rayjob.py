@@ -1,0 +1,100 @@
+"""Attempt N of a `distributed.runtime: ray` FineTuneJob as a KubeRay RayJob (ray.io/v1).
+
+KubeRay creates a Ray cluster for the job (one head pod, `nodes` worker pods of `gpusPerNode` GPUs each),
+submits the entrypoint (`modelforge launch`, on the head) and reports the job's state in the RayJob's
+status. The launcher on the head is Ray's driver: pre-flight and resume as with torchrun, then Ray Train's
+TorchTrainer runs one worker per GPU (launcher/ray_train.py). The outcome reaches the operator through the
+RayJob's status.message: the driver's last line (launcher/entrypoint.py, OUTCOME_PREFIX).
+
+Decisions (docs/launcher.md, "Picking a runtime"): `backoffLimit: 0` and Ray Train's max_failures 0 (the
+operator restarts the gang as a new attempt, resuming from the output claim, exactly as with torchrun); the
+cluster is deleted once the job finished (`shutdownAfterJobFinishes`); the head schedules no training
+worker (`num-gpus: 0`) and gets a fixed CPU/memory budget (HEAD_RESOURCES); workers get the spec's
+resources. Both mount the output claim: rank 0 (a worker) writes the checkpoints, the driver (the head)
+reads them to resume and follows logging.jsonl to serve /progress. Pure, like render/training.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api.finetunejob import FineTuneJobSpec
+from .names import attempt_name
+from .settings import RenderSettings
+from .training import Owner, _env, _meta, _resources, job_labels, pod_placement, pod_volumes
+
+RAYJOB_API_VERSION = "ray.io/v1"
+RAY_VERSION = "2.60.0"  # the trainer images' ray[train] (images/*/Dockerfile)
+# The head runs the Ray control plane (GCS, dashboard, the job's driver), no training: a fixed budget.
+HEAD_RESOURCES = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
+HEAD_CPU, HEAD_MEMORY_GIB = 2, 8
+FINISHED_TTL_SECONDS = 60  # how long KubeRay keeps a finished job's Ray cluster (its pods' logs) around
+NOT_FOR_RAY = ("MASTER_ADDR", "MASTER_PORT")  # torchrun's rendezvous: Ray Train has its own
+
+
+def _ray_env(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: RenderSettings) -> list[dict[str, Any]]:
+    env = [e for e in _env(owner, spec, attempt, settings) if e["name"] not in NOT_FOR_RAY]
+    return [*env, {"name": "MODELFORGE_RAY_WORKER_DEVICE", "value": "cuda"}]
+
+
+def _template(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: RenderSettings, role: str,
+              resources: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    volumes, mounts = pod_volumes(owner, spec, attempt)
+    container: dict[str, Any] = {
+        "name": f"ray-{role}",
+        "image": spec.resources.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "env": _ray_env(owner, spec, attempt, settings),
+        "resources": resources,
+        "volumeMounts": mounts,
+    }
+    if role == "head":
+        container["ports"] = [
+            {"name": "gcs-server", "containerPort": 6379},
+            {"name": "dashboard", "containerPort": 8265},
+            {"name": "client", "containerPort": 10001},
+            {"name": "progress", "containerPort": settings.progress_port},
+        ]
+    pod_spec = {
+        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+        "containers": [container],
+        "volumes": volumes,
+        **pod_placement(spec, settings),
+    }
+    labels = {**job_labels(owner, attempt), "modelforge.io/ray-node": role}
+    return {"metadata": {"labels": labels}, "spec": pod_spec}
+
+
+def render_rayjob(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: RenderSettings) -> dict[str, Any]:
+    nodes = spec.resources.nodes
+    metadata = _meta(attempt_name(owner.name, attempt), owner, job_labels(owner, attempt))
+    queue = spec.scheduling.queue_name if spec.scheduling else None
+    if queue:
+        metadata["labels"]["kueue.x-k8s.io/queue-name"] = queue
+    job_spec: dict[str, Any] = {
+        "entrypoint": "modelforge launch",
+        "submissionMode": "K8sJobMode",
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": FINISHED_TTL_SECONDS,
+        "backoffLimit": 0,
+        "rayClusterSpec": {
+            "rayVersion": RAY_VERSION,
+            "headGroupSpec": {
+                "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
+                "template": _template(owner, spec, attempt, settings, "head", HEAD_RESOURCES),
+            },
+            "workerGroupSpecs": [
+                {
+                    "groupName": "gpu",
+                    "replicas": nodes,
+                    "minReplicas": nodes,
+                    "maxReplicas": nodes,
+                    "rayStartParams": {},
+                    "template": _template(owner, spec, attempt, settings, "worker", _resources(spec)),
+                }
+            ],
+        },
+    }
+    if queue:
+        job_spec["suspend"] = True  # Kueue unsuspends it on admission
+    return {"apiVersion": RAYJOB_API_VERSION, "kind": "RayJob", "metadata": metadata, "spec": job_spec}
