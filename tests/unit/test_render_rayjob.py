@@ -209,3 +209,19 @@ def test_an_outcome_cut_off_by_truncation_is_not_guessed() -> None:
     decision = step(RUNNING, rayjob("Failed", "FAILED", "AppFailed", message))
     assert decision.wire["phase"] == "Restarting"  # Unknown (retryable), not a half-read DataError
     assert copy.deepcopy(decision.wire)["restarts"] == 1
+
+
+def test_the_planner_states_rays_overhead_and_plans_the_gpus_as_for_torchrun() -> None:
+    from modelforge.api.finetunejob import Runtime
+    from modelforge.plan.capacity import plan
+    from modelforge.plan.models import guess
+
+    arch, _ = guess(SPEC.model.source)
+    ray = plan(SPEC, arch)
+    torchrun = plan(SPEC.model_copy(update={"distributed": SPEC.distributed.model_copy(
+        update={"runtime": Runtime.TORCHRUN})}), arch)  # fmt: skip
+    assert ray.chosen is not None and torchrun.chosen is not None
+    assert ray.chosen.estimate.total == torchrun.chosen.estimate.total  # Ray adds no GPU memory
+    (note,) = [n for n in ray.notes if n.startswith("runtime ray")]
+    assert "head pod (2 CPU, 8 GiB, no GPU)" in note and "2 worker pod(s) x 4 GPU(s)" in note
+    assert not any(n.startswith("runtime ray") for n in torchrun.notes)

@@ -11,7 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ..api.base import quantity_bytes
-from ..api.finetunejob import DeepSpeed, FineTuneJobSpec, LoraSpec, Method, Optimizer, Performance, QuantizationSpec
+from ..api.finetunejob import (
+    DeepSpeed,
+    FineTuneJobSpec,
+    LoraSpec,
+    Method,
+    Optimizer,
+    Performance,
+    QuantizationSpec,
+    Runtime,
+)
 from .memory import GIB, Estimate, Stage, Workload, estimate, lora_params, params
 from .models import Architecture
 from .performance import DEFAULT_LORA_DROPOUT, TRAINER_IMAGE, Capabilities, Switch, switches, training_dtype
@@ -307,6 +316,23 @@ def _flops_per_token(spec: FineTuneJobSpec, arch: Architecture, seq: float) -> f
     return 4 * p.per_token_matmul + 3 * attention + 6 * lora
 
 
+# distributed.runtime: ray. The head pod (render/rayjob.py) runs Ray's control plane and the driver, no training.
+RAY_HEAD_CPU, RAY_HEAD_MEMORY_GIB = 2, 8
+
+
+def runtime_note(spec: FineTuneJobSpec) -> str | None:
+    """What the ray runtime adds to the plan; None for torchrun (nothing beyond the training pods)."""
+    if spec.distributed.runtime != Runtime.RAY:
+        return None
+    nodes, gpus = spec.resources.nodes, spec.resources.gpus_per_node
+    return (f"runtime ray: a KubeRay RayJob with {nodes} worker pod(s) x {gpus} GPU(s), one Ray Train worker per "
+            f"GPU, plus a head pod ({RAY_HEAD_CPU} CPU, {RAY_HEAD_MEMORY_GIB} GiB, no GPU) for Ray's control plane "
+            "and the driver. GPU memory is planned as with torchrun (Ray adds none); each worker pod also runs "
+            "Ray's raylet, agents and log monitor in host memory (0.33 GiB measured, bench/ray_overhead.py) and "
+            "its object store reserves up to 30% of the pod's memory in /dev/shm. Needs KubeRay and the chart's "
+            "ray.enabled")  # fmt: skip
+
+
 def plan(
     spec: FineTuneJobSpec,
     arch: Architecture | None,
@@ -324,10 +350,14 @@ def plan(
         note = (f"not planned: {why}; memory was not checked. Known: Qwen3 0.6B-32B, Qwen3-30B-A3B, Qwen2.5-7B, "
                 "Llama-2 7B/13B, ChatGLM3-6B, or a local directory with config.json")  # fmt: skip
         found = switches(spec, resolved.deepspeed, caps)
-        return Plan(resolved, capacity, planned=False, performance=tuple(found), notes=(note, *resolved.notes))
+        extra = tuple(n for n in (runtime_note(spec),) if n)
+        return Plan(resolved, capacity, planned=False, performance=tuple(found),
+                    notes=(note, *resolved.notes, *extra))  # fmt: skip
     options = tuple(_option(spec, arch, d, capacity, caps) for d in _candidates(spec, resolved.world_size))
     wanted = spec.distributed.deepspeed
     notes = [n for n in resolved.notes if not n.startswith("deepspeed auto")]
+    if (ray := runtime_note(spec)) is not None:
+        notes.append(ray)
     if wanted == DeepSpeed.AUTO:
         chosen = next((o for o in options if o.fits), None)
         fits = chosen is not None

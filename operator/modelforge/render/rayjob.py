@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.finetunejob import FineTuneJobSpec
+from ..plan.capacity import RAY_HEAD_CPU, RAY_HEAD_MEMORY_GIB
 from .names import attempt_name
 from .settings import RenderSettings
 from .training import Owner, _env, _meta, _resources, job_labels, pod_placement, pod_volumes
@@ -26,8 +27,8 @@ from .training import Owner, _env, _meta, _resources, job_labels, pod_placement,
 RAYJOB_API_VERSION = "ray.io/v1"
 RAY_VERSION = "2.60.0"  # the trainer images' ray[train] (images/*/Dockerfile)
 # The head runs the Ray control plane (GCS, dashboard, the job's driver), no training: a fixed budget.
-HEAD_RESOURCES = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
-HEAD_CPU, HEAD_MEMORY_GIB = 2, 8
+HEAD_RESOURCES = {"requests": {"cpu": str(RAY_HEAD_CPU), "memory": f"{RAY_HEAD_MEMORY_GIB}Gi"},
+                  "limits": {"memory": f"{RAY_HEAD_MEMORY_GIB}Gi"}}  # fmt: skip
 FINISHED_TTL_SECONDS = 60  # how long KubeRay keeps a finished job's Ray cluster (its pods' logs) around
 NOT_FOR_RAY = ("MASTER_ADDR", "MASTER_PORT")  # torchrun's rendezvous: Ray Train has its own
 
