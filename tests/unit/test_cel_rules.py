@@ -61,6 +61,12 @@ CASES: list[tuple[str, dict, dict, str]] = [
         "spec.output.merge",
     ),
     (
+        "output.merge is not supported with distributed.runtime ray",
+        ftj(output={"claimName": "m", "merge": True}, distributed={"runtime": "torchrun"}),
+        ftj(output={"claimName": "m", "merge": True}, distributed={"runtime": "ray"}),
+        "spec.output.merge",
+    ),
+    (
         "without offload needs more than one GPU",
         ftj(distributed={"deepspeed": "zero3"}, resources={"gpusPerNode": 2}),
         ftj(distributed={"deepspeed": "zero3"}),

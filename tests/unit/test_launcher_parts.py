@@ -294,6 +294,7 @@ def test_the_stall_watchdog_judges_only_ranks_that_began(tmp_path):
      Reason.RANK_FAILED),
     ("[rank0]: RuntimeError: modelforge: replicas diverged: after training the ranks' weights differ",
      Reason.CONFIG_ERROR),
+    ("ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.", Reason.RANK_FAILED),
 ])  # fmt: skip
 def test_a_lost_rank_is_classified(line, reason):
     assert classify(["Traceback (most recent call last):", line], interrupted=False)[0] == reason

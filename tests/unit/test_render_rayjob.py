@@ -78,6 +78,7 @@ def test_head_and_workers_are_sized_from_the_spec() -> None:
     assert spec["shutdownAfterJobFinishes"] is True and spec["submissionMode"] == "K8sJobMode"
     head = spec["rayClusterSpec"]["headGroupSpec"]
     assert head["rayStartParams"]["num-gpus"] == "0"  # no training worker on the head
+    assert head["rayStartParams"]["object-store-memory"] == str(2**30)
     head_container = head["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in head_container["resources"]["requests"]
     (workers,) = spec["rayClusterSpec"]["workerGroupSpecs"]
@@ -85,6 +86,8 @@ def test_head_and_workers_are_sized_from_the_spec() -> None:
     worker = workers["template"]["spec"]["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert worker["resources"]["requests"]["memory"] == "256Gi"
+    # Ray's object store fits the pod's /dev/shm (16Gi for 4 GPUs), not 30% of its 256Gi.
+    assert int(workers["rayStartParams"]["object-store-memory"]) == 8 * 2**30
     for container in (head_container, worker):
         mounts = {m["name"]: m for m in container["volumeMounts"]}
         assert mounts["output"]["mountPath"] == "/mnt/output" and mounts["output"]["subPath"] == "ray-lora"

@@ -401,6 +401,13 @@ class FineTuneJobSpec(ApiModel):
             ".lora",
         ),
         CelRule(
+            "!has(self.output) || !self.output.merge || !has(self.distributed) || !has(self.distributed.runtime) || "
+            "self.distributed.runtime != 'ray'",
+            "output.merge is not supported with distributed.runtime ray (the merge would run on the Ray head, which "
+            "has no GPU and 8 GiB): use runtime torchrun, or merge afterwards with `swift export --merge_lora`",
+            ".output.merge",
+        ),
+        CelRule(
             "!has(self.output) || !self.output.merge || self.method != 'full'",
             "output.merge merges a LoRA adapter; a full fine-tune already writes the whole model",
             ".output.merge",

@@ -86,8 +86,9 @@ def reconcile(body: kopf.Body, patch: StatusPatch, memo: Any, logger: Logger) ->
     except SpecError as exc:
         problems = [str(p) for p in exc.problems]
     status = dict(body.get("status") or {})
-    ray = spec is not None and spec.distributed.runtime == Runtime.RAY
-    observed = observe(kube, config, namespace, name, status, body.metadata.get("generation"), ray)
+    # None: the spec cannot be read, so neither can its runtime (an attempt is deleted as either kind).
+    ray = None if spec is None else spec.distributed.runtime == Runtime.RAY
+    observed = observe(kube, config, namespace, name, status, body.metadata.get("generation"), bool(ray))
     owner = Owner("FineTuneJob", name, namespace, body.metadata.uid)
     desired = desired_finetunejob(owner, spec, problems, status, observed, datetime.now(UTC).replace(tzinfo=None),
                                   body.metadata.get("generation"), config.plan, config.render)  # fmt: skip

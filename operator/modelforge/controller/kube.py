@@ -279,20 +279,31 @@ class Kube:
                 return None
             raise
 
-    def delete_attempt(self, namespace: str, name: str, ray: bool = False) -> None:
+    def delete_attempt(self, namespace: str, name: str, ray: bool | None = False) -> None:
         """Delete an attempt's Job (its pods go with it), Service and ConfigMap, or its RayJob (KubeRay deletes
-        the Ray cluster with it) and ConfigMap; missing ones are fine."""
+        the Ray cluster with it) and ConfigMap; missing ones are fine. `ray=None` (the spec cannot be read,
+        so its runtime is unknown): both kinds, and a RayJob the chart gives no rights to is not there."""
         body = kubernetes.client.V1DeleteOptions(propagation_policy="Background")
 
         def delete_rayjob(name: str, namespace: str, **kw: Any) -> Any:
             return self.custom.delete_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", name, **kw)
 
-        deletes = (delete_rayjob,) if ray else (self.batch.delete_namespaced_job, self.core.delete_namespaced_service)
-        for delete in (*deletes, self.core.delete_namespaced_config_map):
+        torchrun: tuple[Callable[..., Any], ...] = (
+            self.batch.delete_namespaced_job,
+            self.core.delete_namespaced_service,
+        )
+        choice: dict[bool | None, tuple[Callable[..., Any], ...]] = {
+            True: (delete_rayjob,),
+            False: torchrun,
+            None: (*torchrun, delete_rayjob),
+        }
+        deletes: tuple[Callable[..., Any], ...] = (*choice[ray], self.core.delete_namespaced_config_map)
+        for delete in deletes:
             try:
                 delete(name, namespace, body=body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
             except ApiException as exc:
-                if exc.status != 404:
+                unknown_rayjob = ray is None and delete is delete_rayjob and exc.status == 403
+                if exc.status != 404 and not unknown_rayjob:
                     raise
 
 

@@ -71,11 +71,12 @@ def rank_command(world: World, python: str, expect: int, rendezvous_timeout: int
 
 
 def ray_command(world: World, python: str, collective_timeout: int, sft_argv: list[str], storage: str,
-                address: str = "local", use_gpu: bool = False) -> list[str]:  # fmt: skip
+                address: str = "local", use_gpu: bool = False, start_timeout: int = 900) -> list[str]:  # fmt: skip
     """The Ray Train driver (launcher/ray_train.py) for `distributed.runtime: ray`: one worker per rank of
     the whole world (every node's), started by Ray rather than by torchrun."""
     command = [python, "-m", "modelforge.launcher.ray_train", "--workers", str(world.size), "--address", address,
-               "--collective-timeout", str(collective_timeout), "--storage", storage]  # fmt: skip
+               "--collective-timeout", str(collective_timeout), "--storage", storage,
+               "--start-timeout", str(start_timeout)]  # fmt: skip
     if use_gpu:
         command.append("--use-gpu")
     return [*command, "--", *sft_argv]

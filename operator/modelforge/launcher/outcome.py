@@ -37,7 +37,9 @@ PATTERNS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
         # A process of the gang died: its own torchrun sees the signal, its peers see their connection drop.
         # After data and config errors: a rank's own deterministic error makes its peers lose it too.
         (Reason.RANK_FAILED, r"Signal \d+ \(SIG\w+\) received by PID|Connection closed by peer|"
-                             r"Connection reset by peer|exitcode\s*:\s*-\d+"),
+                             r"Connection reset by peer|exitcode\s*:\s*-\d+|"
+                             # Ray Train: a worker (actor) process died
+                             r"ActorDiedError|RayActorError|The actor died unexpectedly|worker process has died"),
     )
 )  # fmt: skip
 

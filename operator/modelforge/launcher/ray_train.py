@@ -86,11 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default="local", help="local: start Ray here; auto: join the cluster")
     parser.add_argument("--collective-timeout", type=int, default=1800, help="seconds, once training began")
     parser.add_argument("--storage", required=True, help="Ray Train's storage path (on the output volume)")
+    parser.add_argument("--start-timeout", type=int, default=900,
+                        help="seconds for the worker group to start (pods pulling images, scheduling)")  # fmt: skip
     parser.add_argument("sft_args", nargs=argparse.REMAINDER, help="-- then the arguments of `swift sft`")
     args = parser.parse_args(argv)
     sft_args = list(args.sft_args[1:] if args.sft_args[:1] == ["--"] else args.sft_args)
 
     os.environ.update(LOG_ENV)
+    # Ray Train's default (60 s) is shorter than GPU worker pods take to pull an image and be scheduled.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(args.start_timeout))
     if args.address == "local":
         os.environ.update(LOCAL_RAY_ENV)
     # Ray's session directory holds Unix sockets: its path must stay short (a 107-byte limit).
@@ -98,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    # No restart loop of Ray Train's own (worker errors, controller failures and preemptions each default to
+    # another limit; -1 is forever): a failure ends the attempt, the operator restarts the gang.
+    # (Ray Train v2's FailureConfig, what ray.train exports at runtime; its stubs show v1's.)
+    no_restarts = FailureConfig(max_failures=0, controller_failure_limit=0, max_preemption_failures=0)  # type: ignore[call-arg]
     _init_ray(args.address, args.workers, temp_dir)
     config = {
         "env": forwarded_env(dict(os.environ)),
@@ -115,13 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         # Setup (model download, tokenizing) may take long; the collective timeout applies once training began.
         torch_config=TorchConfig(backend=config["backend"], timeout_s=7200),
         scaling_config=scaling,
-        run_config=RunConfig(name="modelforge", storage_path=storage, failure_config=FailureConfig(max_failures=0)),
+        run_config=RunConfig(name="modelforge", storage_path=storage, failure_config=no_restarts),
     )
     print(f"modelforge: Ray Train with {args.workers} worker(s) ({config['backend']})", flush=True)
     try:
         trainer.fit()
     except Exception as exc:  # Ray wraps the worker's error; its traceback is already in the log above
-        print(f"modelforge: Ray Train failed: {type(exc).__name__}: {str(exc).strip()[-2000:]}", flush=True)
+        # One line: the workers' own tracebacks are above it in the log; the launcher classifies from those.
+        said = (str(exc).strip().splitlines() or [""])[0][:500]
+        print(f"modelforge: Ray Train failed: {type(exc).__name__}: {said}", flush=True)
         return 1
     finally:
         import ray

@@ -251,8 +251,9 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     ray = spec.distributed.runtime == Runtime.RAY
     if ray:
         storage = str(opts.output_root / ".ray-train")
+        # The worker group's start stands in for the rendezvous: its timeout is the spec's rendezvous timeout.
         command = ray_command(world, opts.python, timeouts.collective_timeout_seconds, prepared.argv, storage,
-                              opts.ray_address, opts.device == "cuda")  # fmt: skip
+                              opts.ray_address, opts.device == "cuda", timeouts.rendezvous_timeout_seconds)  # fmt: skip
     else:
         command = rank_command(world, opts.python, world.size, timeouts.rendezvous_timeout_seconds,
                                timeouts.collective_timeout_seconds, prepared.argv,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..api.finetunejob import FineTuneJobSpec, FineTuneJobStatus, JobPhase, Method, Outputs
+from ..api.finetunejob import FineTuneJobSpec, FineTuneJobStatus, JobPhase, Method, Outputs, Runtime
 from ..api.modelserve import ModelServeSpec, ModelServeStatus
 from ..paths import RUN_DIR
 from ..plan.capacity import PlanSettings
@@ -61,7 +61,8 @@ def desired_finetunejob(
     if decision.create_attempt and spec is not None:
         desired.children += attempt_children(owner, spec, decision.status, decision.create_attempt, settings)
     status = decision.status
-    if spec is not None and status.phase == JobPhase.SUCCEEDED and not status.outputs:
+    ray = spec is not None and spec.distributed.runtime == Runtime.RAY
+    if ray and spec is not None and status.phase == JobPhase.SUCCEEDED and not status.outputs:
         # A RayJob that succeeded says only "Job finished successfully": the outputs are where the spec put them.
         outputs = spec_outputs(owner, spec)
         if outputs:

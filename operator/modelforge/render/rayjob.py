@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..api.base import quantity_bytes
 from ..api.finetunejob import FineTuneJobSpec
 from ..plan.capacity import RAY_HEAD_CPU, RAY_HEAD_MEMORY_GIB
 from .names import attempt_name
 from .settings import RenderSettings
-from .training import Owner, _env, _meta, _resources, job_labels, pod_placement, pod_volumes
+from .training import Owner, _env, _meta, _resources, _shm_size, job_labels, pod_placement, pod_volumes
 
 RAYJOB_API_VERSION = "ray.io/v1"
 RAY_VERSION = "2.60.0"  # the trainer images' ray[train] (images/*/Dockerfile)
@@ -30,6 +31,7 @@ RAY_VERSION = "2.60.0"  # the trainer images' ray[train] (images/*/Dockerfile)
 HEAD_RESOURCES = {"requests": {"cpu": str(RAY_HEAD_CPU), "memory": f"{RAY_HEAD_MEMORY_GIB}Gi"},
                   "limits": {"memory": f"{RAY_HEAD_MEMORY_GIB}Gi"}}  # fmt: skip
 FINISHED_TTL_SECONDS = 60  # how long KubeRay keeps a finished job's Ray cluster (its pods' logs) around
+HEAD_OBJECT_STORE = str(2**30)  # the head stores nothing for training; its /dev/shm counts against its 8 GiB
 NOT_FOR_RAY = ("MASTER_ADDR", "MASTER_PORT")  # torchrun's rendezvous: Ray Train has its own
 
 
@@ -66,8 +68,15 @@ def _template(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: Rende
     return {"metadata": {"labels": labels}, "spec": pod_spec}
 
 
+def object_store_bytes(spec: FineTuneJobSpec) -> str:
+    """Ray's object store lives in /dev/shm: sized to fit the pod's shared memory (Ray's own default, 30% of
+    the pod's memory, can exceed it), with room for NCCL's buffers beside it. Training barely uses it."""
+    return str(int(0.5 * quantity_bytes(_shm_size(spec))))
+
+
 def render_rayjob(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: RenderSettings) -> dict[str, Any]:
     nodes = spec.resources.nodes
+    store = object_store_bytes(spec)
     metadata = _meta(attempt_name(owner.name, attempt), owner, job_labels(owner, attempt))
     queue = spec.scheduling.queue_name if spec.scheduling else None
     if queue:
@@ -81,7 +90,11 @@ def render_rayjob(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: R
         "rayClusterSpec": {
             "rayVersion": RAY_VERSION,
             "headGroupSpec": {
-                "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
+                "rayStartParams": {
+                    "num-gpus": "0",
+                    "dashboard-host": "0.0.0.0",
+                    "object-store-memory": HEAD_OBJECT_STORE,
+                },
                 "template": _template(owner, spec, attempt, settings, "head", HEAD_RESOURCES),
             },
             "workerGroupSpecs": [
@@ -90,7 +103,7 @@ def render_rayjob(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: R
                     "replicas": nodes,
                     "minReplicas": nodes,
                     "maxReplicas": nodes,
-                    "rayStartParams": {},
+                    "rayStartParams": {"object-store-memory": store},
                     "template": _template(owner, spec, attempt, settings, "worker", _resources(spec)),
                 }
             ],
