@@ -113,7 +113,8 @@ Quantity = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": QUANTITY_PATTERN,
+            "pattern": QUANTITY_PATTERN,  # strings only
+            "minimum": 0,  # integers only: the API server refuses a negative one, as `modelforge validate` does
             "x-kubernetes-int-or-string": True,
         }
     ),

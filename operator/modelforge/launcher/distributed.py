@@ -36,7 +36,8 @@ class World:
         return self.node_rank == 0
 
     def describe(self) -> str:
-        where = f", rendezvous {self.master_addr}:{self.master_port}" if self.nnodes > 1 else ""
+        # No master address: Ray Train connects the ranks (the driver on the head sees the whole world).
+        where = f", rendezvous {self.master_addr}:{self.master_port}" if self.nnodes > 1 and self.master_addr else ""
         return (
             f"world size {self.size} = {self.nnodes} node(s) x {self.nproc_per_node} process(es), "
             f"this is node {self.node_rank}{where}"

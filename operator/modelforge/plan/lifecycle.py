@@ -387,6 +387,16 @@ def _failed_attempt(b: _Builder, spec: FineTuneJobSpec, cause: Cause, attempt: i
         _fail(b, cause.reason, cause.message)
 
 
+def _training(b: _Builder, observed: Observed, message: str, event: str) -> None:
+    """Every rank runs: Running, with rank 0's (or the Ray head's) progress when it could be read."""
+    progress = progress_status(observed.progress)
+    if progress:
+        b.status["progress"] = progress
+    summary = (progress or {}).get("summary")
+    b.condition(ConditionType.RUNNING, True, Reason.TRAINING, message + (f", {summary}" if summary else ""))
+    b.announce(Reason.TRAINING, event)
+
+
 def _ray_attempt(b: _Builder, spec: FineTuneJobSpec, observed: Observed, attempt: int, restarts: int) -> Decision:
     """A running `distributed.runtime: ray` attempt, from its RayJob's status (KubeRay's words) and pods."""
     job = observed.job or {}
@@ -404,14 +414,8 @@ def _ray_attempt(b: _Builder, spec: FineTuneJobSpec, observed: Observed, attempt
         b.condition(ConditionType.RUNNING, False, problem[0], problem[1])
         b.announce(problem[0], problem[1], warning=True)
     elif deployment == "Running" and state == "RUNNING":
-        progress = progress_status(observed.progress)
-        if progress:
-            b.status["progress"] = progress
-        summary = (progress or {}).get("summary")
-        message = f"attempt {attempt}: training (Ray job running)" + (f", {summary}" if summary else "")
-        b.condition(ConditionType.RUNNING, True, Reason.TRAINING, message)
-        b.announce(Reason.TRAINING, f"attempt {attempt}: the Ray job is running on {spec.resources.nodes} "
-                                    f"worker pod(s)")  # fmt: skip
+        _training(b, observed, f"attempt {attempt}: training (Ray job running)",
+                  f"attempt {attempt}: the Ray job is running on {spec.resources.nodes} worker pod(s)")  # fmt: skip
     else:
         said = RAY_STARTING.get(deployment, f"RayJob {deployment}, job {state or 'not submitted yet'}")
         message = f"attempt {attempt}: {said}"
@@ -554,13 +558,8 @@ def decide(
         b.condition(ConditionType.RUNNING, False, problem[0], problem[1])
         b.announce(problem[0], problem[1], warning=True)
     elif observed.pods and len(running) >= spec.resources.nodes:
-        progress = progress_status(observed.progress)
-        if progress:
-            b.status["progress"] = progress
-        summary = (progress or {}).get("summary")
-        message = f"attempt {attempt}: training" + (f", {summary}" if summary else "")
-        b.condition(ConditionType.RUNNING, True, Reason.TRAINING, message)
-        b.announce(Reason.TRAINING, f"attempt {attempt}: all {spec.resources.nodes} pod(s) running")
+        _training(b, observed, f"attempt {attempt}: training",
+                  f"attempt {attempt}: all {spec.resources.nodes} pod(s) running")  # fmt: skip
     else:
         message = f"attempt {attempt}: {len(running)}/{spec.resources.nodes} pod(s) running"
         b.condition(ConditionType.RUNNING, False, Reason.STARTING, message)
