@@ -177,7 +177,7 @@ def ray_outcome(message: str) -> dict[str, Any] | None:
     at = message.rfind(OUTCOME_PREFIX)
     if at < 0:
         return None
-    line = message[at + len(OUTCOME_PREFIX) :].splitlines()[0] if message[at + len(OUTCOME_PREFIX) :] else ""
+    line = (message[at + len(OUTCOME_PREFIX) :].splitlines() or [""])[0]
     try:
         outcome = json.loads(line)
     except ValueError:
