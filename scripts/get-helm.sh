@@ -17,4 +17,4 @@ install -m 0755 "$work/helm/helm" "$DEST/helm"
 install -m 0755 "$work/kubectl/kubectl" "$DEST/kubectl"
 touch "$stamp"
 "$DEST/helm" version --short
-"$DEST/kubectl" version --client | head -1
+"$DEST/kubectl" version --client | sed -n 1p  # sed reads to the end: no SIGPIPE under pipefail

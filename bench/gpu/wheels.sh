@@ -71,8 +71,8 @@ cached() {
   local name=${1%%==*} version=${1##*==}
   local stem
   stem=$(echo "$name" | tr 'A-Z-.' 'a-z__')
-  compgen -G "$cache/download/${stem}-${version}-*.whl" | head -1 ||
-    compgen -G "$cache/download/${stem}-${version}.tar.gz" | head -1 || true
+  compgen -G "$cache/download/${stem}-${version}-*.whl" | sed -n 1p ||
+    compgen -G "$cache/download/${stem}-${version}.tar.gz" | sed -n 1p || true
 }
 
 missing_wheels=() missing_sdists=()
