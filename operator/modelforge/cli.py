@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,81 +34,91 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .api.validate import validate_document
-    from .specfile import SpecFileError, load_documents
 
     errors = 0
-    for file in args.files:
-        try:
-            documents = load_documents(Path(file))
-        except SpecFileError as exc:
-            print(exc, file=sys.stderr)
-            errors += 1
-            continue
-        if not documents:
-            print(f"{file}: no YAML documents found", file=sys.stderr)
-            errors += 1
-        for doc in documents:
-            if isinstance(doc.data, dict) and doc.data.get("apiVersion", "").split("/")[0] != "modelforge.io":
-                continue  # PVCs, Secrets and other objects that travel with an example
-            problems = validate_document(doc.data)
-            for problem in problems:
-                line = doc.line_of(problem.path)
-                where = f" (line {line})" if line else ""
-                print(f"{file}:{doc.index}: {problem}{where}", file=sys.stderr)
-            errors += len(problems)
-            if not problems:
-                print(f"{file}:{doc.index}: {doc.data['kind']} {doc.data['metadata']['name']} is valid")
+    for doc in _read_specs(args.files) or []:
+        problems = validate_document(doc.data)
+        for problem in problems:
+            print(f"{doc.where(problem.path)}: {problem}", file=sys.stderr)
+        errors += len(problems)
+        if not problems:
+            print(f"{doc.where()}: {doc.data['kind']} {doc.data['metadata']['name']} is valid")
+    errors += _read_specs.problems
     if errors:
         print(f"{errors} problem(s) found", file=sys.stderr)
     return 1 if errors else 0
 
 
-def _our_documents(file: str) -> list[Any]:
-    """The modelforge.io documents of a YAML file (PVCs, Secrets and other objects beside them are skipped)."""
-    from .specfile import load_documents
+class _SpecReader:
+    """Every command's way into spec files (modelforge.specfile): the documents a command handles, with the
+    others skipped aloud and every unreadable file, stray document or empty file counted as a problem."""
 
-    return [d for d in load_documents(Path(file))
-            if isinstance(d.data, dict) and str(d.data.get("apiVersion", "")).startswith("modelforge.io/")]  # fmt: skip
+    problems = 0
+
+    def __call__(self, files: Sequence[str], kinds: tuple[str, ...] = ("FineTuneJob", "ModelServe")) -> list[Any]:
+        from .specfile import SpecFileError, select
+
+        self.problems = 0
+        documents = []
+        for file in files:
+            try:
+                selection = select(Path(file), kinds)
+            except SpecFileError as exc:
+                print(exc, file=sys.stderr)
+                self.problems += 1
+                continue
+            for note in selection.notes:
+                print(f"note: {note}", file=sys.stderr)
+            for problem in selection.problems:
+                print(problem, file=sys.stderr)
+            self.problems += len(selection.problems)
+            documents += selection.ours
+        return documents
+
+
+_read_specs = _SpecReader()
+
+
+def _parse_all(documents: list[Any]) -> list[tuple[Any, Any]] | None:
+    """(document, parsed) for each document, or None after printing every problem at its file:line."""
+    from .api.validate import SpecError, parse_resource
+
+    parsed, failed = [], False
+    for doc in documents:
+        try:
+            parsed.append((doc, parse_resource(doc.data)))
+        except SpecError as exc:
+            for problem in exc.problems:
+                print(f"{doc.where(problem.path)}: {problem}", file=sys.stderr)
+            failed = True
+    return None if failed or _read_specs.problems else parsed
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     """Print the children the operator would create (GitOps review, dry run)."""
     import yaml
 
-    from .api.validate import SpecError, parse_resource
     from .render.manifests import PLACEHOLDER_UID, render_resource
-    from .specfile import SpecFileError
 
-    parsed = []  # (file, document, typed) for our kinds; other objects (PVCs, Secrets) are not rendered
-    for file in args.files:
-        try:
-            documents = _our_documents(file)
-        except SpecFileError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        for doc in documents:
-            try:
-                parsed.append((file, doc, parse_resource(doc.data)))
-            except SpecError as exc:
-                for problem in exc.problems:
-                    print(f"{file}:{doc.index}: {problem}", file=sys.stderr)
-                return 1
+    parsed = _parse_all(_read_specs(args.files))
+    if parsed is None:
+        return 1
     import os
 
     from .controller.config import ControllerConfig
 
-    jobs = {p.name: p.spec for _, _, p in parsed if p.resource.kind == "FineTuneJob"}
+    jobs = {p.name: p.spec for _, p in parsed if p.resource.kind == "FineTuneJob"}
     # The operator's settings come from MODELFORGE_* variables (the chart sets them): the same ones here.
     config = ControllerConfig.from_env(os.environ)
     settings = config.render
     objects, refused = [], 0
-    for file, doc, typed in parsed:
+    for doc, typed in parsed:
         try:
             objects += render_resource(doc.data, settings, attempt=args.attempt, namespace=args.namespace,
                                        jobs=jobs, plan_settings=config.plan)  # fmt: skip
         except ValueError as exc:
             # The operator would create nothing for it: say why, render the others, and exit 1.
-            print(f"{file}:{doc.index}: {typed.resource.kind} {typed.name}: {exc}", file=sys.stderr)
+            print(f"{doc.where()}: {typed.resource.kind} {typed.name}: {exc}", file=sys.stderr)
             refused += 1
     if refused and not objects:
         return 1
@@ -123,37 +134,31 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .plan.capacity import PlanSettings, plan
     from .plan.report import format_plan
     from .plan.resolve import PlanError
-    from .specfile import SpecFileError
 
     settings = PlanSettings(gpu_memory_gib=quantity_gib(args.gpu_memory), peak_tflops=args.tflops)
-    status = 0
-    for file in args.files:
+    documents = _read_specs(args.files, ("FineTuneJob",))
+    status = 1 if _read_specs.problems else 0
+    for doc in documents:  # one plan per FineTuneJob; a bad one does not hide the others
         try:
-            documents = [d for d in _our_documents(file) if d.data.get("kind") == "FineTuneJob"]
-        except SpecFileError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        for doc in documents:
-            try:
-                parsed = parse_resource(doc.data)
-            except SpecError as exc:
-                for problem in exc.problems:
-                    print(f"{file}:{doc.index}: {problem}", file=sys.stderr)
-                status = 1
-                continue
-            job = parsed.spec
-            assert isinstance(job, FineTuneJobSpec)
-            arch, how, data = _plan_inputs(Path(file), job)
-            try:
-                result = plan(job, arch, settings, data, why_unknown=how)
-            except PlanError as exc:
-                print(f"{file}:{doc.index}: {exc}", file=sys.stderr)
-                status = 1
-                continue
-            print(f"{file}:{doc.index}: FineTuneJob {parsed.name}")
-            print("\n".join(format_plan(job, arch, result, how)))
-            if result.fits is False:
-                status = 1
+            parsed = parse_resource(doc.data)
+        except SpecError as exc:
+            for problem in exc.problems:
+                print(f"{doc.where(problem.path)}: {problem}", file=sys.stderr)
+            status = 1
+            continue
+        job = parsed.spec
+        assert isinstance(job, FineTuneJobSpec)
+        arch, how, data = _plan_inputs(doc.path, job)
+        try:
+            result = plan(job, arch, settings, data, why_unknown=how)
+        except PlanError as exc:
+            print(f"{doc.where()}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{doc.where()}: FineTuneJob {parsed.name}")
+        print("\n".join(format_plan(job, arch, result, how)))
+        if result.fits is False:
+            status = 1
     return status
 
 
@@ -214,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                             dry_run=args.dry_run, processes=args.processes)  # fmt: skip
     except SpecError as exc:
         for problem in exc.problems:
-            print(f"{args.spec}: {problem}", file=sys.stderr)
+            print(problem, file=sys.stderr)  # each names the file:line it is about
         return 1
     return outcome.process_exit_code
 
@@ -556,6 +561,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecFileError as exc:  # every command: a file that cannot be read says file:line and why
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: one line for the person, the traceback only when asked for
+        if os.environ.get("MODELFORGE_DEBUG"):
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {str(exc)[:300]}); this is a ModelForge bug: rerun "
+              "with MODELFORGE_DEBUG=1 for the traceback and report it", file=sys.stderr)  # fmt: skip
+        return 70
 
 
 if __name__ == "__main__":

@@ -92,14 +92,17 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 ResourceName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
 LabelName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL)]
 
-# Kubernetes resource.Quantity as controller-gen renders it: an int or a string like "64Gi" / "500m".
+# Kubernetes resource.Quantity as controller-gen renders it: an int or a string like "64Gi" / "500m", less the
+# sign: every quantity of ours is a size or a count, and a negative one only fails later, at the pod.
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 
 
 def _check_quantity(value: int | str) -> int | str:
+    if isinstance(value, str) and value.startswith("-"):
+        raise ValueError(f"{value!r}: a quantity must not be negative")
     if isinstance(value, str) and not _QUANTITY_RE.match(value):
         raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 8, 500m, 64Gi, 1.5T)")
     if isinstance(value, int) and value < 0:

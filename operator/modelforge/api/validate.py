@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .base import API_VERSION, DNS_SUBDOMAIN
+from .base import API_VERSION, DNS_LABEL, DNS_SUBDOMAIN
 from .cel import Problem, check_rules, join_path
 from .crd import RESOURCES_BY_KIND, Resource, openapi_schema
 
@@ -51,7 +51,7 @@ def _header_problems(doc: Any) -> list[Problem]:
     problems = []
     if doc.get("apiVersion") != API_VERSION:
         problems.append(Problem("apiVersion", f"must be {API_VERSION}, got {doc.get('apiVersion')!r}"))
-    if doc.get("kind") not in RESOURCES_BY_KIND:
+    if not isinstance(doc.get("kind"), str) or doc["kind"] not in RESOURCES_BY_KIND:
         kinds = ", ".join(RESOURCES_BY_KIND)
         problems.append(Problem("kind", f"must be one of {kinds}, got {doc.get('kind')!r}"))
     meta = doc.get("metadata")
@@ -62,10 +62,64 @@ def _header_problems(doc: Any) -> list[Problem]:
         problems.append(
             Problem("metadata.name", f"{name!r} is not a valid name: lowercase letters, digits, '-' and '.'")
         )
+    problems += _metadata_problems(meta)
+    for key in doc:
+        if key not in TOP_LEVEL:
+            problems.append(Problem(str(key), "unknown field: an object has apiVersion, kind, metadata and spec"))
     if "spec" not in doc:
         problems.append(Problem("spec", "required: the object has no spec"))
     elif not isinstance(doc["spec"], dict):
         problems.append(Problem("spec", "must be a mapping"))
+    return problems
+
+
+TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")  # status is ignored on create, as there
+# ObjectMeta's fields: the API server refuses others (kubectl's strict field validation).
+METADATA = {"name", "generateName", "namespace", "labels", "annotations", "uid", "resourceVersion", "generation",
+            "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers",
+            "managedFields", "selfLink"}  # fmt: skip
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def _label_key_problem(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not re.match(DNS_SUBDOMAIN, prefix)):
+        return f"the prefix {prefix!r} must be a DNS subdomain (lowercase letters, digits, '-', '.')"
+    if not name or len(name) > 63 or not _LABEL_VALUE.match(name):
+        return "a key is at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit"
+    return None
+
+
+def _metadata_problems(meta: Any) -> list[Problem]:
+    """What the API server checks of metadata before a custom resource's schema: types, names, labels."""
+    if meta is None:
+        return []
+    if not isinstance(meta, dict):
+        return [Problem("metadata", "must be a mapping (name, namespace, labels, annotations)")]
+    problems = [Problem(f"metadata.{key}", "unknown field: metadata has name, namespace, labels, annotations, ...")
+                for key in meta if key not in METADATA]  # fmt: skip
+    namespace = meta.get("namespace")
+    if namespace is not None and (
+        not isinstance(namespace, str) or len(namespace) > 63 or not re.match(DNS_LABEL, namespace)
+    ):
+        why = "at most 63 lowercase letters, digits and '-', beginning and ending with a letter or digit"
+        problems.append(Problem("metadata.namespace", f"{namespace!r} is not a valid namespace name: {why}"))
+    for field in ("labels", "annotations"):
+        values = meta.get(field)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            problems.append(Problem(f"metadata.{field}", "must be a mapping of strings to strings"))
+            continue
+        for key, value in values.items():
+            path = f"metadata.{field}.{key}"
+            if not isinstance(value, str):
+                problems.append(Problem(path, f'must be a string: quote it ({key}: "{json.dumps(value)}")'))
+            elif field == "labels" and (len(value) > 63 or not _LABEL_VALUE.match(value)):
+                problems.append(Problem(path, "a label value is at most 63 letters, digits, '-', '_' or '.', "
+                                        "beginning and ending with a letter or digit"))  # fmt: skip
+            if field == "labels" and (key_problem := _label_key_problem(str(key))):
+                problems.append(Problem(path, key_problem))
     return problems
 
 

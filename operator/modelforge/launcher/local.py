@@ -13,7 +13,7 @@ from ..api.cel import Problem
 from ..api.validate import Parsed, SpecError, parse_resource
 from ..plan.lifecycle import spec_for_pods
 from ..plan.resolve import PlanError
-from ..specfile import load_documents
+from ..specfile import select
 from .devices import visible_gpus
 from .distributed import EnvironmentError_, local_world
 from .outcome import Outcome
@@ -24,10 +24,10 @@ from .run import RunOptions, run_attempt
 class ProgressBar:
     """One line, redrawn in place on a terminal; a plain line every few seconds otherwise."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30):
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, width: int = 30):
+        self.stream = stream or sys.stderr  # the stderr of the moment, not of import time
         self.width = width
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self._last = ("", 0.0)
 
     def __call__(self, record: ProgressRecord) -> None:
@@ -57,14 +57,24 @@ class ProgressBar:
 
 
 def load_finetunejob(path: Path, name: str | None = None) -> Parsed:
-    """The FineTuneJob in a spec file (the one named `name` when the file has several)."""
-    docs = [d for d in load_documents(path) if isinstance(d.data, dict) and d.data.get("kind") == "FineTuneJob"]
+    """The FineTuneJob in a spec file (the one named `name` when the file has several). SpecError's
+    problems each start with the `file:line` they are about; notes on skipped documents go to stderr."""
+    selection = select(path, ("FineTuneJob",))
+    for note in selection.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if selection.problems:
+        raise SpecError([Problem("", problem) for problem in selection.problems])
+    docs = selection.ours
     if name:
-        docs = [d for d in docs if d.data.get("metadata", {}).get("name") == name]
+        docs = [d for d in docs if isinstance(d.data.get("metadata"), dict) and d.data["metadata"].get("name") == name]
     if len(docs) != 1:
-        found = "none" if not docs else ", ".join(d.data["metadata"]["name"] for d in docs)
-        raise SpecError([Problem("", f"{path}: expected one FineTuneJob (use --name to pick one), found {found}")])
-    return parse_resource(docs[0].data)
+        found = ", ".join(repr(d.describe()) for d in selection.ours)
+        raise SpecError([Problem("", f"{path}: expected one FineTuneJob{' named ' + repr(name) if name else ''}"
+                                 f" (use --name to pick one), found {found or 'none'}")])  # fmt: skip
+    try:
+        return parse_resource(docs[0].data)
+    except SpecError as exc:
+        raise SpecError([Problem("", f"{docs[0].where(p.path)}: {p}") for p in exc.problems]) from None
 
 
 def run_local(
@@ -76,7 +86,7 @@ def run_local(
     try:
         world, note = local_world(parsed.spec.resources.gpus_per_node, gpus, processes)
     except EnvironmentError_ as exc:
-        raise SpecError([Problem("", str(exc))]) from None
+        raise SpecError([Problem("", f"{spec_path}: {exc}")]) from None
     output_root = (output or Path("modelforge-output") / parsed.name).resolve()
     output_root.mkdir(parents=True, exist_ok=True)
     log_path = output_root / "train.log"
