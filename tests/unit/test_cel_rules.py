@@ -43,6 +43,18 @@ HP = {"epochs": 1}
 # (message fragment, object the rule accepts, object it rejects, field path of the error)
 CASES: list[tuple[str, dict, dict, str]] = [
     (
+        "leaves nothing to train",
+        ftj(multimodal={"freezeVit": True, "freezeAligner": False, "freezeLlm": True}),
+        ftj(multimodal={"freezeVit": True, "freezeAligner": True, "freezeLlm": True}),
+        "spec.multimodal",
+    ),
+    (
+        "mediaRoot must be a pvc://claim/folder URL or a path",
+        ftj(multimodal={"mediaRoot": "pvc://media/images"}),
+        ftj(multimodal={"mediaRoot": "s3://bucket/images"}),
+        "spec.multimodal.mediaRoot",
+    ),
+    (
         "quantization applies only to method qlora",
         ftj(method="qlora", quantization={"bits": 4}),
         ftj(method="lora", quantization={"bits": 4}),
@@ -176,7 +188,17 @@ def test_every_rule_has_cases():
     assert missing == []
 
 
-IMMUTABLE = ["model", "method", "lora", "quantization", "datasets", "validation", "hyperparameters", "output"]
+IMMUTABLE = [
+    "model",
+    "method",
+    "lora",
+    "quantization",
+    "datasets",
+    "validation",
+    "multimodal",
+    "hyperparameters",
+    "output",
+]
 
 
 @pytest.mark.parametrize(
@@ -187,6 +209,7 @@ IMMUTABLE = ["model", "method", "lora", "quantization", "datasets", "validation"
         ("lora", {"rank": 16}),
         ("datasets", [{"source": "org/other"}]),
         ("validation", {"splitRatio": 0.2}),
+        ("multimodal", {"freezeVit": False}),
         ("hyperparameters", {"epochs": 2}),
         ("output", {"claimName": "elsewhere"}),
     ],

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import struct
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from modelforge.api.conditions import Reason
-from modelforge.launcher.checkpoints import newest_complete
+from modelforge.launcher.checkpoints import mark_bad, missing_parts, newest_complete, resume_failure
 from modelforge.launcher.devices import visible_gpus
 from modelforge.launcher.distributed import EnvironmentError_, local_world, pod_world
 from modelforge.launcher.outcome import EXIT_PERMANENT, EXIT_RETRYABLE, Outcome, classify, failure
@@ -63,13 +66,30 @@ def test_visible_gpus(tmp_path):
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, dev=tmp_path) == 0
 
 
+def safetensors_bytes(values: int = 4) -> bytes:
+    """A real safetensors file: one F32 tensor of `values` elements."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [values], "data_offsets": [0, 4 * values]}}).encode()
+    return struct.pack("<Q", len(header)) + header + b"\0" * (4 * values)
+
+
+def zip_bytes() -> bytes:
+    """What torch.save writes: a zip archive."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    return buffer.getvalue()
+
+
+FULL = len(safetensors_bytes())
+
+
 def make_checkpoint(run: Path, step: int, *, state: bool = True, weights: bool = True, optimizer: bool = True) -> Path:
     path = run / f"checkpoint-{step}"
     path.mkdir(parents=True)
     if weights:
-        (path / "adapter_model.safetensors").write_bytes(b"w")
+        (path / "adapter_model.safetensors").write_bytes(safetensors_bytes())
     if optimizer:
-        (path / "optimizer.pt").write_bytes(b"o")
+        (path / "optimizer.pt").write_bytes(zip_bytes())
     if state:
         (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return path
@@ -85,9 +105,82 @@ def test_newest_complete_checkpoint_skips_partial_ones(tmp_path):
     best, notes = newest_complete(tmp_path)
     assert best == tmp_path / "checkpoint-20"
     assert notes == [
-        "skipping checkpoint-40: incomplete (missing optimizer state)",
-        "skipping checkpoint-30: incomplete (missing trainer_state.json)",
+        "skipping checkpoint-40: not whole (optimizer state)",
+        "skipping checkpoint-30: not whole (trainer_state.json)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "problem"),
+    [
+        ("adapter_model.safetensors", lambda b: b"", "adapter_model.safetensors is empty (0 bytes)"),
+        ("adapter_model.safetensors", lambda b: b[:5], "shorter than its header length"),
+        ("adapter_model.safetensors", lambda b: b[:20], "its header alone declares"),
+        (
+            "adapter_model.safetensors",
+            lambda b: b[:-1],
+            f"is truncated ({FULL - 1} of the {FULL} bytes its header declares)",
+        ),
+        ("adapter_model.safetensors", lambda b: b[:8] + b"{" * (len(b) - 8), "has an unreadable header"),
+        ("optimizer.pt", lambda b: b"", "optimizer.pt is empty (0 bytes)"),
+        ("optimizer.pt", lambda b: b[: len(b) // 2], "optimizer.pt is truncated or not a torch.save file"),
+        ("optimizer.pt", lambda b: b"\x80\x02pickle", "not a torch.save file"),
+        ("trainer_state.json", lambda b: b[:3], "trainer_state.json"),
+    ],
+)
+def test_a_zero_byte_or_truncated_file_makes_a_checkpoint_not_whole(tmp_path, name, damage, problem):
+    older = make_checkpoint(tmp_path, 10)
+    newest = make_checkpoint(tmp_path, 20)
+    target = newest / name
+    target.write_bytes(damage(target.read_bytes()))
+    best, notes = newest_complete(tmp_path)
+    assert best == older
+    assert len(notes) == 1 and notes[0].startswith("skipping checkpoint-20: not whole (") and problem in notes[0]
+
+
+def test_the_other_saved_files_are_checked_too(tmp_path):
+    older = make_checkpoint(tmp_path, 10)
+    newest = make_checkpoint(tmp_path, 20)
+    (newest / "rng_state.pth").write_bytes(b"")  # a full disk while saving
+    (newest / "scheduler.pt").write_bytes(zip_bytes())
+    best, notes = newest_complete(tmp_path)
+    assert best == older and "rng_state.pth is empty (0 bytes)" in notes[0]
+    assert missing_parts(older) == []
+
+
+def test_a_sharded_model_needs_every_shard_whole(tmp_path):
+    path = make_checkpoint(tmp_path, 10, weights=False)
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    (path / "model-00001-of-00002.safetensors").write_bytes(safetensors_bytes())
+    assert missing_parts(path) == [
+        "model-00002-of-00002.safetensors (named by model.safetensors.index.json) is missing"
+    ]
+    (path / "model-00002-of-00002.safetensors").write_bytes(safetensors_bytes()[:-4])
+    assert missing_parts(path) == [
+        f"model-00002-of-00002.safetensors is truncated ({FULL - 4} of the {FULL} bytes its header declares)"
+    ]
+    (path / "model-00002-of-00002.safetensors").write_bytes(safetensors_bytes())
+    assert missing_parts(path) == []
+
+
+def test_a_checkpoint_marked_bad_is_skipped_with_its_reason(tmp_path):
+    older = make_checkpoint(tmp_path, 10)
+    newest = make_checkpoint(tmp_path, 20)
+    assert newest_complete(tmp_path) == (newest, [])
+    mark_bad(newest, "resuming from it failed: _pickle.UnpicklingError: invalid load key, 'x'.")
+    best, notes = newest_complete(tmp_path)
+    assert best == older
+    assert notes == ["skipping checkpoint-20: not whole (marked bad by an earlier attempt: resuming from it "
+                     "failed: _pickle.UnpicklingError: invalid load key, 'x'.)"]  # fmt: skip
+
+
+def test_a_resume_failure_is_recognised_from_the_log(tmp_path):
+    checkpoint = tmp_path / "checkpoint-20"
+    tail = ["[INFO:swift] loading", "_pickle.UnpicklingError: invalid load key, 'x'.", "[rank0]: done"]
+    assert resume_failure(tail, checkpoint) == "_pickle.UnpicklingError: invalid load key, 'x'."
+    assert resume_failure(["ValueError: bad learning rate"], checkpoint) is None
+    assert resume_failure([f"FileNotFoundError: {checkpoint}/optimizer.pt"], checkpoint) is not None
 
 
 def test_deepspeed_checkpoint_counts_as_complete(tmp_path):

@@ -120,6 +120,18 @@ def test_running_with_progress():
     assert conditions(d.status)["Running"] == ("True", "Training")
 
 
+def test_running_progress_updates_the_latest_checkpoint():
+    """status.latestCheckpoint follows the launcher's /progress while training, not only at an attempt's end."""
+    progress = {"step": 12, "total_steps": 40, "latest_checkpoint": "pvc://models/tiny/run/checkpoint-10"}
+    before = {**RUNNING_STATUS, "latestCheckpoint": "pvc://models/tiny/run/checkpoint-5"}
+    d = decide(spec(), [], before, Observed(JOB, (pod("Running"),), progress), NOW)
+    assert d.wire["latestCheckpoint"] == "pvc://models/tiny/run/checkpoint-10"
+    assert "latestCheckpoint" not in d.wire["progress"]
+    # No checkpoint yet (or /progress unreadable): the one known stays.
+    d = decide(spec(), [], before, Observed(JOB, (pod("Running"),), {"step": 3, "latest_checkpoint": None}), NOW)
+    assert d.wire["latestCheckpoint"] == "pvc://models/tiny/run/checkpoint-5"
+
+
 def test_success_records_outputs():
     outcome = {"outcome": "Succeeded", "reason": "Completed", "message": "trained 40 step(s)", "last_step": 40,
                "total_steps": 40, "last_checkpoint": "pvc://models/tiny/run/checkpoint-40",

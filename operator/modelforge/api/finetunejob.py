@@ -164,6 +164,47 @@ class DatasetSpec(ApiModel):
     )
 
 
+class MultimodalSpec(ApiModel):
+    """A vision-language (or audio) fine-tune: which parts train, how large images get, where media lives.
+
+    In ms-swift's terms: --freeze_vit / --freeze_aligner / --freeze_llm, --max_pixels, and ROOT_IMAGE_DIR
+    (what relative `images` / `videos` / `audios` paths in the dataset rows are resolved against).
+    """
+
+    cel_rules = (
+        CelRule(
+            "!(self.freezeVit && self.freezeAligner && self.freezeLlm)",
+            "freezeVit, freezeAligner and freezeLlm all true leaves nothing to train: unfreeze at least one",
+        ),
+        CelRule(
+            "!has(self.mediaRoot) || !self.mediaRoot.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://') || "
+            "self.mediaRoot.startsWith('pvc://')",
+            "mediaRoot must be a pvc://claim/folder URL or a path (local mode)",
+            ".mediaRoot",
+        ),
+    )
+
+    freeze_vit: bool = Field(
+        default=True, description="Keep the vision (or audio) tower frozen (ms-swift --freeze_vit). LoRA skips it."
+    )
+    freeze_aligner: bool = Field(
+        default=True, description="Keep the aligner/projector frozen (ms-swift --freeze_aligner)."
+    )
+    freeze_llm: bool = Field(
+        default=False, description="Keep the language model frozen (ms-swift --freeze_llm): train only vision parts."
+    )
+    max_pixels: Annotated[int, Field(ge=3136, le=50_176_000)] | None = Field(
+        default=None,
+        description="Scale down images larger than this many pixels (H*W; ms-swift --max_pixels). Bounds the "
+        "vision tokens per image: about max_pixels / 784 for Qwen2.5-VL. Default: no limit.",
+    )
+    media_root: Str1k | None = Field(
+        default=None,
+        description="Folder that relative media paths in the rows are resolved against: pvc://claim/folder (mounted "
+        "read-only) or a path (local mode). Default: the folder of the (first) dataset file.",
+    )
+
+
 class ValidationSpec(ApiModel):
     """Evaluation data: separate datasets or a split of the training data."""
 
@@ -427,6 +468,7 @@ class FineTuneJobSpec(ApiModel):
                 "quantization",
                 "datasets",
                 "validation",
+                "multimodal",
                 "hyperparameters",
                 "output",
             )
@@ -444,6 +486,11 @@ class FineTuneJobSpec(ApiModel):
         description="Training datasets, mixed in order."
     )
     validation: ValidationSpec | None = Field(default=None, description="Evaluation data.")
+    multimodal: MultimodalSpec | None = Field(
+        default=None,
+        description="Vision-language fine-tunes: frozen parts, image size limit, media root. Rows name their media "
+        "in images/videos/audios; pre-flight decodes every local file.",
+    )
     hyperparameters: Hyperparameters = Field(description="Training hyperparameters.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Nodes, GPUs and pod resources.")
     distributed: DistributedSpec = Field(default_factory=DistributedSpec, description="DeepSpeed strategy.")

@@ -89,6 +89,15 @@ def build_sft_argv(spec: FineTuneJobSpec, resolved: Resolved, ctx: LaunchContext
     if spec.model.revision:
         args += ["--model_revision", spec.model.revision]
     args += _method_args(spec)
+    if spec.multimodal:
+        mm = spec.multimodal
+        args += [
+            "--freeze_vit", _bool(mm.freeze_vit),
+            "--freeze_aligner", _bool(mm.freeze_aligner),
+            "--freeze_llm", _bool(mm.freeze_llm),
+        ]  # fmt: skip
+        if mm.max_pixels:
+            args += ["--max_pixels", str(mm.max_pixels)]
 
     args += ["--dataset", *(dataset_arg(s, d) for s, d in zip(ctx.datasets, spec.datasets, strict=True))]
     validation = spec.validation

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api.finetunejob import DatasetFormat
+from .media import MediaChecker
 
 LOCAL_SUFFIXES = (".jsonl", ".json")
 MAX_PROBLEMS_SHOWN = 50
@@ -43,6 +44,7 @@ class FileReport:
     max_length: int | None = None
     token_lengths: list[int] = field(default_factory=list)
     formats_seen: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def usable_rows(self) -> int:
@@ -73,7 +75,7 @@ class FileReport:
             summary += f", {len({line for line, _ in self.problems})} with problems"
         if self.token_lengths:
             summary += f", tokens mean {self.mean_tokens:.0f} / max {max(self.token_lengths)}"
-        return [*lines, summary]
+        return [*lines, *(f"{self.path}: {note}" for note in self.notes), summary]
 
 
 class RowError(ValueError):
@@ -254,8 +256,9 @@ def check_file(
     fmt: str = DatasetFormat.AUTO,
     max_length: int | None = None,
     count_tokens: TokenCounter | None = None,
+    media_root: Path | None = None,
 ) -> FileReport:
-    """Check every row of one local dataset file."""
+    """Check every row of one local dataset file (and the media its rows name: launcher/media.py)."""
     report = FileReport(str(path), max_length=max_length)
     if not path.exists():
         report.problems.append((0, "file not found: check the path (in a pod: the claim and subPath)"))
@@ -264,6 +267,7 @@ def check_file(
         report.problems.append((0, "is a directory; give the dataset file itself"))
         return report
     expected = None if fmt == DatasetFormat.AUTO else str(fmt)
+    media = MediaChecker(path.parent, media_root)
     for line, row in iter_rows(path):
         report.rows += 1
         if isinstance(row, RowError):
@@ -290,11 +294,13 @@ def check_file(
         except RowError as exc:
             report.problems.append((line, str(exc)))
             continue
+        report.problems.extend((line, problem) for problem in media.row(row))
         if count_tokens is not None:
             length = count_tokens(turns)
             report.token_lengths.append(length)
             if max_length is not None and length > max_length:
                 report.too_long.append(line)
+    report.notes.extend(media.notes())
     if report.rows == 0:
         report.problems.append((1, "the file has no rows (ms-swift would fail with a bare StopIteration)"))
     return report

@@ -31,6 +31,7 @@ class ProgressRecord:
     eta_seconds: float | None = None
     updated_at: str | None = None
     finished: bool = False
+    latest_checkpoint: str | None = None  # the newest whole checkpoint (set by the launcher, not the log)
 
     @property
     def summary(self) -> str | None:
@@ -65,6 +66,10 @@ class ProgressTracker:
         self._offset = 0
         self._partial = ""
         self._lock = threading.Lock()
+
+    def set_checkpoint(self, location: str | None) -> None:
+        with self._lock:
+            self.record.latest_checkpoint = location
 
     def snapshot(self) -> ProgressRecord:
         with self._lock:

@@ -14,7 +14,13 @@ ms-swift sees anything, each rank
    unset, so two nodes would each train their own model) fails here, classified, within seconds,
 3. registers a TrainerCallback that writes a heartbeat (this rank's last optimizer step and when) into
    MODELFORGE_HEARTBEAT_DIR, which the launcher's stall watchdog reads, and that checks at the end of
-   training that every rank holds the same weights (one model was trained, not one per rank).
+   training that every rank holds the same weights (one model was trained, not one per rank), and that,
+   when the launcher was asked to stop (SIGTERM: eviction, preemption, `kubectl delete`), saves a checkpoint
+   at the step every rank has reached and ends training (the stop file, see STOP_FILE).
+
+Each rank also asks the kernel to kill it when its parent (torchrun, or the launcher) dies, and the same for
+what it forks: torchrun puts its workers in sessions of their own, so nothing else would stop them after a
+SIGKILL of the launcher.
 """
 
 from __future__ import annotations
@@ -31,10 +37,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from .supervise import die_with_parent
+
 HEARTBEAT_ENV = "MODELFORGE_HEARTBEAT_DIR"
 CALLBACK = "modelforge_heartbeat"
 WORLD_MISMATCH = "modelforge: world size mismatch"  # the launcher classifies these lines (outcome.py)
 REPLICAS_DIVERGED = "modelforge: replicas diverged"
+STOP_FILE = "stop"  # in the heartbeat directory: the launcher asks for a save and a clean stop
+SAVED_ON_STOP = "modelforge: stop requested, saving a checkpoint at step"  # launcher/run.py looks for it
 
 
 class WorldMismatch(RuntimeError):
@@ -165,6 +175,22 @@ def check_replicas(model: Any) -> None:
               f"(sum {float(mine[0]):.6g})", flush=True)  # fmt: skip
 
 
+def stop_requested(directory: Path) -> bool:
+    """Whether the launcher asked to stop, agreed by every rank (one tiny all-reduce per step when there are
+    several): a rank that stopped alone would leave the others waiting in the next collective."""
+    wanted = (directory / STOP_FILE).exists()
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return wanted
+    import torch
+
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([1 if wanted else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def register_heartbeat(directory: Path, rank: int, collective_timeout_s: int) -> None:
     """Adds the heartbeat callback to ms-swift's callback registry (the launcher passes --callbacks)."""
     from swift.callbacks import TrainerCallback, callbacks_map
@@ -175,6 +201,11 @@ def register_heartbeat(directory: Path, rank: int, collective_timeout_s: int) ->
             tighten_collective_timeout(collective_timeout_s)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if stop_requested(directory) and not control.should_training_stop:
+                control.should_save = True  # the Trainer saves checkpoint-<step> right after this callback
+                control.should_training_stop = True
+                if rank == 0:
+                    print(f"{SAVED_ON_STOP} {state.global_step}", flush=True)
             busy = getattr(control, "should_save", False) or getattr(control, "should_evaluate", False)
             write_heartbeat(directory, rank, int(state.global_step), "saving" if busy else "training")
 
@@ -228,6 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("gloo", "nccl"), default="gloo")
     parser.add_argument("sft_args", nargs=argparse.REMAINDER, help="-- then the arguments of `swift sft`")
     args = parser.parse_args(argv)
+    parent = os.getppid()
+    die_with_parent(parent)
+    if parent == 1:  # the parent died before the request: nobody supervises this process
+        return 1
+    # What this rank forks (DataLoader workers, dataset map pools) dies with it as well: a stopped or busy
+    # worker would not get to its own parent check.
+    os.register_at_fork(after_in_child=die_with_parent)
     sft_args = list(args.sft_args[1:] if args.sft_args[:1] == ["--"] else args.sft_args)
     return run_rank(args.expect_world_size, args.collective_timeout, args.backend, sft_args)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +19,14 @@ from ..paths import PVC_ROOT, RUN_DIR, pod_path, split_uri
 from ..plan.performance import switches
 from ..plan.resolve import PlanError, resolve
 from .argv import LaunchContext, build_sft_argv
-from .checkpoints import list_checkpoints, missing_parts, newest_complete
+from .checkpoints import list_checkpoints, mark_bad, missing_parts, newest_complete, resume_failure, set_aside
 from .dataset import FileReport, TokenCounter, check_file, is_local_source
 from .devices import capabilities
 from .distributed import EnvironmentError_, World, rank_command, ray_command
+from .media import media_env, media_root_for
 from .outcome import Outcome, classify, failure, write_termination_message
 from .progress import ProgressRecord, ProgressServer, ProgressTracker
-from .rank import HEARTBEAT_ENV, StallWatchdog
+from .rank import HEARTBEAT_ENV, SAVED_ON_STOP, STOP_FILE, StallWatchdog
 from .supervise import supervise
 
 QUIET_ENV = {"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -31,6 +34,24 @@ QUIET_ENV = {"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1",
 }  # fmt: skip
+
+
+# After SIGTERM the trainer gets this long to save a checkpoint and exit, inside the pod's
+# terminationGracePeriodSeconds (120 s, render/settings.py): the rest is for stopping what is left (10 s) and
+# the termination message. MODELFORGE_SAVE_GRACE_SECONDS sets it (0: stop at once, no save).
+SAVE_GRACE_SECONDS = 90.0
+SAVE_GRACE_ENV = "MODELFORGE_SAVE_GRACE_SECONDS"
+
+
+class Terminated(Exception):
+    """SIGTERM/SIGINT arrived while no child ran (pre-flight, between training and merge)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
 
 
 @dataclass
@@ -91,6 +112,17 @@ def _resolve_source(source: str, opts: RunOptions, what: str) -> str:
     return source  # hub id or URL: ms-swift fetches it
 
 
+def _media_root(spec: FineTuneJobSpec, opts: RunOptions) -> Path | None:
+    """spec.multimodal.mediaRoot as a path here (a pvc:// URL where the pod mounts it), or None."""
+    if spec.multimodal is None or not spec.multimodal.media_root:
+        return None
+    source = spec.multimodal.media_root
+    if split_uri(source):
+        return Path(_resolve_source(source, opts, "multimodal.mediaRoot"))
+    path = Path(source).expanduser()
+    return path if path.is_absolute() else (opts.base_dir / path).resolve()
+
+
 def _token_counter(model: str) -> TokenCounter | None:
     """A fast token counter from the model's tokenizer.json, or None when the model is not local."""
     tokenizer_file = Path(model) / "tokenizer.json"
@@ -118,13 +150,20 @@ def preflight(spec: FineTuneJobSpec, opts: RunOptions, model: str) -> tuple[list
     groups = [(spec.datasets, train)]
     if spec.validation and spec.validation.datasets:
         groups.append((spec.validation.datasets, val))
+    root = _media_root(spec, opts)
     for datasets, out in groups:
         for dataset in datasets:
             source = _resolve_source(dataset.source, opts, "dataset")
             out.append(source)
             if is_local_source(source):
                 reports.append(
-                    check_file(Path(source), fmt=dataset.format, max_length=max_length, count_tokens=counter)
+                    check_file(
+                        Path(source),
+                        fmt=dataset.format,
+                        max_length=max_length,
+                        count_tokens=counter,
+                        media_root=root or media_root_for(None, [source]),
+                    )
                 )
             else:
                 opts.say(f"dataset {source}: hub dataset, not checked before training (ms-swift downloads it)")
@@ -172,6 +211,8 @@ def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
     if spec.checkpointing.resume == ResumePolicy.AUTO:
         resume_from, skipped = newest_complete(run_dir)
         notes += skipped
+        if skipped and opts.world.is_rank0_node:  # one node moves them (the volume is shared)
+            notes += set_aside(run_dir, resume_from)
         if resume_from:
             notes.append(f"resuming from {resume_from.name}")
     caps = capabilities(opts.device)
@@ -184,6 +225,8 @@ def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
     # Under Ray, Ray Train sets each worker's RANK/WORLD_SIZE/MASTER_*: torchrun's variables must not leak in.
     world_env = {} if spec.distributed.runtime == Runtime.RAY else opts.world.swift_env()
     env = {**opts.env, **QUIET_ENV, **(OFFLINE_ENV if all_local else {}), **world_env}
+    if spec.multimodal:
+        env.update(media_env(_media_root(spec, opts) or media_root_for(None, train)))
     for key in ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR"):
         if key not in world_env:
             env.pop(key, None)  # a single process must not start torchrun
@@ -228,17 +271,51 @@ def merge_adapter(checkpoint: Path, opts: RunOptions, env: Mapping[str, str]) ->
 
 def run_attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     """Run one attempt end to end and return its outcome (also written to the termination log)."""
-    opts.say(f"modelforge launcher: job {opts.name}, {opts.world.describe()}, device {opts.device}")
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):  # supervise() has its own while a child runs
+            previous[signum] = signal.signal(signum, _raise_terminated)
     try:
+        opts.say(f"modelforge launcher: job {opts.name}, {opts.world.describe()}, device {opts.device}")
         outcome = _attempt(spec, opts)
     except Stop as stop:
         outcome = stop.outcome
     except EnvironmentError_ as exc:
         outcome = failure(Reason.CONFIG_ERROR, str(exc))
+    except Terminated as term:
+        name = signal.Signals(term.signum).name
+        outcome = failure(Reason.INTERRUPTED, f"stopped by {name} before training (pre-flight); nothing was lost")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     opts.say(f"outcome: {outcome.outcome} ({outcome.reason}): {outcome.message}")
     if opts.termination_log is not None:
         write_termination_message(outcome, opts.termination_log)
     return outcome
+
+
+def _save_grace(env: Mapping[str, str]) -> float:
+    try:
+        return float(env.get(SAVE_GRACE_ENV, SAVE_GRACE_SECONDS))
+    except ValueError:
+        return SAVE_GRACE_SECONDS
+
+
+class NewestCheckpoint:
+    """The newest whole checkpoint of a run directory, checked as they appear (each whole one once)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.whole: set[str] = set()
+
+    def find(self) -> Path | None:
+        for path in reversed(list_checkpoints(self.run_dir)):
+            if path.name in self.whole and not (path / ".modelforge-bad").exists():
+                return path
+            if not missing_parts(path):
+                self.whole.add(path.name)
+                return path
+        return None
 
 
 def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
@@ -282,18 +359,35 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
         first = world.node_rank * world.nproc_per_node
         ranks = range(first, first + world.nproc_per_node)
     watchdog = StallWatchdog(heartbeats, ranks, spec.failure_policy.stall_timeout_seconds)
+    newest = NewestCheckpoint(run_dir)
 
     def tick() -> str | None:
+        found = newest.find()
+        tracker.set_checkpoint(_display(found, opts) if found else None)
         record = tracker.poll()
         if opts.on_progress is not None:
             opts.on_progress(record)
         return watchdog.check()
 
+    grace = _save_grace(opts.env)
+
+    def on_terminate(signum: int) -> float:
+        """SIGTERM while training: ask the ranks to save at their next step and stop, within the grace."""
+        name = signal.Signals(signum).name
+        if grace <= 0 or not any(heartbeats.glob("rank-*.json")):
+            opts.say(f"{name}: stopping the trainer (training had not begun: nothing to save)")
+            return 0.0
+        (heartbeats / STOP_FILE).touch()
+        opts.say(f"{name}: asking the trainer to save a checkpoint at its next step and stop (up to {grace:.0f} s)")
+        return grace
+
     try:
-        finished = supervise(command, env={**prepared.env, HEARTBEAT_ENV: str(heartbeats)}, sink=opts.sink, tick=tick)
+        finished = supervise(command, env={**prepared.env, HEARTBEAT_ENV: str(heartbeats)}, sink=opts.sink,
+                             tick=tick, on_terminate=on_terminate)  # fmt: skip
     finally:
         if server is not None:
             server.stop()
+        began = any(heartbeats.glob("rank-*.json"))  # a rank reached training: its checkpoint had loaded
         shutil.rmtree(heartbeats, ignore_errors=True)
     record = tracker.poll()
     checkpoints = list_checkpoints(run_dir)
@@ -305,15 +399,34 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
             Reason.STALLED, finished.stopped, exit_code=finished.returncode,
             last_step=record.step, total_steps=record.total_steps, last_checkpoint=last_checkpoint,
         )  # fmt: skip
-    if finished.returncode != 0 or finished.interrupted:
-        reason, lines = classify(finished.tail, interrupted=finished.interrupted)
-        message = f"swift sft exited with code {finished.returncode}"
-        if reason != Reason.INTERRUPTED and lines:
-            message += f": {lines[-1].strip()[:300]}"
+    if finished.interrupted:
+        saved = any(SAVED_ON_STOP in line for line in finished.tail)
+        message = f"swift sft stopped by a signal (exit {finished.returncode})"
+        if saved and last is not None:
+            message = f"stopped by a signal after saving {last.name}: the next attempt resumes there"
         return failure(
+            Reason.INTERRUPTED, message, exit_code=finished.returncode,
+            last_step=record.step, total_steps=record.total_steps, last_checkpoint=last_checkpoint,
+        )  # fmt: skip
+    if finished.returncode != 0:
+        reason, lines = classify(finished.tail, interrupted=False)
+        message = f"swift sft exited with code {finished.returncode}"
+        if lines:
+            message += f": {lines[-1].strip()[:300]}"
+        outcome = failure(
             reason, message, decisive_lines=lines, exit_code=finished.returncode,
             last_step=record.step, total_steps=record.total_steps, last_checkpoint=last_checkpoint,
         )  # fmt: skip
+        resumed = prepared.resume_from
+        why = resume_failure(finished.tail, resumed) if resumed is not None and not began else None
+        if resumed is not None and why is not None:
+            # It failed loading the checkpoint, before any step: that checkpoint is bad, not the job.
+            mark_bad(resumed, f"resuming from it failed: {why}")
+            opts.say(f"marked {resumed.name} bad ({resumed / '.modelforge-bad'}): resuming from it failed: {why}")
+            outcome.message = f"resuming from {resumed.name} failed ({why}); it is marked bad, the next attempt " \
+                              "resumes from the checkpoint before it"  # fmt: skip
+            outcome.retryable = True
+        return outcome
 
     merged = None
     if spec.output and spec.output.merge and spec.method != Method.FULL and last is not None:

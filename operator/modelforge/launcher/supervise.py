@@ -1,12 +1,21 @@
-"""Run a child process in its own process group, forward SIGTERM/SIGINT to it, keep the tail of its output."""
+"""Run a child process in its own process group, forward SIGTERM/SIGINT to it, keep the tail of its output.
+
+The child dies with the launcher: it runs in a session of its own (so a signal for the launcher's group does
+not hit it before the launcher can act, e.g. save a checkpoint first), and the kernel sends it SIGKILL when
+the launcher dies, SIGKILL included (PR_SET_PDEATHSIG). torchrun's workers, in sessions of their own by
+torchrun's design, ask the same of torchrun (launcher/rank.py: die_with_parent).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +33,26 @@ class Finished:
 
 
 STOP_GRACE_SECONDS = 10.0
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_PRCTL = _LIBC.prctl  # resolved here: the child between fork and exec only calls it
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies; exit now when the parent `parent`
+    (pid) is already gone (it died before the request was made, so the kernel would never send it)."""
+    if _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # not Linux: the launcher's own stop (SIGTERM, SIGKILL of the group) still applies
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+def _child_setup(parent: int) -> Callable[[], None]:
+    def setup() -> None:  # between fork and exec: no locks, no allocation beyond the call
+        os.setsid()
+        die_with_parent(parent)
+
+    return setup
 
 
 def _descendants(pid: int) -> list[int]:
@@ -83,12 +112,16 @@ def supervise(
     tick: Callable[[], str | None] | None = None,
     tick_seconds: float = 1.0,
     stop_grace: float = STOP_GRACE_SECONDS,
+    on_terminate: Callable[[int], float] | None = None,
 ) -> Finished:
     """Run `argv` to completion. `tick` runs every `tick_seconds` while it runs (progress polling); when it
     returns a message, the process group is stopped and the message is `Finished.stopped`.
 
     SIGTERM/SIGINT received by this process are forwarded to the child's whole process group (ms-swift
-    forks torchrun, which forks one worker per GPU), and the run counts as interrupted.
+    forks torchrun, which forks one worker per GPU), and the run counts as interrupted. With `on_terminate`,
+    the first such signal calls it instead (it may ask the trainer to save and stop) and the child gets the
+    seconds it returns to exit on its own; then, or at a second signal, it is stopped (SIGTERM, SIGKILL
+    after `stop_grace`).
     """
     process = subprocess.Popen(
         list(argv),
@@ -97,7 +130,7 @@ def supervise(
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
-        start_new_session=True,
+        preexec_fn=_child_setup(os.getpid()),  # setsid + prctl only: no Python-level locks
     )
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     if process.stdout is None:  # pragma: no cover - stdout=PIPE guarantees it
@@ -106,9 +139,16 @@ def supervise(
     pump.start()
 
     interrupted = threading.Event()
+    deadline: list[float] = []  # when the child, asked to save and stop, must be gone
 
     def forward(signum: int, _frame: object) -> None:
+        first = not interrupted.is_set()
         interrupted.set()
+        if first and on_terminate is not None:
+            wait = on_terminate(signum)
+            if wait > 0:
+                deadline.append(time.monotonic() + wait)
+                return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signum)
 
@@ -124,6 +164,9 @@ def supervise(
                 process.wait(timeout=tick_seconds)
                 break
             except subprocess.TimeoutExpired:
+                if deadline and time.monotonic() > deadline[0]:
+                    _stop_group(process, stop_grace)  # it did not save and exit in the time there was
+                    break
                 if tick is not None and (stopped := tick()) is not None:
                     _stop_group(process, stop_grace)
                     break

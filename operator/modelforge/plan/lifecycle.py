@@ -392,6 +392,9 @@ def _training(b: _Builder, observed: Observed, message: str, event: str) -> None
     progress = progress_status(observed.progress)
     if progress:
         b.status["progress"] = progress
+    checkpoint = (observed.progress or {}).get("latest_checkpoint")
+    if isinstance(checkpoint, str) and checkpoint:
+        b.status["latestCheckpoint"] = checkpoint  # the newest whole one, while training (not only at the end)
     summary = (progress or {}).get("summary")
     b.condition(ConditionType.RUNNING, True, Reason.TRAINING, message + (f", {summary}" if summary else ""))
     b.announce(Reason.TRAINING, event)

@@ -7,6 +7,7 @@ An id that is neither local nor in the table is "unknown": callers say so rather
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,9 @@ class Architecture:
     def head_size(self) -> int:
         return self.head_dim or self.hidden // self.heads
 
+
+# Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL, LLaVA...: a text table entry would undercount them.
+VISION_LANGUAGE = re.compile(r"(^|[-_.])(vl|llava|internvl|omni)([-_.0-9]|$)", re.IGNORECASE)
 
 KNOWN: dict[str, Architecture] = {
     a.name: a
@@ -115,6 +119,11 @@ def guess(source: str) -> tuple[Architecture | None, str]:
 
     Returns the architecture (or None) and a note saying how it was found or why it was not.
     """
+    if VISION_LANGUAGE.search(source.rstrip("/").rsplit("/", 1)[-1]):
+        return None, (
+            f"{source} is a vision-language model: its vision tower's parameters and per-image activations are "
+            "not in the table yet, so memory is not planned; size resources.gpuMemory from a measured run"
+        )
     if source.startswith("pvc://"):
         name = source.rstrip("/").rsplit("/", 1)[-1]
         arch = lookup(name)

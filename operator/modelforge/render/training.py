@@ -108,6 +108,8 @@ def _source_volumes(spec: FineTuneJobSpec) -> tuple[list[dict[str, Any]], list[d
     sources = [spec.model.source, *(d.source for d in spec.datasets)]
     if spec.validation and spec.validation.datasets:
         sources += [d.source for d in spec.validation.datasets]
+    if spec.multimodal and spec.multimodal.media_root:
+        sources.append(spec.multimodal.media_root)
     volumes: dict[str, dict[str, Any]] = {}
     mounts: dict[str, dict[str, Any]] = {}
     for source in sources:
