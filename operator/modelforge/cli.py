@@ -201,7 +201,10 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
         if not is_local_source(source):
             print(f"{source}: hub dataset, passed through to ms-swift (not checked here)")
             continue
-        report = check_file(Path(source), fmt=args.format, max_length=args.max_length, count_tokens=counter)
+        media_root = Path(args.media_root).resolve() if args.media_root else None
+        report = check_file(
+            Path(source), fmt=args.format, max_length=args.max_length, count_tokens=counter, media_root=media_root
+        )
         for line in report.render():
             print(line)
         failed += not report.ok
@@ -477,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "text"])  # fmt: skip
     p.add_argument("--max-length", type=int, help="count rows longer than this many tokens (needs --model)")
     p.add_argument("--model", help="model directory whose tokenizer counts tokens")
+    p.add_argument(
+        "--media-root",
+        metavar="DIR",
+        help="folder relative images/videos/audios paths are resolved against (default: each file's)",
+    )
     p.set_defaults(handler=cmd_validate_data)
 
     p = sub.add_parser("run", help="run a FineTuneJob spec on this machine (pre-flight, train, merge)")

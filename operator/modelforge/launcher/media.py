@@ -49,7 +49,7 @@ class MediaChecker:
     base_dir: Path
     media_root: Path | None = None
     urls: int = 0
-    files: int = 0
+    files: int = 0  # distinct local files that decoded
     _decoded: dict[Path, str | None] = field(default_factory=dict)
 
     def row(self, row: dict[str, Any]) -> list[str]:
@@ -87,8 +87,8 @@ class MediaChecker:
         if not path.is_absolute():
             path = (self.media_root or self.base_dir) / path
         if path not in self._decoded:
-            self.files += 1
             self._decoded[path] = _decode(kind, path)
+            self.files += self._decoded[path] is None
         problem = self._decoded[path]
         return f"{item!r} ({path}): {problem}" if problem else None
 
@@ -130,7 +130,10 @@ def _items(value: Any) -> list[str] | str:
 
 def _decode(kind: str, path: Path) -> str | None:
     if not path.exists():
-        return "file not found; paths are relative to spec.dataset.mediaRoot, else to the dataset file's folder"
+        return (
+            "file not found; relative paths resolve against spec.multimodal.mediaRoot (--media-root), "
+            "else the dataset file's folder"
+        )
     if not path.is_file():
         return "not a file"
     if kind == "image":
