@@ -73,11 +73,14 @@ def test_children_pods_and_progress(kube: Kube, operator: OperatorProcess, claim
     assert sorted(p["spec"]["nodeName"] for p in pods) == ["gpu-node-0", "gpu-node-1"]
     rank0_ip = pods[0]["status"]["podIP"]
     # The real progress server of the launcher, bound to rank 0's pod IP, as in the pod.
-    server = ProgressServer(ProgressTracker(progress_log, tokens_per_step=2000), port=8090, host=rank0_ip).start()
+    tracker = ProgressTracker(progress_log, tokens_per_step=2000)
+    tracker.set_checkpoint("pvc://models/sft/run/checkpoint-20")  # the launcher's newest whole checkpoint
+    server = ProgressServer(tracker, port=8090, host=rank0_ip).start()
     try:
         kube.wait_for(lambda: status(kube, ns).get("progress", {}).get("step") == 30, 30, "progress in status")
         st = status(kube, ns)
         assert st["phase"] == "Running" and st["progress"]["loss"] == 1.25
+        assert st["latestCheckpoint"] == "pvc://models/sft/run/checkpoint-20"  # while running, not at the end
         assert condition(kube, ns, "Running")["reason"] == "Training"
         table = kubectl(kubeconfig, "get", "ftj", "sft", "-n", ns).stdout
         assert "Running" in table and "30/100 (30%)" in table and "1.25" in table, table

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import struct
+import sys
+import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -17,6 +21,7 @@ from modelforge.launcher.devices import visible_gpus
 from modelforge.launcher.distributed import EnvironmentError_, local_world, pod_world
 from modelforge.launcher.outcome import EXIT_PERMANENT, EXIT_RETRYABLE, Outcome, classify, failure
 from modelforge.launcher.progress import ProgressServer, ProgressTracker, prometheus_text
+from modelforge.launcher.supervise import supervise
 
 POD = {"MODELFORGE_NNODES": "4", "JOB_COMPLETION_INDEX": "2", "NPROC_PER_NODE": "8",
        "MASTER_ADDR": "big-lora-a1-0.big-lora-a1.ns.svc", "MASTER_PORT": "29500"}  # fmt: skip
@@ -258,11 +263,16 @@ def test_progress_tracker_reads_increments_and_partial_lines(tmp_path):
 def test_progress_server_serves_json_and_prometheus(tmp_path):
     path = tmp_path / "logging.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in LOG))
-    server = ProgressServer(ProgressTracker(path), port=0, host="127.0.0.1").start()
+    server_tracker = ProgressTracker(path)
+    server = ProgressServer(server_tracker, port=0, host="127.0.0.1").start()
     try:
         base = f"http://127.0.0.1:{server.port}"
         progress = json.loads(urllib.request.urlopen(f"{base}/progress", timeout=5).read())
         assert (progress["step"], progress["total_steps"], progress["summary"]) == (2, 4, "2/4 (50%)")
+        assert progress["latest_checkpoint"] is None
+        server_tracker.set_checkpoint("/out/run/checkpoint-2")
+        progress = json.loads(urllib.request.urlopen(f"{base}/progress", timeout=5).read())
+        assert progress["latest_checkpoint"] == "/out/run/checkpoint-2"
         metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
         assert "modelforge_train_step 2.0" in metrics and "modelforge_train_loss 7.1" in metrics
         assert "# TYPE modelforge_train_total_steps gauge" in metrics
@@ -396,3 +406,28 @@ def test_a_lost_rank_is_classified(line, reason):
 def test_an_unknown_failure_keeps_the_exception_line_not_torchruns_box():
     lines = ["[rank0]: AttributeError: module swift has no attribute cli", "=" * 60, "  error_file: <N/A>", "=" * 60]
     assert classify(lines, interrupted=False) == (Reason.UNKNOWN, [lines[0]])
+
+
+def test_supervise_on_sigterm_gives_the_child_the_time_asked_then_stops_it():
+    """The first SIGTERM calls on_terminate (the launcher asks the trainer to save) instead of forwarding it;
+    a child still running when that time is up is stopped."""
+    asked: list[int] = []
+
+    def on_terminate(signum: int) -> float:
+        asked.append(signum)
+        return 0.5
+
+    child = "import os, signal, time; time.sleep(0.5); os.kill(os.getppid(), signal.SIGTERM); time.sleep(60)"
+    started = time.monotonic()
+    finished = supervise([sys.executable, "-c", child], env=dict(os.environ), sink=None, tick_seconds=0.05,
+                         stop_grace=5, on_terminate=on_terminate)  # fmt: skip
+    assert asked == [signal.SIGTERM]
+    assert finished.interrupted and finished.returncode == -signal.SIGTERM
+    assert time.monotonic() - started < 30
+
+
+def test_supervise_forwards_sigterm_when_there_is_nothing_to_save():
+    child = "import os, signal, time; time.sleep(0.5); os.kill(os.getppid(), signal.SIGTERM); time.sleep(60)"
+    finished = supervise([sys.executable, "-c", child], env=dict(os.environ), sink=None, tick_seconds=0.05,
+                         on_terminate=lambda signum: 0.0)  # fmt: skip
+    assert finished.interrupted and finished.returncode == -signal.SIGTERM
