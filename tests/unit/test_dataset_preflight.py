@@ -158,3 +158,58 @@ def test_csv_datasets_are_read_as_csv(tmp_path):
     bad.write_text("query,response\nonly one column,and,too many\nfoo,bar\n")
     report = check_file(bad)
     assert [line for line, _ in report.problems] == [2], report.problems
+
+
+# Issue 15: what ms-swift accepts and what it fails on, and bounded resources per row.
+def test_bom_jsonl_and_json_lines_inside_a_json_file_are_accepted(tmp_path):
+    bom = tmp_path / "b.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD_MESSAGES).encode() + b"\n")
+    lines = write(tmp_path, "l.json", [GOOD_MESSAGES, GOOD_MESSAGES])
+    assert check_file(bom).ok and check_file(lines).usable_rows == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line", "expected"),
+    [
+        ("u.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9"}\n', 2, "not valid UTF-8"),
+        ("u.csv", b"query,response\nq,r\nq\xff,r\n", 3, "not valid UTF-8"),
+        ("t.json", b'[{"text": "a"}]\n\ngarbage', 3, "text after the closing ]"),
+        ("n.jsonl", b'{"text": "a", "n": ' + b"9" * 5000 + b"}\n", 1, "invalid JSON"),
+        ("d.jsonl", b'{"text": "a", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", 1, "nested deeper than 100"),
+        ("d.json", b'[{"text": "a", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}]", 1, "nested deeper than 100"),
+        ("data", b'{"text": "a"}\n', 0, "(no extension)"),
+    ],
+)  # fmt: skip
+def test_what_ms_swift_would_fail_on_is_reported_at_its_line(tmp_path, name, content, line, expected):
+    path = tmp_path / name
+    path.write_bytes(content)
+    report = check_file(path)
+    assert not report.ok
+    assert any(n == line and expected in message for n, message in report.problems), report.render()
+    assert "-1 usable" not in "\n".join(report.render())
+
+
+def test_a_line_over_the_row_limit_is_refused_unread(tmp_path, monkeypatch):
+    from modelforge.launcher import dataset
+
+    monkeypatch.setattr(dataset, "MAX_ROW_BYTES", 1024)
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n{"text": "' + b"x" * 5000 + b'"}\n{"text": "after"}\n')
+    report = check_file(path)
+    assert report.problems == [(2, "row is longer than the limit of 1024 bytes per row; split or shorten it")]
+    assert report.rows == 3 and report.usable_rows == 2
+
+
+def test_an_empty_file_is_never_minus_one_usable(tmp_path):
+    report = check_file(write(tmp_path, "e.jsonl", []))
+    assert report.usable_rows == 0 and "0 usable" in report.render()[-1]
+
+
+def test_a_missing_path_looking_source_is_local_and_named(tmp_path):
+    from modelforge.launcher.dataset import is_local_source
+
+    for source in ("./nope", "/nope/x", "nope.jsonl", "data/nope.csv"):
+        assert is_local_source(source), source
+    assert not is_local_source("tatsu-lab/alpaca")
+    report = check_file(tmp_path / "nope.jsonl")
+    assert "file not found" in report.render()[0] and str(tmp_path / "nope.jsonl") in report.render()[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +49,10 @@ class FileReport:
 
     @property
     def usable_rows(self) -> int:
-        return self.rows - len({line for line, _ in self.problems}) - len(self.too_long)
+        # a row with problems and too long counts once; a file-level problem (line 0, or the empty file's
+        # line 1 with no rows) is no row: never "-1 usable"
+        bad = {line for line, _ in self.problems} | set(self.too_long)
+        return max(0, self.rows - len(bad))
 
     @property
     def ok(self) -> bool:
@@ -187,64 +191,186 @@ def detect_format(row: dict[str, Any]) -> str | None:
     return None
 
 
+MAX_ROW_BYTES = 8 * 1024 * 1024  # one row (a JSON line, an array element, a CSV record); far beyond any maxLength
+MAX_JSON_DEPTH = 100  # brackets nested deeper than this are refused before json parses (its recursion is bounded)
+READ_CHUNK = 1024 * 1024
+# What ms-swift 4.6 loads from a local file (swift/dataset/loader.py _load_dataset_path): the extension picks HF
+# datasets' builder (jsonl -> json, txt -> text, csv -> csv); a file without one fails deep in `datasets`.
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".txt")
+_BRACKETS = re.compile(rb"[\[\]{}]")
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _too_deep(raw: bytes) -> bool:
+    """More than MAX_JSON_DEPTH nested brackets outside strings (a linear scan, no recursion)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for match in _BRACKETS.finditer(_STRINGS.sub(b'""', raw)):
+        depth += 1 if match.group() in (b"[", b"{") else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
+def _limit_message() -> str:
+    return f"row is longer than the limit of {MAX_ROW_BYTES} bytes per row; split or shorten it"
+
+
+def _decode(raw: bytes) -> str | RowError:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RowError(f"not valid UTF-8 (byte {exc.start + 1} of the line); re-save the file as UTF-8")
+
+
+def _parse(raw: bytes) -> Any | RowError:
+    """One JSON value from one line, bounded: depth checked first, numbers and errors reported, never raised."""
+    if _too_deep(raw):
+        return RowError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    text = _decode(raw)
+    if isinstance(text, RowError):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RowError(f"invalid JSON: {exc.msg} at column {exc.colno}")
+    except (ValueError, RecursionError) as exc:  # a 5000-digit integer: Python's int limit
+        return RowError(f"invalid JSON: {str(exc).split(';')[0]}")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, raw bytes without the newline; None for a line over MAX_ROW_BYTES, skipped unread)."""
+    with path.open("rb") as handle:
+        number = 0
+        while True:
+            raw = handle.readline(MAX_ROW_BYTES + 1)
+            if not raw:
+                return
+            number += 1
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
+                while (rest := handle.readline(READ_CHUNK)) and not rest.endswith(b"\n"):
+                    pass
+                yield number, None
+                continue
+            yield number, raw.rstrip(b"\r\n")
+
+
 def iter_rows(path: Path) -> Iterator[tuple[int, Any | RowError]]:
-    """(line, parsed row or RowError) for a JSONL file, a JSON array file, or a CSV file with a header."""
-    if path.suffix.lower() == ".csv":
+    """(line, parsed row or RowError) for a JSONL file, a JSON array file, a CSV file with a header or a text
+    file (one `text` row per line), in bounded memory per row: ms-swift (HF datasets) reads a .json file as JSON
+    Lines when it is not an array and a .jsonl file holding an array as the array; a UTF-8 BOM is skipped
+    before JSON Lines and CSV (not before an array: ms-swift fails on that)."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
         yield from _iter_csv(path)
         return
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix == ".json" or text.lstrip().startswith("["):
-        yield from _iter_json_array(text)
+    with path.open("rb") as handle:
+        head = handle.read(READ_CHUNK).lstrip(b"\xef\xbb\xbf").lstrip()
+    if head.startswith(b"[") and suffix != ".txt":
+        yield from _iter_json_array(path)
         return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for number, raw in _lines(path):
+        if raw is None:
+            yield number, RowError(_limit_message())
+        elif not raw.strip():
             continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, RowError(f"invalid JSON: {exc.msg} at column {exc.colno}")
+        elif suffix == ".txt":
+            text = _decode(raw)
+            yield number, text if isinstance(text, RowError) else {"text": text}
+        else:
+            yield number, _parse(raw)
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[int, Any | RowError]]:
     """CSV as ms-swift loads it (the datasets library): a header row names the columns, every value is a
     string. Before, a .csv was accepted as local and then parsed as JSON Lines, failing on every row."""
-    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames:
-            yield 1, RowError("a .csv dataset needs a header row naming its columns (e.g. query,response)")
+    for number, raw in _lines(path):  # bounded pass first: the text reader would fail a whole chunk, lineless
+        text = _decode(raw) if raw is not None else None
+        if isinstance(text, RowError):
+            yield number, RowError(f"{text}; rows after it were not read")
             return
+    csv.field_size_limit(MAX_ROW_BYTES)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
         try:
+            if not reader.fieldnames:
+                yield 1, RowError("a .csv dataset needs a header row naming its columns (e.g. query,response)")
+                return
             for row in reader:
                 if None in row:
                     yield reader.line_num, RowError(f"more values than the {len(reader.fieldnames)} header columns")
                     continue
                 yield reader.line_num, {k: v for k, v in row.items() if v is not None}
         except csv.Error as exc:
-            yield reader.line_num, RowError(f"invalid CSV: {exc}")
+            yield reader.line_num, RowError(f"invalid CSV: {exc}; rows after it were not read")
+        except UnicodeDecodeError:
+            yield (
+                reader.line_num + 1,
+                RowError("not valid UTF-8; re-save the file as UTF-8; rows after it were not read"),
+            )
 
 
-def _iter_json_array(text: str) -> Iterator[tuple[int, Any | RowError]]:
-    decoder = json.JSONDecoder()
-    start = len(text) - len(text.lstrip())
-    if not text[start:].startswith("["):
-        yield text.count("\n", 0, start) + 1, RowError("a .json dataset must be an array of rows ([{...}, ...])")
+def _iter_json_array(path: Path) -> Iterator[tuple[int, Any | RowError]]:
+    """A JSON array file. The whole file is parsed at once, as HF datasets does, but each element is bounded:
+    nesting is checked before parsing and an element over MAX_ROW_BYTES is refused."""
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):  # JSON Lines after a BOM loads; an array after one does not (ujson)
+        yield 1, RowError("a JSON array after a UTF-8 byte-order mark: ms-swift cannot load it; save without BOM")
         return
-    position = start + 1
+    text = _decode(raw)
+    if isinstance(text, RowError):
+        bad = raw.decode("utf-8", errors="replace")
+        line = bad.count("\n", 0, bad.index("\ufffd")) + 1
+        yield line, RowError("not valid UTF-8; re-save the file as UTF-8; rows after it were not read")
+        return
+    if _too_deep(raw.strip()[1:-1]):
+        yield 1, RowError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels; rows were not read")
+        return
+    decoder = json.JSONDecoder()
+    position = len(text) - len(text.lstrip()) + 1
+    line, counted = 1, 0
+
+    def line_at(offset: int) -> int:  # counted incrementally: a big array stays linear
+        nonlocal line, counted
+        line += text.count("\n", counted, offset)
+        counted = offset
+        return line
+
     while True:
         while position < len(text) and text[position] in " \t\r\n,":
             position += 1
         if position >= len(text):
-            yield text.count("\n", 0, position) + 1, RowError("invalid JSON: the array is not closed with ]")
+            yield line_at(position), RowError("invalid JSON: the array is not closed with ]")
             return
         if text[position] == "]":
+            rest = text[position + 1 :]
+            if rest.strip():
+                at = position + 1 + len(rest) - len(rest.lstrip())
+                yield (
+                    line_at(at),
+                    RowError(
+                        "invalid JSON: text after the closing ] of the array; remove it (ms-swift would fail to load "
+                        "the whole file)"
+                    ),
+                )
             return
-        line = text.count("\n", 0, position) + 1
+        row_line = line_at(position)
+        start = position
         try:
             value, position = decoder.raw_decode(text, position)
         except json.JSONDecodeError as exc:
             yield exc.lineno, RowError(f"invalid JSON: {exc.msg} at column {exc.colno}; rows after it were not read")
             return
-        yield line, value
+        except (ValueError, RecursionError) as exc:
+            yield row_line, RowError(f"invalid JSON: {str(exc).split(';')[0]}; rows after it were not read")
+            return
+        if position - start > MAX_ROW_BYTES:
+            yield row_line, RowError(_limit_message())
+            continue
+        yield row_line, value
 
 
 TokenCounter = Callable[[list[dict[str, str]]], int]
@@ -265,6 +391,12 @@ def check_file(
         return report
     if path.is_dir():
         report.problems.append((0, "is a directory; give the dataset file itself"))
+        return report
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        report.problems.append(
+            (0, f"ms-swift cannot load a file ending in {path.suffix or '(no extension)'!r}: name it .jsonl, "
+                ".json, .csv or .txt after what it holds")
+        )  # fmt: skip
         return report
     expected = None if fmt == DatasetFormat.AUTO else str(fmt)
     media = MediaChecker(path.parent, media_root)
