@@ -12,6 +12,7 @@ recorded in docs/benchmarks.md.
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,3 +150,23 @@ def test_a_stopped_rank_is_caught_by_the_watchdog_on_both_nodes(claims: Path, ou
     left = [p.pid for p in trainers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, f"training processes left behind: {left}"
     print(f"\nrank 1 stopped: both nodes Stalled after {detected:.1f} s (stallTimeoutSeconds 10)")
+
+
+def test_sigterm_to_one_node_saves_one_checkpoint_on_every_node_and_both_exit_75(claims: Path, output: Path,
+                                                                                  nodes: list[Node],
+                                                                                  tmp_path: Path) -> None:  # fmt: skip
+    """An evicted pod (SIGTERM to node 1's launcher only): the ranks agree on the step (one all-reduce per
+    step), save checkpoint-<step> together and stop; both launchers end Interrupted, exit 75."""
+    spec = job_spec(hyperparameters={"maxSteps": 400, "loggingSteps": 1}, checkpointing={"saveSteps": 1000})
+    nodes += start_nodes(spec, claims, tmp_path / "a1")
+    wait_for_step(output, 8, nodes)
+    at_signal = step_of(logged_steps(output)[-1])
+    nodes[1].proc.send_signal(signal.SIGTERM)
+    assert finish(nodes, 120) == [75, 75], [n.text()[-3000:] for n in nodes]
+    outcomes = [n.outcome() for n in nodes]
+    assert [o["reason"] for o in outcomes] == ["Interrupted", "Interrupted"], outcomes
+    (saved,) = list_checkpoints(output / "run")
+    step = int(saved.name.split("-")[1])
+    assert at_signal <= step == step_of(logged_steps(output)[-1]) and not missing_parts(saved)
+    assert "after saving" in outcomes[0]["message"] and "another node" in outcomes[0]["message"], outcomes
+    assert "after saving" in outcomes[1]["message"], outcomes

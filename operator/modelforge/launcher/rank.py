@@ -185,7 +185,7 @@ def stop_requested(directory: Path) -> bool:
         return wanted
     import torch
 
-    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    device = f"cuda:{torch.cuda.current_device()}" if "nccl" in str(dist.get_backend()) else "cpu"
     flag = torch.tensor([1 if wanted else 0], dtype=torch.int32, device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())
@@ -204,7 +204,7 @@ def register_heartbeat(directory: Path, rank: int, collective_timeout_s: int) ->
             if stop_requested(directory) and not control.should_training_stop:
                 control.should_save = True  # the Trainer saves checkpoint-<step> right after this callback
                 control.should_training_stop = True
-                if rank == 0:
+                if os.environ.get("LOCAL_RANK", "0") == "0":  # one line per node: each launcher reads its own
                     print(f"{SAVED_ON_STOP} {state.global_step}", flush=True)
             busy = getattr(control, "should_save", False) or getattr(control, "should_evaluate", False)
             write_heartbeat(directory, rank, int(state.global_step), "saving" if busy else "training")

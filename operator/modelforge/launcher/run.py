@@ -399,11 +399,13 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
             Reason.STALLED, finished.stopped, exit_code=finished.returncode,
             last_step=record.step, total_steps=record.total_steps, last_checkpoint=last_checkpoint,
         )  # fmt: skip
-    if finished.interrupted:
-        saved = any(SAVED_ON_STOP in line for line in finished.tail)
-        message = f"swift sft stopped by a signal (exit {finished.returncode})"
+    saved = any(SAVED_ON_STOP in line for line in finished.tail)
+    if finished.interrupted or saved:
+        # saved without a signal here: another node was asked to stop, and every rank stopped with it
+        how = "a signal" if finished.interrupted else "a signal to another node"
+        message = f"swift sft stopped by {how} (exit {finished.returncode})"
         if saved and last is not None:
-            message = f"stopped by a signal after saving {last.name}: the next attempt resumes there"
+            message = f"stopped by {how} after saving {last.name}: the next attempt resumes there"
         return failure(
             Reason.INTERRUPTED, message, exit_code=finished.returncode,
             last_step=record.step, total_steps=record.total_steps, last_checkpoint=last_checkpoint,
