@@ -272,19 +272,20 @@ def merge_adapter(checkpoint: Path, opts: RunOptions, env: Mapping[str, str]) ->
 def run_attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     """Run one attempt end to end and return its outcome (also written to the termination log)."""
     previous = {}
+    stage = ["before training (pre-flight); nothing was lost"]  # what a signal outside supervise() interrupts
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):  # supervise() has its own while a child runs
             previous[signum] = signal.signal(signum, _raise_terminated)
     try:
         opts.say(f"modelforge launcher: job {opts.name}, {opts.world.describe()}, device {opts.device}")
-        outcome = _attempt(spec, opts)
+        outcome = _attempt(spec, opts, stage)
     except Stop as stop:
         outcome = stop.outcome
     except EnvironmentError_ as exc:
         outcome = failure(Reason.CONFIG_ERROR, str(exc))
     except Terminated as term:
         name = signal.Signals(term.signum).name
-        outcome = failure(Reason.INTERRUPTED, f"stopped by {name} before training (pre-flight); nothing was lost")
+        outcome = failure(Reason.INTERRUPTED, f"stopped by {name} {stage[0]}")
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -318,7 +319,7 @@ class NewestCheckpoint:
         return None
 
 
-def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
+def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str]) -> Outcome:
     prepared = prepare(spec, opts)
     for note in prepared.notes:
         opts.say(note)
@@ -389,6 +390,7 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
             server.stop()
         began = any(heartbeats.glob("rank-*.json"))  # a rank reached training: its checkpoint had loaded
         shutil.rmtree(heartbeats, ignore_errors=True)
+    stage[0] = "after training, before the outcome or the merge; the newest whole checkpoint is kept"
     record = tracker.poll()
     checkpoints = list_checkpoints(run_dir)
     last = next((c for c in reversed(checkpoints) if not missing_parts(c)), None)
