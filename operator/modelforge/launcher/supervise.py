@@ -35,13 +35,13 @@ class Finished:
 STOP_GRACE_SECONDS = 10.0
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_PRCTL = _LIBC.prctl  # resolved here: the child between fork and exec only calls it
+_PRCTL = getattr(_LIBC, "prctl", None)  # resolved here: the child between fork and exec only calls it
 
 
 def die_with_parent(parent: int | None = None) -> None:
     """Ask the kernel to SIGKILL this process when its parent dies; exit now when the parent `parent`
     (pid) is already gone (it died before the request was made, so the kernel would never send it)."""
-    if _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    if _PRCTL is None or _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         return  # not Linux: the launcher's own stop (SIGTERM, SIGKILL of the group) still applies
     if parent is not None and os.getppid() != parent:
         os._exit(1)
