@@ -8,6 +8,7 @@ import signal
 import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +287,8 @@ def run_attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     except Terminated as term:
         name = signal.Signals(term.signum).name
         outcome = failure(Reason.INTERRUPTED, f"stopped by {name} {stage[0]}")
+    except Exception as exc:  # a bug of ours (or MemoryError): still a classified outcome, never a traceback
+        outcome = failure(Reason.UNKNOWN, f"internal error {stage[0]}: {_where(exc)}; report it with this line")
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -293,6 +296,13 @@ def run_attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     if opts.termination_log is not None:
         write_termination_message(outcome, opts.termination_log)
     return outcome
+
+
+def _where(exc: BaseException) -> str:
+    """`Type: message (at file.py:line)` of the innermost frame: enough to report, not a traceback."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = f" (at {Path(frame[0].filename).name}:{frame[0].lineno})" if frame else ""
+    return f"{type(exc).__name__}: {str(exc)[:300]}{at}"
 
 
 def _save_grace(env: Mapping[str, str]) -> float:
