@@ -33,7 +33,7 @@ def files(folder: Path) -> dict[str, Path]:
         "one 30 MB line": ("long.jsonl", b'{"text": "' + b"x y " * 7_500_000 + b'"}\n{"text": "ok"}\n'),
         "a 30 MB row in a JSON array": ("long.json", b'[{"text": "' + b"x y " * 7_500_000 + b'"}]'),
         "nesting 1,000,000 deep": ("deep.jsonl", b'{"text": "a", "x": ' + b"[" * 1_000_000 + b"]" * 1_000_000 + b"}\n"),
-        "a 5000-digit number": ("digits.jsonl", b'{"text": "a", "n": ' + b"9" * 5000 + b"}\n"),
+        "a 5000-digit number (read)": ("digits.jsonl", b'{"text": "a", "n": ' + b"9" * 5000 + b"}\n"),
     }  # fmt: skip
     out = {}
     for name, (file_name, content) in made.items():

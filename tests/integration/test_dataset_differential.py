@@ -45,6 +45,8 @@ ACCEPTED = {
     "csv query,response": ("a.csv", b"query,response\nq,r\nq2,\"r, 2\"\n", 2),
     "csv instruction,input,output": ("a.csv", b"instruction,input,output\ni,x,o\n", 1),
     "csv with a BOM": ("a.csv", BOM + b"prompt,completion\np,c\n", 1),
+    "plain text (.txt): one row a line": ("a.txt", b"first line\nsecond line\n", 2),
+    "a 5000-digit number in another column": ("a.jsonl", b'{"text": "a", "n": ' + b"9" * 5000 + b"}\n", 1),
     "unicode text": ("a.jsonl", _jsonl({"query": "caf\u00e9 \u4f60\u597d", "response": "\U0001f600"}), 1),
 }  # fmt: skip
 REFUSED = {
@@ -60,6 +62,7 @@ REFUSED = {
     "unknown csv columns": ("a.csv", b"prompt_text,label\nx,y\n", 1),
     "empty file": ("a.jsonl", b"", 0),
     "empty .csv": ("a.csv", b"", 0),
+    "brackets nested 200 deep": ("a.jsonl", b'{"text": "a", "x": ' + b"[" * 200 + b"]" * 200 + b"}\n", 1),
     "JSON array after a BOM": ("a.json", BOM + json.dumps([MSG]).encode(), 1),
     "a row that is not an object": ("a.jsonl", _jsonl(QR, [1, 2]), 2),
 }  # fmt: skip

@@ -224,6 +224,11 @@ def _decode(raw: bytes) -> str | RowError:
         return RowError(f"not valid UTF-8 (byte {exc.start + 1} of the line); re-save the file as UTF-8")
 
 
+def _parse_int(digits: str) -> int | float:
+    """An integer past Python's 4300-digit conversion limit as a float, as ms-swift's loader (pyarrow) reads it."""
+    return int(digits) if len(digits) <= 4000 else float(digits)
+
+
 def _parse(raw: bytes) -> Any | RowError:
     """One JSON value from one line, bounded: depth checked first, numbers and errors reported, never raised."""
     if _too_deep(raw):
@@ -232,10 +237,10 @@ def _parse(raw: bytes) -> Any | RowError:
     if isinstance(text, RowError):
         return text
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         return RowError(f"invalid JSON: {exc.msg} at column {exc.colno}")
-    except (ValueError, RecursionError) as exc:  # a 5000-digit integer: Python's int limit
+    except (ValueError, RecursionError) as exc:  # nothing known reaches here; a row error, not a crash
         return RowError(f"invalid JSON: {str(exc).split(';')[0]}")
 
 
@@ -329,7 +334,7 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, Any | RowError]]:
     if _too_deep(raw.strip()[1:-1]):
         yield 1, RowError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels; rows were not read")
         return
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_int=_parse_int)
     position = len(text) - len(text.lstrip()) + 1
     line, counted = 1, 0
 
