@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from modelforge.controller.kube import KOPF_RULES, RAY_RBAC_RULES, RBAC_RULES
+from modelforge.render.settings import RenderSettings
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,11 +121,19 @@ def test_operator_pod_is_locked_down():
         (["--set", "scope=everywhere"], "scope"),
         (["--set", "scope=namespaces"], "watchNamespaces is empty"),
         (["--set", "operator.logFormat=xml"], "logFormat"),
+        (["--set", "trainer.terminationGracePeriodSeconds=10"], "terminationGracePeriodSeconds"),
     ],
 )
 def test_bad_values_are_refused_with_a_reason(values, message):
     result = helm("template", "modelforge", str(CHART), *values)
     assert result.returncode != 0 and message in result.stderr
+
+
+def test_the_training_pods_grace_period_reaches_the_operator():
+    deployment = next(o for o in template(["--set", "trainer.terminationGracePeriodSeconds=600"])
+                      if o["kind"] == "Deployment")  # fmt: skip
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert RenderSettings.from_env(env).termination_grace_seconds == 600
 
 
 def test_chart_crds_are_the_generated_ones():

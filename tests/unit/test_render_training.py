@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 
 from modelforge.cli import main
+from modelforge.launcher.run import SAVE_GRACE_ENV, _save_grace
 from modelforge.render.names import MAX_ATTEMPT_NAME, attempt_name
 from modelforge.render.settings import RenderSettings
 from modelforge.render.training import Owner, render_attempt
@@ -134,3 +135,16 @@ def test_render_cli(capsys):
 def test_render_cli_rejects_an_invalid_spec(capsys):
     assert main(["render", "tests/specs/invalid/zero-gpus.yaml"]) == 1
     assert "spec.resources.gpusPerNode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("grace", "save"), [(None, "90"), ("600", "570"), ("30", "0")])
+def test_the_sigterm_save_fits_the_pods_grace_period(grace, save):
+    """The chart's trainer.terminationGracePeriodSeconds sets the pod's, and the launcher's checkpoint save on
+    SIGTERM gets it less 30 s (to stop the rest and write the outcome before the kubelet's SIGKILL)."""
+    settings = RenderSettings.from_env({"MODELFORGE_TERMINATION_GRACE_SECONDS": grace} if grace else {})
+    owner = Owner("FineTuneJob", "job", "team-a", "8a1f0c2e-0000-4000-8000-000000000001")
+    spec = JOBS["qwen3-8b-qlora-8gb"]
+    job = {obj["kind"]: obj for obj in render_attempt(owner, spec, 1, settings)}["Job"]
+    assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == int(grace or 120)
+    assert env_of(job)["MODELFORGE_SAVE_GRACE_SECONDS"] == save
+    assert _save_grace({SAVE_GRACE_ENV: save}) == float(save)  # what the launcher in the pod reads

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+# Of a training pod's terminationGracePeriodSeconds, what is kept after the checkpoint save on SIGTERM: the
+# launcher's stop of what is left (SIGTERM, 10 s, SIGKILL) and its termination message.
+STOP_RESERVE_SECONDS = 30
+
 
 @dataclass(frozen=True)
 class RenderSettings:
@@ -28,4 +32,13 @@ class RenderSettings:
             progress_port=int(env.get("MODELFORGE_PROGRESS_PORT", defaults.progress_port)),
             trainer_service_account=env.get("MODELFORGE_TRAINER_SERVICE_ACCOUNT") or None,
             image_pull_policy=env.get("MODELFORGE_IMAGE_PULL_POLICY", defaults.image_pull_policy),
+            termination_grace_seconds=int(
+                env.get("MODELFORGE_TERMINATION_GRACE_SECONDS") or defaults.termination_grace_seconds
+            ),
         )
+
+    @property
+    def save_grace_seconds(self) -> int:
+        """How long the launcher lets the trainer save a checkpoint after SIGTERM: the pod's grace period less
+        what stopping the rest and writing the termination message take (the kubelet SIGKILLs at the end)."""
+        return max(0, self.termination_grace_seconds - STOP_RESERVE_SECONDS)

@@ -136,6 +136,8 @@ def _env(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: RenderSett
         {"name": "MASTER_ADDR", "value": f"{service}-0.{service}.{owner.namespace}.svc"},
         {"name": "MASTER_PORT", "value": str(spec.distributed.master_port)},
         {"name": "MODELFORGE_PROGRESS_PORT", "value": str(settings.progress_port)},
+        # the launcher's checkpoint save on SIGTERM fits the pod's terminationGracePeriodSeconds
+        {"name": "MODELFORGE_SAVE_GRACE_SECONDS", "value": str(settings.save_grace_seconds)},
         {"name": "MODELFORGE_OUTPUT_ROOT", "value": OUTPUT_ROOT},
         {"name": "USE_HF", "value": "1" if spec.model.hub == Hub.HUGGINGFACE else "0"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
