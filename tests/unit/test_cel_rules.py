@@ -157,6 +157,19 @@ CASES: list[tuple[str, dict, dict, str]] = [
         ftj(serve={"spec": {"engine": "swift", "tensorParallel": 2}}),
         "spec.serve.spec.engine",
     ),
+    # extraArgs: a flag carrying a credential is refused (argv is visible in the pod spec and the engine's logs)
+    (
+        "put the credential in a Secret referenced by spec.secrets.hubToken",
+        ftj(extraArgs=["--lora_target_modules", "all-linear", "--max_new_tokens", "64"]),
+        ftj(extraArgs=["--lora_rank", "8", "--hub_token=hf_abc"]),
+        "spec.extraArgs[2]",
+    ),
+    (
+        "put the credential in a Secret referenced by spec.apiKeySecretRef",
+        serve(extraArgs=["--max-num-batched-tokens", "4096", "--ssl-keyfile", "/tls/key.pem"]),
+        serve(extraArgs=["--api-key", "sk-abc"]),
+        "spec.extraArgs[0]",
+    ),
 ]
 
 

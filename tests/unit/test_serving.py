@@ -316,3 +316,21 @@ def test_the_wrapped_chat_template_adds_the_default_system_prompt_only_when_none
     with pytest.raises(NoChatTemplate, match="has no chat template"):
         model_chat_template(tmp_path / "missing")
     assert main(str(tmp_path / "missing"), str(tmp_path / "x.jinja")) == 1
+
+
+@pytest.mark.parametrize("engine", ["vllm", "swift"])
+def test_api_key_is_in_no_container_argv(engine):
+    """Issue 15, secrets: with an API key Secret, no container of the serving pod (init containers and the
+    serve agent included) carries the key, its variable or an --api-key flag in command or args."""
+    s = spec(engine=engine, resources={"gpusPerReplica": 0 if engine == "swift" else 1},
+             apiKeySecretRef={"name": "serve-key", "key": "key"}, extraArgs=["--max_new_tokens", "64"])  # fmt: skip
+    pod = render(s).deployment["spec"]["template"]["spec"]
+    everything = pod.get("initContainers", []) + pod["containers"]
+    assert len(everything) >= 2  # the engine and the serve agent at least
+    for c in everything:
+        argv = [*c.get("command", []), *c.get("args", [])]
+        flags = [a for a in argv if a.replace("-", "_").lstrip("_").startswith("api_key")]
+        assert flags in ([], ["--api-key-env"]), (c["name"], argv)  # the agent is told the variable's name only
+        if flags:
+            assert argv[argv.index("--api-key-env") + 1] in ("VLLM_API_KEY", "MODELFORGE_API_KEY")
+        assert not [a for a in argv if "$(" in a or "serve-key" in a], (c["name"], argv)

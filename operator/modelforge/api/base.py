@@ -160,3 +160,39 @@ def quantity_bytes(value: int | str) -> float:
         if value.endswith(suffix):
             return float(value[: -len(suffix)]) * suffixes[suffix]
     return float(value)
+
+
+# --- extraArgs: engine flags passed through, less the ones that carry a credential. A value in argv is
+# --- visible in the pod spec, `ps`, and the engine's own logs (ms-swift and vLLM print their arguments).
+# Credential flags of ms-swift, transformers and vLLM: --hub_token, --api_key, --hf-token, --swanlab_token,
+# --swanlab_secret, --push_to_hub_token, and any --*password*/--*secret*/--*credentials* or --*token/--*_key
+# for api/access/secret/private keys. Deliberately not: --max_new_tokens (tokens), --lazy_tokenize,
+# --ssl_keyfile (a path), --reft_layer_key, --lora_target_modules.
+CREDENTIAL_FLAG_PATTERN = (
+    r"(?i)^--?([a-z0-9]+[-_])*(token|secret|password|passwd|credentials?|apikey|(api|access|secret|private)[-_]key)"
+    r"([-_][a-z0-9]+)*(=.*)?$"
+)
+CREDENTIAL_FLAG_RE = re.compile(CREDENTIAL_FLAG_PATTERN)
+
+
+def credential_flag_message(secret_field: str) -> str:
+    return (
+        "this flag carries a credential, and extraArgs end up in the pod's command line and the engine's logs: "
+        f"remove it and put the credential in a Secret referenced by {secret_field}"
+    )
+
+
+def _credential_rule(secret_field: str) -> dict[str, Any]:
+    rule = {"rule": f"!self.matches('{CREDENTIAL_FLAG_PATTERN}')", "message": credential_flag_message(secret_field)}
+    return {"x-kubernetes-validations": [rule]}
+
+
+# Each item refused when it is a credential flag (CEL, so `kubectl apply` refuses it too, at spec.extraArgs[i]).
+TrainExtraArgs = Annotated[
+    list[Annotated[str, Field(max_length=1024, json_schema_extra=_credential_rule("spec.secrets.hubToken"))]],
+    Field(max_length=64),
+]
+ServeExtraArgs = Annotated[
+    list[Annotated[str, Field(max_length=1024, json_schema_extra=_credential_rule("spec.apiKeySecretRef"))]],
+    Field(max_length=64),
+]

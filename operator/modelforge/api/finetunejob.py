@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import ApiModel, CelRule, LabelName, ResourceName, Str1k, Str63, Str253
+from .base import ApiModel, CelRule, LabelName, ResourceName, Str1k, Str63, Str253, TrainExtraArgs
 from .common import Condition, Dtype, Hub, PodResources, SecretKeyRef, VolumeLocation
 from .modelserve import ModelServeSpec, ServedModel
 
@@ -517,9 +517,11 @@ class FineTuneJobSpec(ApiModel):
         "newest checkpoint.",
     )
     serve: ServeTemplate | None = Field(default=None, description="Serve the result automatically on success.")
-    extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] | None = Field(
+    extra_args: TrainExtraArgs | None = Field(
         default=None,
-        description="Extra `swift sft` arguments, appended last, passed as an argv list (no shell).",
+        description="Extra `swift sft` arguments, appended last, passed as an argv list (no shell). A flag carrying a "
+        "credential (`--hub_token`, `--*token`, `--*secret*`, `--*password*`, `--api_key`, ...) is refused: use "
+        "`spec.secrets.hubToken`.",
     )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import ApiModel, CelRule, LabelName, ResourceName, Str1k, Str4k, Str253
+from .base import ApiModel, CelRule, LabelName, ResourceName, ServeExtraArgs, Str1k, Str4k, Str253
 from .common import Condition, Dtype, Hub, PodResources, SecretKeyRef
 
 MODEL_SOURCE_DESCRIPTION = (
@@ -182,8 +182,10 @@ class ModelServeSpec(ApiModel):
     )
     resources: ServeResources = Field(default_factory=ServeResources, description="Per-replica resources.")
     service: ServiceSpec = Field(default_factory=ServiceSpec, description="How the endpoint is exposed.")
-    extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] | None = Field(
-        default=None, description="Extra engine arguments, appended last, passed as an argv list (no shell)."
+    extra_args: ServeExtraArgs | None = Field(
+        default=None,
+        description="Extra engine arguments, appended last, passed as an argv list (no shell). A flag carrying a "
+        "credential (`--api-key`, `--hf-token`, `--*token`, `--*secret*`, ...) is refused: use `spec.apiKeySecretRef`.",
     )
 
 
