@@ -131,8 +131,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Print the capacity plan of FineTuneJob files: fits or not, DeepSpeed preset, host RAM, duration."""
     from .api.finetunejob import FineTuneJobSpec
     from .api.validate import SpecError, parse_resource
+    from .launcher.devices import visible_gpus
     from .plan.capacity import PlanSettings, plan
-    from .plan.report import format_plan
+    from .plan.report import format_plan, local_cpu_lines
     from .plan.resolve import PlanError
 
     settings = PlanSettings(gpu_memory_gib=quantity_gib(args.gpu_memory), peak_tflops=args.tflops)
@@ -157,6 +158,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             continue
         print(f"{doc.where()}: FineTuneJob {parsed.name}")
         print("\n".join(format_plan(job, arch, result, how)))
+        if not visible_gpus(os.environ):  # `modelforge run` here would train on the CPU: say what that means
+            print("\n".join(local_cpu_lines(job)))
         if result.fits is False:
             status = 1
     return status
@@ -325,6 +328,15 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     from .testing import build_tiny_model, write_chat_dataset
 
+    if args.vision:
+        from .testing_vl import build_tiny_vision_model, write_image_dataset
+
+        path = build_tiny_vision_model(Path(args.path))
+        print(f"wrote a tiny random Qwen2.5-VL model, its image processor and tokenizer to {path}")
+        if args.dataset:
+            data = write_image_dataset(Path(args.dataset), args.rows)
+            print(f"wrote {args.rows} image rows to {data} (images under {data.parent / 'images'})")
+        return 0
     path = build_tiny_model(Path(args.path))
     print(f"wrote a tiny random Qwen3 model and tokenizer to {path}")
     if args.dataset:
@@ -399,6 +411,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     from .launcher.infer import InferenceError, infer_local, load_questions
 
+    images = [Path(image).resolve() for image in args.image or ()]
+    if images and args.endpoint:
+        print("--image: only with a local model for now (not with --endpoint)", file=sys.stderr)
+        return 2
+    for image in images:
+        if not image.is_file():
+            print(f"--image {image}: file not found", file=sys.stderr)
+            return 2
     if args.endpoint:
         from .client import EndpointError, chat, visible
 
@@ -418,6 +438,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
         question = Path(tmp) / "q.txt"
         question.write_text(args.prompt.replace("\n", " ") + "\n")
         rows = load_questions(question, args.system)
+        if images:
+            turn = rows[0]["messages"][-1]
+            if "<image>" not in turn["content"]:
+                turn["content"] = "<image>" * len(images) + turn["content"]
+            rows[0]["images"] = [str(image) for image in images]
         try:
             (local_answer,) = infer_local(
                 _local_target(args), rows, Path(tmp) / "a.jsonl", max_new_tokens=args.max_new_tokens
@@ -439,7 +464,25 @@ def _add_local_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-type", help="ms-swift model_type for a local model (e.g. qwen3)")
     p.add_argument("--template", help="ms-swift template for a local model (e.g. qwen3)")
     p.add_argument("--system", help="system prompt added to every question")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer, in tokens")
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, when it has one worth saying (not None, not off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        worth_saying = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        if worth_saying and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _command(sub: Any, name: str, *, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand whose --help starts with what it does and shows every option's default."""
+    kwargs.setdefault("description", help[0].upper() + help[1:] + ".")
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, formatter_class=_DefaultsFormatter, **kwargs)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -450,34 +493,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"modelforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("crds", help="write the generated CRDs and docs/api.md (or check them with --check)")
+    p = _command(sub, "crds", help="write the generated CRDs and docs/api.md (or check them with --check)")
     p.add_argument("--check", action="store_true", help="exit 1 if a generated file differs from the models")
-    p.add_argument("--root", default=".", help="project root (default: current directory)")
+    p.add_argument("--root", default=".", help="project root")
     p.set_defaults(handler=cmd_crds)
 
-    p = sub.add_parser("validate", help="validate FineTuneJob/ModelServe YAML files as kubectl apply would")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = _command(sub, "validate", help="validate FineTuneJob/ModelServe YAML files as kubectl apply would")
+    p.add_argument("files", nargs="+", metavar="FILE", help="YAML files (other objects in them are skipped)")
     p.set_defaults(handler=cmd_validate)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "render",
         help="print the Kubernetes objects the operator would create for these specs "
         "(with its MODELFORGE_* settings when they are set in the environment)",
     )
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--attempt", type=int, default=1, help="which training attempt to render (default 1)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="YAML files with FineTuneJobs and ModelServes")
+    p.add_argument("--attempt", type=int, default=1, help="which training attempt to render")
     p.add_argument("--namespace", default="default", help="namespace when the spec names none")
     p.set_defaults(handler=cmd_render)
 
-    p = sub.add_parser("plan", help="estimate GPU memory, DeepSpeed preset, host RAM and duration of FineTuneJobs")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = _command(sub, "plan", help="estimate GPU memory, DeepSpeed preset, host RAM and duration of FineTuneJobs")
+    p.add_argument("files", nargs="+", metavar="FILE", help="YAML files with FineTuneJobs (ModelServes are skipped)")
     p.add_argument("--gpu-memory", default="80Gi", help="GPU memory when the spec has no resources.gpuMemory")
     p.add_argument("--tflops", type=float, default=800.0, help="peak bf16 TFLOP/s of one GPU (H100: ~800)")
     p.set_defaults(handler=cmd_plan)
-    p = sub.add_parser("validate-data", help="check every row of local dataset files before training")
+    p = _command(sub, "validate-data", help="check every row of local dataset files before training")
     p.add_argument("files", nargs="+", metavar="FILE", help="JSONL or JSON-array files (hub ids are skipped)")
-    p.add_argument("--format", default="auto", choices=["auto", "messages", "sharegpt", "alpaca", "query-response",
-                                                         "text"])  # fmt: skip
+    p.add_argument("--format", default="auto", help="the rows' layout (auto: from each row's keys)",
+                   choices=["auto", "messages", "sharegpt", "alpaca", "query-response", "text"])  # fmt: skip
     p.add_argument("--max-length", type=int, help="count rows longer than this many tokens (needs --model)")
     p.add_argument("--model", help="model directory whose tokenizer counts tokens")
     p.add_argument(
@@ -487,8 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_validate_data)
 
-    p = sub.add_parser("run", help="run a FineTuneJob spec on this machine (pre-flight, train, merge)")
-    p.add_argument("spec", metavar="SPEC.yaml")
+    p = _command(sub, "run", help="run a FineTuneJob spec on this machine (pre-flight, train, merge)")
+    p.add_argument("spec", metavar="SPEC.yaml", help="a YAML file with the FineTuneJob to run")
     p.add_argument("--output", help="output directory (default: ./modelforge-output/<name>)")
     p.add_argument("--name", help="which FineTuneJob, when the file has several")
     p.add_argument("--dry-run", action="store_true", help="pre-flight and print the swift command; do not train")
@@ -497,10 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the spec's gpusPerNode, up to the GPUs visible; 1 on the CPU)")  # fmt: skip
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("operator", help="run the operator (watches FineTuneJobs; settings from MODELFORGE_* env)")
+    p = _command(sub, "operator", help="run the operator (watches FineTuneJobs; settings from MODELFORGE_* env)")
     p.add_argument("--namespace", action="append", help="watch only this namespace (repeatable; default: all)")
     p.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON lines")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="debug-level logs (kopf's too)")
     p.set_defaults(handler=cmd_operator)
 
     for command, handler, text in (
@@ -508,50 +552,60 @@ def build_parser() -> argparse.ArgumentParser:
         ("watch", cmd_watch, "follow a FineTuneJob until it ends (exit 0 Succeeded, 1 Failed) or a ModelServe "
                              "until Ready"),
     ):  # fmt: skip
-        p = sub.add_parser(command, help=text, description=text + " (the cluster of the current kubeconfig)")
+        p = _command(sub, command, help=text, description=text[0].upper() + text[1:] + " (the cluster of the current "
+                     "kubeconfig).")  # fmt: skip
         p.add_argument("name", help="the FineTuneJob's or ModelServe's name")
-        p.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+        p.add_argument("-n", "--namespace", default="default", help="namespace")
         p.add_argument("--kind", choices=sorted(KINDS), help="ftj or mserve when both kinds have this name")
         if command == "watch":
-            p.add_argument("--interval", type=float, default=2.0, help="seconds between looks (default 2)")
+            p.add_argument("--interval", type=float, default=2.0, help="seconds between looks")
             p.add_argument("--timeout", type=float, default=0, help="give up after this many seconds (0: never)")
         p.set_defaults(handler=handler)
 
-    p = sub.add_parser("serve-agent", help="a serving pod's sidecar: keeps live LoRA adapters loaded, reports models")
+    p = _command(sub, "serve-agent", help="a serving pod's sidecar: keeps live LoRA adapters loaded, reports models")
     p.add_argument("--engine", default="http://127.0.0.1:8000", help="the engine in the same pod")
     p.add_argument("--adapters", help="JSON file of the desired adapters [{name, path}] (omit: report only)")
     p.add_argument("--api-key-env", help="environment variable holding the engine's API key (from its Secret)")
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--host", default="0.0.0.0", help="address of the report server")
     p.add_argument("--port", type=int, default=8091, help="port of the read-only report (GET /adapters)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
     p.set_defaults(handler=cmd_serve_agent)
 
-    p = sub.add_parser("chat-template", help="a vLLM serving pod's init step: the model's chat template with the "
+    p = _command(sub, "chat-template", help="a vLLM serving pod's init step: the model's chat template with the "
                        "default system prompt (spec.systemPrompt)")  # fmt: skip
     p.add_argument("--model", required=True, help="the model directory (its chat_template.jinja or tokenizer_config)")
     p.add_argument("--out", required=True, help="where to write the wrapped template (vLLM --chat-template)")
     p.set_defaults(handler=cmd_chat_template)
 
-    p = sub.add_parser("launch", help="the training pod's entrypoint (reads the job ConfigMap and pod env)")
-    p.add_argument("--config", default="/etc/modelforge/job.json")
-    p.add_argument("--termination-log", default="/dev/termination-log")
+    p = _command(sub, "launch", help="the training pod's entrypoint (reads the job ConfigMap and pod env)")
+    p.add_argument("--config", default="/etc/modelforge/job.json", help="the job ConfigMap's file, as mounted")
+    p.add_argument("--termination-log", default="/dev/termination-log",
+                   help="where the outcome line goes (the pod's terminationMessagePath)")  # fmt: skip
     p.set_defaults(handler=cmd_launch)
 
-    p = sub.add_parser("tiny-model", help="build a tiny random Qwen3 model + tokenizer locally (no hub)")
-    p.add_argument("path")
+    p = _command(sub, "tiny-model", help="build a tiny random Qwen3 model + tokenizer locally (no hub)")
+    p.add_argument("path", help="directory to write the model into")
     p.add_argument("--dataset", help="also write a chat dataset (JSONL, messages format) here")
-    p.add_argument("--rows", type=int, default=64)
+    p.add_argument("--rows", type=int, default=64, help="rows of the dataset")
+    p.add_argument(
+        "--vision",
+        action="store_true",
+        help="a tiny Qwen2.5-VL instead (vision tower, image processor); --dataset then writes images + rows",
+    )
     p.set_defaults(handler=cmd_tiny_model)
 
-    p = sub.add_parser("infer", help="answer every question in a file with a local model")
+    p = _command(sub, "infer", help="answer every question in a file with a local model")
     _add_local_model_args(p)
     p.add_argument("--questions", required=True, help=".txt (one per line) or JSONL with messages/query")
     p.add_argument("--output", required=True, help="results.jsonl")
     p.set_defaults(handler=cmd_infer)
 
-    p = sub.add_parser("chat", help="ask a local model one question")
+    p = _command(sub, "chat", help="ask a local model one question")
     _add_local_model_args(p)
     p.add_argument("prompt", help="the question")
+    p.add_argument(
+        "--image", action="append", metavar="FILE", help="an image to ask about (repeatable; a vision model)"
+    )
     p.add_argument(
         "--show-thinking", action="store_true", help="keep an empty <think></think> block (hidden by default)"
     )

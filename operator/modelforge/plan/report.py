@@ -6,6 +6,35 @@ from ..api.finetunejob import FineTuneJobSpec, LoraSpec, Method
 from .capacity import PRESET_WORDS, USABLE_FRACTION, Plan, duration_words
 from .memory import params
 from .models import Architecture
+from .performance import Capabilities, switches, training_dtype
+
+
+def parameter_words(count: int) -> str:
+    """A parameter count as people write it: 8.19 B, 0.60 B, 3.2 M (a tiny test model is not "0.00 B")."""
+    if count >= 10**8:
+        return f"{count / 1e9:.2f} B"
+    if count >= 10**5:
+        return f"{count / 1e6:.1f} M"
+    return f"{count:,}"
+
+
+def local_cpu_lines(spec: FineTuneJobSpec, processes: int = 1) -> list[str]:
+    """What `modelforge run` does with this spec on a machine without a GPU, which the GPU plan above it does
+    not describe: the device, the processes, the dtype, and which speed-ups apply (the others need CUDA)."""
+    applied = switches(spec, spec.distributed.deepspeed, Capabilities(cuda=False))
+    gpu_only = [s.name for s in switches(spec, spec.distributed.deepspeed, Capabilities(cuda=True))
+                if s.name not in {a.name for a in applied}]  # fmt: skip
+    dtype = training_dtype(spec, False).value
+    lines = [
+        "",
+        "  this machine has no GPU: `modelforge run` trains on the CPU, which the figures above do not describe",
+        f"  local        {processes} process(es) on the CPU (gloo; --processes N for more), {dtype}, no DeepSpeed",
+        f"  local speed  {', '.join(a.name for a in applied) or 'ms-swift defaults'}"
+        + (f"; not on a CPU: {', '.join(gpu_only)}" if gpu_only else ""),
+        "  local time   not estimated for CPUs (the quickstart's 200 LoRA steps of the tiny model: docs/benchmarks.md)",
+        "  cluster      the GPU plan above is what the operator checks before it creates pods",
+    ]
+    return lines
 
 
 def _method(spec: FineTuneJobSpec) -> str:
@@ -21,7 +50,7 @@ def format_plan(spec: FineTuneJobSpec, arch: Architecture | None, plan: Plan, ho
     shape = f"{spec.resources.nodes} node(s) x {spec.resources.gpus_per_node} GPU(s) of {plan.gpu_memory_gib:g} GiB"
     model = spec.model.source
     if arch is not None:
-        model += f" ({arch.name}, {params(arch).billions:.2f} B parameters)"
+        model += f" ({arch.name}, {parameter_words(params(arch).total)} parameters)"
     lines = [
         f"  model        {model}",
         f"  training     {_method(spec)}, batch {hp.batch_size_per_device} x {hp.max_length} tokens per GPU, "
