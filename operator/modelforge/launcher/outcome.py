@@ -7,13 +7,15 @@ Exit codes: 0 success, 1 permanent failure (do not retry the same spec), 75 retr
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..api.conditions import RETRYABLE_REASONS, Reason
+from ..api.redact import redact
 
 EXIT_OK = 0
 EXIT_PERMANENT = 1
@@ -101,6 +103,24 @@ def failure(reason: Reason, message: str, **details: Any) -> Outcome:
 def write_termination_message(outcome: Outcome, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(outcome.to_json())
+        path.write_text(redact_outcome(outcome, secret_values(os.environ)).to_json())
     except OSError:
         pass  # best effort: local mode without a writable /dev/termination-log
+
+
+# Env vars the rendered pods fill from Secrets (hub token, endpoint key): their values never leave the pod.
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELSCOPE_API_TOKEN", "MODELFORGE_API_KEY", "VLLM_API_KEY")
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    return [env[name] for name in SECRET_ENV if env.get(name)]
+
+
+def redact_outcome(outcome: Outcome, secrets: Iterable[str] = ()) -> Outcome:
+    """The outcome with every text a person will read in status redacted (api.redact)."""
+    known = list(secrets)
+    return replace(
+        outcome,
+        message=redact(outcome.message, known),
+        decisive_lines=[redact(line, known) for line in outcome.decisive_lines],
+    )

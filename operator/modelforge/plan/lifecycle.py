@@ -15,6 +15,7 @@ from typing import Any
 
 from ..api.conditions import OUTCOME_PREFIX, RETRYABLE_REASONS, ConditionType, Reason
 from ..api.finetunejob import DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase
+from ..api.redact import redact
 from .capacity import PlanSettings, plan
 from .models import guess
 from .phases import job_phase_of, set_condition, timestamp
@@ -90,6 +91,16 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=None)
 
 
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
+
+
 def _termination(pod: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(terminated state of the trainer container, parsed launcher outcome)."""
     for container in pod.get("status", {}).get("containerStatuses") or []:
@@ -99,6 +110,10 @@ def _termination(pod: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, 
                 outcome = json.loads(terminated.get("message") or "")
             except (json.JSONDecodeError, TypeError):
                 outcome = None
+            # Whatever the pod wrote goes to conditions and Events: redacted here, once, for every reader.
+            terminated = {**terminated, "message": redact(str(terminated.get("message") or ""))}
+            if isinstance(outcome, dict):
+                outcome = _redacted(outcome)
             return terminated, outcome if isinstance(outcome, dict) else None
     return None, None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.conditions import Reason
+from ..api.redact import redact
 
 PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 
@@ -30,7 +31,7 @@ def pod_trouble(
             ended = state.get("terminated") or (init.get("lastState") or {}).get("terminated") or {}
             crashing = (state.get("waiting") or {}).get("reason") == "CrashLoopBackOff"
             if crashing or ended.get("exitCode", 0) != 0:
-                said = (ended.get("message") or "").strip().splitlines()
+                said = redact(ended.get("message") or "").strip().splitlines()
                 detail = f": {said[-1]}" if said else f" (exit code {ended.get('exitCode', '?')})"
                 return Reason.CRASH_LOOP_BACK_OFF, f"pod {name}: its {init.get('name', 'init')} step failed{detail}"
         for container in status.get("containerStatuses") or []:
@@ -47,12 +48,12 @@ def pod_trouble(
             if waiting.get("reason") == "CrashLoopBackOff":
                 return Reason.CRASH_LOOP_BACK_OFF, f"pod {who}: the container keeps crashing"
             if waiting.get("reason") in PULL_ERRORS:
-                detail = waiting.get("message") or f"cannot pull {container.get('image', 'the image')}"
+                detail = redact(waiting.get("message") or "") or f"cannot pull {container.get('image', 'the image')}"
                 return Reason.IMAGE_PULL_BACK_OFF, f"pod {who}: {detail}"
         for condition in status.get("conditions") or []:
             unschedulable = (condition.get("type"), condition.get("status"), condition.get("reason")) == (
                 "PodScheduled", "False", "Unschedulable"
             )  # fmt: skip
             if unschedulable:
-                return Reason.UNSCHEDULABLE, f"pod {name}: {condition.get('message', '')}"
+                return Reason.UNSCHEDULABLE, f"pod {name}: {redact(condition.get('message', ''))}"
     return None
