@@ -222,7 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         outcome = run_local(Path(args.spec), output=args.output and Path(args.output), name=args.name,
-                            dry_run=args.dry_run, processes=args.processes)  # fmt: skip
+                            dry_run=args.dry_run, processes=args.processes,
+                            progress_port=args.progress_port)  # fmt: skip
     except SpecError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)  # each names the file:line it is about
@@ -539,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, metavar="N",
                    help="training processes (ranks) on this machine: N GPUs, or N on the CPU with gloo "
                         "(default: the spec's gpusPerNode, up to the GPUs visible; 1 on the CPU)")  # fmt: skip
+    p.add_argument("--progress-port", type=int, metavar="PORT",
+                   help="serve /progress and /metrics (Prometheus) on 127.0.0.1:PORT while training, as a "
+                        "training pod does (0: any free port, printed)")  # fmt: skip
     p.set_defaults(handler=cmd_run)
 
     p = _command(sub, "operator", help="run the operator (watches FineTuneJobs; settings from MODELFORGE_* env)")

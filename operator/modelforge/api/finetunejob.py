@@ -583,6 +583,9 @@ class Outputs(ApiModel):
     adapter: Str1k | None = Field(default=None, description="The trained LoRA adapter (last checkpoint).")
     merged_model: Str1k | None = Field(default=None, description="The adapter merged into the base model.")
     model: Str1k | None = Field(default=None, description="The full fine-tuned model (method full).")
+    loss_plot: Str1k | None = Field(
+        default=None, description="The loss curve (train/eval loss and learning rate over steps) as a PNG."
+    )
 
 
 class FineTuneJobStatus(ApiModel):

@@ -106,10 +106,14 @@ class Reconcilers:
                 self.failures.pop(key, None)
             if plural == "finetunejobs":
                 self.memo.metrics.observe_phase(f"{key[1]}/{key[2]}", None)
+            else:
+                self.memo.metrics.observe_serve(key[1], key[2], None)
             return
         initial = event.get("type") is None  # kopf's initial listing
         if plural == "finetunejobs":
             self.memo.metrics.observe_phase(f"{key[1]}/{key[2]}", (obj.get("status") or {}).get("phase"))
+        else:
+            self.memo.metrics.observe_serve(key[1], key[2], obj.get("status") or {})
         self._store(key, obj)
         if _needs_reconcile(plural, obj, initial):
             self.run(key)

@@ -78,7 +78,13 @@ def load_finetunejob(path: Path, name: str | None = None) -> Parsed:
 
 
 def run_local(
-    spec_path: Path, *, output: Path | None, name: str | None, dry_run: bool, processes: int | None = None
+    spec_path: Path,
+    *,
+    output: Path | None,
+    name: str | None,
+    dry_run: bool,
+    processes: int | None = None,
+    progress_port: int | None = None,
 ) -> Outcome:
     parsed = load_finetunejob(spec_path, name)
     env = dict(os.environ)
@@ -109,6 +115,8 @@ def run_local(
             env=env,
             device="cuda" if gpus else "cpu",
             dry_run=dry_run,
+            progress_port=progress_port,  # /progress and /metrics on loopback, as a pod serves them
+            progress_host="127.0.0.1",
             sink=log,
             say=say,
             on_progress=bar,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +33,12 @@ class ProgressRecord:
     updated_at: str | None = None
     finished: bool = False
     latest_checkpoint: str | None = None  # the newest whole checkpoint (set by the launcher, not the log)
+    # Training SLIs (set by the launcher, not the log): see METRICS.
+    seconds_to_first_step: float | None = None  # launcher start -> first logged step: GPUs held, not training
+    seconds_since_step: float | None = None  # since the step last moved (a stall grows it)
+    preflight_seconds: float | None = None
+    checkpoint_save_seconds: float | None = None  # the newest checkpoint: its first file to its last
+    tokens_per_second_per_gpu: float | None = None
 
     @property
     def summary(self) -> str | None:
@@ -59,17 +66,23 @@ def format_duration(seconds: float) -> str:
 class ProgressTracker:
     """Follows logging.jsonl incrementally (by byte offset) and keeps the latest ProgressRecord."""
 
-    def __init__(self, path: Path, tokens_per_step: float | None = None):
+    def __init__(self, path: Path, tokens_per_step: float | None = None, *, started: float | None = None,
+                 gpus: int = 0, preflight_seconds: float | None = None):  # fmt: skip
         self.path = path
         self.tokens_per_step = tokens_per_step
-        self.record = ProgressRecord()
+        self.started = time.monotonic() if started is None else started  # the launcher's start (monotonic)
+        self.gpus = gpus
+        self._step_moved = self.started
+        self.record = ProgressRecord(preflight_seconds=preflight_seconds)
         self._offset = 0
         self._partial = ""
         self._lock = threading.Lock()
 
-    def set_checkpoint(self, location: str | None) -> None:
+    def set_checkpoint(self, location: str | None, save_seconds: float | None = None) -> None:
         with self._lock:
             self.record.latest_checkpoint = location
+            if save_seconds is not None:
+                self.record.checkpoint_save_seconds = round(save_seconds, 3)
 
     def snapshot(self) -> ProgressRecord:
         with self._lock:
@@ -95,6 +108,9 @@ class ProgressTracker:
                         self._apply(json.loads(line))
                     except (json.JSONDecodeError, TypeError, ValueError):
                         continue
+            now = time.monotonic()
+            if self.record.step is not None and not self.record.finished:
+                self.record.seconds_since_step = round(now - self._step_moved, 1)
             return ProgressRecord(**asdict(self.record))
 
     def _apply(self, entry: dict[str, Any]) -> None:
@@ -102,6 +118,10 @@ class ProgressTracker:
         steps = entry.get("global_step/max_steps")
         if isinstance(steps, str) and "/" in steps:
             done, total = (int(x) for x in steps.split("/", 1))
+            if done != record.step:
+                self._step_moved = time.monotonic()
+                if record.seconds_to_first_step is None:
+                    record.seconds_to_first_step = round(self._step_moved - self.started, 1)
             record.step, record.total_steps = done, total
             record.percent = round(100.0 * done / total, 1) if total else None
         if "last_model_checkpoint" in entry or "train_runtime" in entry:
@@ -119,6 +139,8 @@ class ProgressTracker:
             record.seconds_per_step = float(speed)
             if self.tokens_per_step and record.seconds_per_step > 0:
                 record.tokens_per_second = round(self.tokens_per_step / record.seconds_per_step, 1)
+                if self.gpus:
+                    record.tokens_per_second_per_gpu = round(record.tokens_per_second / self.gpus, 1)
             if record.step is not None and record.total_steps:
                 remaining = max(0, record.total_steps - record.step) * record.seconds_per_step
                 record.eta_seconds = remaining
@@ -135,7 +157,18 @@ METRICS = (
     ("modelforge_train_learning_rate", "Current learning rate.", "learning_rate"),
     ("modelforge_train_tokens_per_second", "Training throughput over all GPUs.", "tokens_per_second"),
     ("modelforge_train_eta_seconds", "Estimated seconds remaining.", "eta_seconds"),
-)
+    # Training SLIs (docs/observability.md)
+    ("modelforge_train_step_seconds", "Seconds per optimizer step (ms-swift's train_speed).", "seconds_per_step"),
+    ("modelforge_train_tokens_per_second_per_gpu", "Training throughput per GPU (per process on CPUs).",
+     "tokens_per_second_per_gpu"),
+    ("modelforge_train_seconds_to_first_step", "Seconds from the launcher's start to the first step: the GPUs "
+     "were held without training.", "seconds_to_first_step"),
+    ("modelforge_train_seconds_since_step", "Seconds since the step last advanced (grows while stalled).",
+     "seconds_since_step"),
+    ("modelforge_train_preflight_seconds", "Seconds the dataset and model pre-flight took.", "preflight_seconds"),
+    ("modelforge_train_checkpoint_save_seconds", "Seconds the newest checkpoint took to write (first file to "
+     "last).", "checkpoint_save_seconds"),
+)  # fmt: skip
 
 
 def prometheus_text(record: ProgressRecord) -> str:

@@ -8,6 +8,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from .devices import capabilities
 from .distributed import EnvironmentError_, World, rank_command, ray_command
 from .media import media_env, media_root_for
 from .outcome import Outcome, classify, failure, write_termination_message
+from .plots import write_loss_plot
 from .progress import ProgressRecord, ProgressServer, ProgressTracker
 from .rank import HEARTBEAT_ENV, SAVED_ON_STOP, STOP_FILE, StallWatchdog
 from .supervise import supervise
@@ -312,6 +314,16 @@ def _save_grace(env: Mapping[str, str]) -> float:
         return SAVE_GRACE_SECONDS
 
 
+def _write_seconds(checkpoint: Path) -> float | None:
+    """How long a checkpoint took to write: its first file's mtime to its last (the save's duration, less
+    the time to open the first file)."""
+    try:
+        times = [p.stat().st_mtime for p in checkpoint.rglob("*") if p.is_file()]
+    except OSError:
+        return None
+    return max(times) - min(times) if times else None
+
+
 class NewestCheckpoint:
     """The newest whole checkpoint of a run directory, checked as they appear (each whole one once)."""
 
@@ -330,7 +342,9 @@ class NewestCheckpoint:
 
 
 def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str]) -> Outcome:
+    started = time.monotonic()
     prepared = prepare(spec, opts)
+    preflight_seconds = round(time.monotonic() - started, 2)
     for note in prepared.notes:
         opts.say(note)
     world = opts.world
@@ -352,12 +366,18 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str]) -> Outco
 
     run_dir = opts.output_root / RUN_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = ProgressTracker(run_dir / "logging.jsonl", prepared.tokens_per_step)
+    tracker = ProgressTracker(
+        run_dir / "logging.jsonl",
+        prepared.tokens_per_step,
+        started=started,
+        gpus=world.size,  # per GPU; per process on CPUs
+        preflight_seconds=preflight_seconds,
+    )
     tracker.poll()  # a resumed run appends: start from what is already there
     server = None
     if opts.progress_port is not None and opts.world.is_rank0_node:
         server = ProgressServer(tracker, opts.progress_port, opts.progress_host).start()
-        opts.say(f"progress: http://0.0.0.0:{server.port}/progress and /metrics")
+        opts.say(f"progress: http://{opts.progress_host}:{server.port}/progress and /metrics")
 
     if ray:
         # Ray's workers may be in other pods: their heartbeats go to the output volume, the driver watches all.
@@ -374,7 +394,7 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str]) -> Outco
 
     def tick() -> str | None:
         found = newest.find()
-        tracker.set_checkpoint(_display(found, opts) if found else None)
+        tracker.set_checkpoint(_display(found, opts) if found else None, _write_seconds(found) if found else None)
         record = tracker.poll()
         if opts.on_progress is not None:
             opts.on_progress(record)
@@ -445,12 +465,20 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str]) -> Outco
     merged = None
     if spec.output and spec.output.merge and spec.method != Method.FULL and last is not None:
         merged = merge_adapter(last, opts, prepared.env)
+    outputs = _outputs(spec, last, merged, opts)
+    if opts.world.is_rank0_node:
+        plot, why_not = write_loss_plot(run_dir / "logging.jsonl", opts.output_root / "plots" / "loss.png")
+        if plot is not None:
+            outputs["lossPlot"] = _display(plot, opts)
+            opts.say(f"loss curve: {plot}")
+        else:
+            opts.say(why_not)
     return Outcome(
         "Succeeded",
         Reason.COMPLETED.value,
         f"trained {record.step or 0} step(s)" + (f", final loss {record.loss:.4g}" if record.loss is not None else ""),
         exit_code=0,
-        outputs=_outputs(spec, last, merged, opts),
+        outputs=outputs,
         last_step=record.step,
         total_steps=record.total_steps,
         last_checkpoint=last_checkpoint,
