@@ -59,7 +59,7 @@ class _SpecReader:
         from .specfile import SpecFileError, select
 
         self.problems = 0
-        documents = []
+        documents, nothing_ours = [], []
         for file in files:
             try:
                 selection = select(Path(file), kinds)
@@ -73,6 +73,13 @@ class _SpecReader:
                 print(problem, file=sys.stderr)
             self.problems += len(selection.problems)
             documents += selection.ours
+            nothing_ours += [selection.nothing_ours] if selection.nothing_ours else []
+        # Like `kubectl apply -f job.yaml pvc.yaml`: a file of other objects beside ours is fine (its objects
+        # are noted as skipped above); an invocation with nothing of ours in any file has done nothing.
+        if not documents:
+            for message in nothing_ours:
+                print(message, file=sys.stderr)
+            self.problems += len(nothing_ours)
         return documents
 
 

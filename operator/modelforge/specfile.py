@@ -349,12 +349,22 @@ def load_documents(path: Path) -> list[Document]:
 
 @dataclass
 class Selection:
-    """The documents of one file sorted for a command: ours, the others (skipped, with a note), problems."""
+    """The documents of one file sorted for a command: ours, the others (skipped, with a note), problems.
+
+    `nothing_ours` says why a readable file holds nothing for the command (empty, or only other APIs'
+    objects). It is the caller's to weigh, like `kubectl apply -f` over several files: a problem when no
+    file of the invocation has anything for the command, a note when another file does (an example's
+    pvc.yaml beside its finetunejob.yaml). `all_problems` is the one-file reading."""
 
     ours: list[Document] = field(default_factory=list)
     skipped: list[Document] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    nothing_ours: str | None = None
+
+    @property
+    def all_problems(self) -> list[str]:
+        return [*self.problems, *([self.nothing_ours] if self.nothing_ours else [])]
 
 
 def is_ours(data: Any) -> bool:
@@ -370,7 +380,7 @@ def select(path: Path, kinds: tuple[str, ...] = OUR_KINDS) -> Selection:
 
     Ours go to validation (which names a missing or foreign apiVersion, or an unknown kind, at its line);
     objects of other APIs are skipped with a note; a document that is not an object is a problem; and a
-    file with nothing of `kinds` in it is a problem too, so no command exits 0 having done nothing."""
+    file with nothing of `kinds` in it says so in `nothing_ours`, so no command exits 0 having done nothing."""
     documents = load_documents(path)
     selection = Selection()
     for doc in documents:
@@ -390,7 +400,7 @@ def select(path: Path, kinds: tuple[str, ...] = OUR_KINDS) -> Selection:
     if not selection.ours and not selection.problems:
         found = ", ".join(doc.describe() for doc in selection.skipped)
         if not documents:
-            selection.problems.append(f"{path}: no YAML documents in the file (empty or only comments)")
+            selection.nothing_ours = f"{path}: no YAML documents in the file (empty or only comments)"
         else:
-            selection.problems.append(f"{path}: no {' or '.join(kinds)} in the file (found {found})")
+            selection.nothing_ours = f"{path}: no {' or '.join(kinds)} in the file (found {found})"
     return selection

@@ -161,3 +161,15 @@ def test_dry_run_prints_the_command_and_trains_nothing(tmp_path, tiny_model):
     assert result.returncode == 0, result.stderr
     assert "dry run: would run" in result.stderr and "modelforge.launcher.rank --expect-world-size 1" in result.stderr
     assert not (out / "run").exists()
+
+
+def test_the_launcher_as_pid_1_trains_as_in_a_pod(tmp_path, tiny_model):
+    """In a pod the launcher is PID 1 (the container's entrypoint), so a one-process rank's parent is 1:
+    that is the launcher, not an orphaning (found by review: every one-process pod exited 1 silently)."""
+    spec = write_spec(tmp_path, tiny_model)
+    out = tmp_path / "out"
+    result = subprocess.run(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc",
+                             *MODELFORGE, "run", str(spec), "--output", str(out)],
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert summary(out)["outcome"] == "Succeeded" and logged_steps(out) == [1, 2, 3, 4]

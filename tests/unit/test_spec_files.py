@@ -70,6 +70,22 @@ def test_validate_skips_ordinary_kubernetes_objects(tmp_path, capsys):
     assert main(["validate", str(spec)]) == 0
 
 
+def test_a_file_of_other_objects_is_fine_beside_ours_and_a_problem_alone(tmp_path, capsys):
+    """Like `kubectl apply -f job.yaml pvc.yaml`: an example directory's pvc.yaml is no error beside its
+    job; the same file on its own (or with only other foreign files) has nothing to do and says so."""
+    pvc = tmp_path / "pvc.yaml"
+    pvc.write_text("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: models}\n")
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: key}\n")
+    job = SPECS / "valid" / "modelserve-a3b-tp4.yaml"
+    assert main(["validate", str(pvc), str(job), str(secret)]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {pvc}:1: skipped a PersistentVolumeClaim 'models' (v1)" in err and "problem" not in err, err
+    assert main(["validate", str(pvc), str(secret)]) == 1
+    err = capsys.readouterr().err
+    assert f"{pvc}: no FineTuneJob or ModelServe in the file" in err and "2 problem(s) found" in err, err
+
+
 # Unreadable files, empty ones and every other class of bad input: tests/unit/test_bad_input.py.
 
 

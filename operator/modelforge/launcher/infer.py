@@ -47,7 +47,8 @@ def load_questions(path: Path, system: str | None = None) -> list[dict[str, Any]
             messages = [{"role": "user", "content": query}]
         if system and not any(m.get("role") == "system" for m in messages):
             messages = [{"role": "system", "content": system}, *messages]
-        rows.append({"messages": messages})
+        media = {key: item[key] for key in ("images", "videos", "audios") if key in item}
+        rows.append({"messages": messages, **media})
     if not rows:
         raise QuestionFileError(f"{path}: no questions")
     return rows

@@ -62,8 +62,8 @@ def load_finetunejob(path: Path, name: str | None = None) -> Parsed:
     selection = select(path, ("FineTuneJob",))
     for note in selection.notes:
         print(f"note: {note}", file=sys.stderr)
-    if selection.problems:
-        raise SpecError([Problem("", problem) for problem in selection.problems])
+    if selection.all_problems:
+        raise SpecError([Problem("", problem) for problem in selection.all_problems])
     docs = selection.ours
     if name:
         docs = [d for d in docs if isinstance(d.data.get("metadata"), dict) and d.data["metadata"].get("name") == name]

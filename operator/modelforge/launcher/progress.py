@@ -73,10 +73,20 @@ class ProgressTracker:
         self.started = time.monotonic() if started is None else started  # the launcher's start (monotonic)
         self.gpus = gpus
         self._step_moved = self.started
+        self._baseline_step: int | None = None
         self.record = ProgressRecord(preflight_seconds=preflight_seconds)
         self._offset = 0
         self._partial = ""
         self._lock = threading.Lock()
+
+    def mark_start(self) -> None:
+        """What the log held before this attempt is history: time to first step and stall time count from
+        now, from a step after the one already logged (a resumed run appends to the same file)."""
+        with self._lock:
+            self._baseline_step = self.record.step
+            self.record.seconds_to_first_step = None
+            self.record.seconds_since_step = None
+            self._step_moved = time.monotonic()
 
     def set_checkpoint(self, location: str | None, save_seconds: float | None = None) -> None:
         with self._lock:
@@ -120,7 +130,7 @@ class ProgressTracker:
             done, total = (int(x) for x in steps.split("/", 1))
             if done != record.step:
                 self._step_moved = time.monotonic()
-                if record.seconds_to_first_step is None:
+                if record.seconds_to_first_step is None and done != self._baseline_step:
                     record.seconds_to_first_step = round(self._step_moved - self.started, 1)
             record.step, record.total_steps = done, total
             record.percent = round(100.0 * done / total, 1) if total else None

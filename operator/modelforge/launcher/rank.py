@@ -37,7 +37,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .supervise import die_with_parent
+from .supervise import SUPERVISOR_PID_ENV, die_with_parent
 
 HEARTBEAT_ENV = "MODELFORGE_HEARTBEAT_DIR"
 CALLBACK = "modelforge_heartbeat"
@@ -261,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parent = os.getppid()
     die_with_parent(parent)
-    if parent == 1:  # the parent died before the request: nobody supervises this process
+    # Reparented to init before the request: the parent died, nobody supervises this process. In a pod the
+    # launcher itself is PID 1 (the container's entrypoint), so there a parent of 1 is the launcher.
+    if parent == 1 and os.environ.get(SUPERVISOR_PID_ENV, "1") != "1":
         return 1
     # What this rank forks (DataLoader workers, dataset map pools) dies with it as well: a stopped or busy
     # worker would not get to its own parent check.

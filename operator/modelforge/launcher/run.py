@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -26,7 +27,7 @@ from .dataset import FileReport, TokenCounter, check_file, is_local_source
 from .devices import capabilities
 from .distributed import EnvironmentError_, World, rank_command, ray_command
 from .media import media_env, media_root_for
-from .outcome import Outcome, classify, failure, write_termination_message
+from .outcome import Outcome, classify, failure, redact_outcome, secret_values, write_termination_message
 from .plots import write_loss_plot
 from .progress import ProgressRecord, ProgressServer, ProgressTracker
 from .rank import HEARTBEAT_ENV, SAVED_ON_STOP, STOP_FILE, StallWatchdog
@@ -294,7 +295,8 @@ def run_attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    opts.say(f"outcome: {outcome.outcome} ({outcome.reason}): {outcome.message}")
+    said = redact_outcome(outcome, secret_values(opts.env))  # the log is read by people, as status is
+    opts.say(f"outcome: {said.outcome} ({said.reason}): {said.message}")
     if opts.termination_log is not None:
         write_termination_message(outcome, opts.termination_log)
     return outcome
@@ -309,9 +311,10 @@ def _where(exc: BaseException) -> str:
 
 def _save_grace(env: Mapping[str, str]) -> float:
     try:
-        return float(env.get(SAVE_GRACE_ENV, SAVE_GRACE_SECONDS))
+        grace = float(env.get(SAVE_GRACE_ENV, SAVE_GRACE_SECONDS))
     except ValueError:
         return SAVE_GRACE_SECONDS
+    return max(0.0, grace) if math.isfinite(grace) else SAVE_GRACE_SECONDS  # nan would never time out
 
 
 def _write_seconds(checkpoint: Path) -> float | None:
@@ -374,6 +377,7 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str]) -> Outco
         preflight_seconds=preflight_seconds,
     )
     tracker.poll()  # a resumed run appends: start from what is already there
+    tracker.mark_start()  # ...and its SLIs count from this attempt's first step
     server = None
     if opts.progress_port is not None and opts.world.is_rank0_node:
         server = ProgressServer(tracker, opts.progress_port, opts.progress_host).start()

@@ -33,6 +33,7 @@ class Finished:
 
 
 STOP_GRACE_SECONDS = 10.0
+SUPERVISOR_PID_ENV = "MODELFORGE_SUPERVISOR_PID"  # the launcher's pid, for a child's orphan check
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _PRCTL = getattr(_LIBC, "prctl", None)  # resolved here: the child between fork and exec only calls it
@@ -125,7 +126,7 @@ def supervise(
     """
     process = subprocess.Popen(
         list(argv),
-        env=dict(env),
+        env={**env, SUPERVISOR_PID_ENV: str(os.getpid())},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
