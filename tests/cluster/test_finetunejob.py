@@ -185,20 +185,7 @@ def test_pods_refused_by_a_resource_quota(kube: Kube, operator: OperatorProcess,
     assert status(kube, ns)["phase"] == "Starting"
 
 
-def test_pods_refused_by_pod_security(kube: Kube, operator: OperatorProcess) -> None:
-    """Training pods do not meet `restricted` yet (issue 15): the refusal must be visible in status. When
-    they do, this test needs a spec the profile refuses instead."""
-    ns = kube.namespace("t-restricted", {"pod-security.kubernetes.io/enforce": "restricted"})
-    try:
-        kube.claim(ns, "data")
-        kube.claim(ns, "models")
-        kube.create(finetunejob(ns))
-        kube.wait_for(lambda: condition(kube, ns, "Running").get("reason") == "PodsRefused", 30, "PodsRefused")
-        message = condition(kube, ns, "Running")["message"]
-        assert "violates PodSecurity" in message and "restricted" in message, message
-        assert not pods_of(kube, ns, "sft", 1)
-    finally:
-        kube.delete("Namespace", None, ns)
+# Pods refused by PodSecurity (a spec that adds IPC_LOCK) say PodsRefused: tests/cluster/test_pod_security.py.
 
 
 def test_delete_removes_every_child_through_the_garbage_collector(kube: Kube, operator: OperatorProcess,

@@ -43,6 +43,39 @@ class VolumeLocation(ApiModel):
     )
 
 
+Uid = Annotated[int, Field(ge=1, le=2147483647)]
+Capability = Annotated[str, Field(max_length=32, pattern=r"^[A-Z][A-Z_]{1,31}$")]
+Gid = Annotated[int, Field(ge=0, le=2147483647)]
+
+
+class PodSecurity(ApiModel):
+    """Who the pods run as, and what they may do. Every pod ModelForge renders meets the Pod Security
+    Standard `restricted` by default: non-root, no privilege escalation, all capabilities dropped, seccomp
+    RuntimeDefault, no service-account token. These fields add what a site needs, at the cost named."""
+
+    run_as_user: Uid | None = Field(
+        default=None,
+        description="UID the containers run as. Defaults to the operator's (10001, the user of ModelForge's "
+        "images). vLLM's official image is built for root but runs as any UID (HOME is an emptyDir); "
+        "root (0) is refused: the restricted profile forbids it.",
+    )
+    run_as_group: Gid | None = Field(default=None, description="GID the containers run as. Defaults to runAsUser.")
+    fs_group: Gid | None = Field(
+        default=None,
+        description="Group that owns mounted volumes (output and cache claims), so a non-root UID can write "
+        "them. Defaults to runAsGroup.",
+    )
+    add_capabilities: (
+        Annotated[list[Annotated[str, Field(max_length=32, pattern=r"^[A-Z][A-Z_]{1,31}$")]], Field(max_length=16)]
+        | None
+    ) = Field(
+        default=None,
+        description="Linux capabilities added to the trainer or engine container (all others are dropped), "
+        "e.g. IPC_LOCK to pin memory for InfiniBand/RDMA. Cost: anything but NET_BIND_SERVICE takes the pods "
+        "out of `restricted`; IPC_LOCK and the like need a namespace whose pod-security level is `privileged`.",
+    )
+
+
 class PodResources(ApiModel):
     """Compute resources and placement of each pod."""
 
@@ -69,6 +102,10 @@ class PodResources(ApiModel):
     image: Str1k | None = Field(
         default=None,
         description="Container image override. Defaults to the image configured in the operator.",
+    )
+    security: PodSecurity | None = Field(
+        default=None,
+        description="Who the pods run as and what they may add (defaults meet the Pod Security Standard `restricted`).",
     )
 
 

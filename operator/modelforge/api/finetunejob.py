@@ -105,6 +105,12 @@ class ModelSpec(ApiModel):
         default=None,
         description="ms-swift chat template (e.g. qwen3) when it cannot be inferred from the source.",
     )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Run the model's own Python code (config.json auto_map, modeling_*.py) when it ships "
+        "some. Off: such a model is refused with this field's name; turn it on only for a source you trust "
+        "(the code runs in pods that hold this job's Secrets).",
+    )
 
 
 class LoraSpec(ApiModel):

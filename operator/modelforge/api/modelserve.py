@@ -53,6 +53,11 @@ class ServedModel(ApiModel):
     )
     hub: Hub = Field(default=Hub.HUGGINGFACE, description="Hub to download `source` from when it is a hub id.")
     revision: Str253 | None = Field(default=None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Let the engine run the model's own Python code (vLLM --trust-remote-code). Off unless "
+        "set: only for a source you trust.",
+    )
 
 
 class Adapter(ApiModel):

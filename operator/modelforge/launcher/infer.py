@@ -83,8 +83,8 @@ def infer_local(
         questions = Path(tmp) / "questions.jsonl"
         questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
         raw = Path(tmp) / "raw.jsonl"
-        argv = [sys.executable, "-m", "swift.cli.main", "infer", *target.args(), "--infer_backend", "pt",
-                "--val_dataset", str(questions), "--result_path", str(raw),
+        argv = [sys.executable, "-m", "modelforge.launcher.remote_code", "infer", *target.args(),
+                "--infer_backend", "pt", "--val_dataset", str(questions), "--result_path", str(raw),
                 "--max_new_tokens", str(max_new_tokens), "--temperature", "0", "--stream", "false"]  # fmt: skip
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         finished = supervise(argv, env=env, sink=None)

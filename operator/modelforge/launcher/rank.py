@@ -37,6 +37,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from .remote_code import apply_policy
 from .supervise import SUPERVISOR_PID_ENV, die_with_parent
 
 HEARTBEAT_ENV = "MODELFORGE_HEARTBEAT_DIR"
@@ -247,6 +248,7 @@ def run_rank(expect: int, collective_timeout: int, backend: str, sft_args: list[
     if spec is None or spec.origin is None:
         print("modelforge: ms-swift is not installed in this image (no swift.cli.sft)", file=sys.stderr)
         return 1
+    apply_policy()  # a model's own code only with spec.model.trustRemoteCode (launcher/remote_code.py)
     sys.argv = [spec.origin, *sft_args]
     runpy.run_path(spec.origin, run_name="__main__")  # what ms-swift's CLI runs, in this process
     return 0

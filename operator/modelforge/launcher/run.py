@@ -31,6 +31,7 @@ from .outcome import Outcome, classify, failure, redact_outcome, secret_values, 
 from .plots import write_loss_plot
 from .progress import ProgressRecord, ProgressServer, ProgressTracker
 from .rank import HEARTBEAT_ENV, SAVED_ON_STOP, STOP_FILE, StallWatchdog
+from .remote_code import TRUST_ENV, remote_code_problem
 from .supervise import supervise
 
 QUIET_ENV = {"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -208,6 +209,8 @@ def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
     model = _resolve_source(spec.model.source, opts, "model")
     if is_local_source(model) and not Path(model).exists():
         raise Stop(failure(Reason.CONFIG_ERROR, f"spec.model.source: {model} does not exist"))
+    if is_local_source(model) and (problem := remote_code_problem(Path(model), spec.model.trust_remote_code)):
+        raise Stop(failure(Reason.CONFIG_ERROR, problem))
     train, val, reports = preflight(spec, opts, model)
 
     run_dir = opts.output_root / RUN_DIR
@@ -229,6 +232,7 @@ def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
     # Under Ray, Ray Train sets each worker's RANK/WORLD_SIZE/MASTER_*: torchrun's variables must not leak in.
     world_env = {} if spec.distributed.runtime == Runtime.RAY else opts.world.swift_env()
     env = {**opts.env, **QUIET_ENV, **(OFFLINE_ENV if all_local else {}), **world_env}
+    env[TRUST_ENV] = "1" if spec.model.trust_remote_code else "0"  # what the pod's env says (render/training.py)
     if spec.multimodal:
         env.update(media_env(_media_root(spec, opts) or media_root_for(None, train)))
     for key in ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR"):
@@ -263,7 +267,8 @@ def _outputs(spec: FineTuneJobSpec, last: Path | None, merged: Path | None, opts
 def merge_adapter(checkpoint: Path, opts: RunOptions, env: Mapping[str, str]) -> Path:
     """`swift export --merge_lora` into <output_root>/merged (a fixed path that serving can rely on)."""
     target = opts.output_root / "merged"
-    argv = [opts.python, "-m", "swift.cli.main", "export", "--adapters", str(checkpoint), "--merge_lora", "true"]
+    argv = [opts.python, "-m", "modelforge.launcher.remote_code", "export", "--adapters", str(checkpoint),
+            "--merge_lora", "true"]  # fmt: skip
     argv += ["--output_dir", str(target), "--exist_ok", "true"]
     opts.say(f"merging the adapter of {checkpoint.name} into the base model -> {target}")
     finished = supervise(argv, env=env, sink=opts.sink)

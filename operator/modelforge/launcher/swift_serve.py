@@ -20,9 +20,12 @@ API_KEY_ENV = "MODELFORGE_API_KEY"
 def main(argv: Sequence[str] | None = None) -> None:
     from swift.pipelines.infer.deploy import SwiftDeploy
 
+    from .remote_code import apply_policy
+
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a.replace("-", "_").startswith("__api") for a in args):  # --api_key, --api-key, --api_key=...
         raise SystemExit(f"give the API key in ${API_KEY_ENV} (from a Secret), never as --api_key")
+    apply_policy()  # a model's own code only with spec.model.trustRemoteCode (launcher/remote_code.py)
     deploy = SwiftDeploy(args)  # logs its arguments: none of them is the key
     key = os.environ.get(API_KEY_ENV)
     if key:

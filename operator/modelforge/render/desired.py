@@ -19,6 +19,7 @@ from ..plan.capacity import PlanSettings
 from ..plan.lifecycle import Decision, Observed, decide, with_planned_deepspeed
 from ..plan.serving import ServeObserved, decide_serve
 from .names import label_value
+from .security import image_problems
 from .serving import SPEC_HASH, render_serve
 from .settings import RenderSettings
 from .training import Owner, output_uri, render_attempt
@@ -56,6 +57,7 @@ def desired_finetunejob(
     plan_settings: PlanSettings,
     settings: RenderSettings,
 ) -> DesiredJob:
+    problems = [*problems, *image_problems(spec.resources.image if spec else None, settings)]
     decision = decide(spec, problems, current, observed, now, generation, plan_settings)
     desired = DesiredJob(decision)
     if decision.create_attempt and spec is not None:
@@ -127,6 +129,7 @@ def desired_modelserve(
     generation: int | None,
     settings: RenderSettings,
 ) -> DesiredServe:
+    problems = [*problems, *image_problems(spec.resources.image if spec else None, settings)]
     decision = decide_serve(owner.name, owner.namespace, spec, problems, current, observed, now, generation)
     desired = DesiredServe(decision.status, decision.events)
     if decision.model is None or spec is None:

@@ -22,6 +22,7 @@ from ..api.base import quantity_bytes
 from ..api.finetunejob import FineTuneJobSpec
 from ..plan.capacity import RAY_HEAD_CPU, RAY_HEAD_MEMORY_GIB
 from .names import attempt_name
+from .security import harden
 from .settings import RenderSettings
 from .training import Owner, _env, _meta, _resources, _shm_size, job_labels, pod_placement, pod_volumes
 
@@ -64,6 +65,7 @@ def _template(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: Rende
         "volumes": volumes,
         **pod_placement(spec, settings),
     }
+    harden(pod_spec, spec.resources.security, settings, main=container["name"])
     labels = {**job_labels(owner, attempt), "modelforge.io/ray-node": role}
     return {"metadata": {"labels": labels}, "spec": pod_spec}
 

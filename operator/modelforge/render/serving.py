@@ -24,6 +24,7 @@ from ..plan.serving import (
     wraps_chat_template,
 )
 from .names import fit, label_value
+from .security import harden
 from .settings import RenderSettings
 from .training import MANAGED_BY, Owner
 
@@ -73,6 +74,8 @@ class VllmEngine:
             args += ["--quantization", spec.quantization]
         if spec.enable_prefix_caching:
             args += ["--enable-prefix-caching"]
+        if spec.model.trust_remote_code:
+            args += ["--trust-remote-code"]
         if spec.sampling:
             # Merged with the model's own generation_config.json (vLLM's --generation-config auto).
             override = {"temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p,
@@ -125,6 +128,9 @@ class SwiftEngine:
 
 
 ENGINES: dict[str, ServingEngine] = {Engine.VLLM.value: VllmEngine(), Engine.SWIFT.value: SwiftEngine()}
+
+
+ENGINE_HOME = "/home/modelforge"
 
 
 def engine_for(spec: ModelServeSpec) -> ServingEngine:
@@ -220,7 +226,11 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
     labels = serve_labels(owner)
     gpus = gpus_per_replica(spec)
     command, args = engine.container_command(spec, model, served_name)
-    env: list[dict[str, Any]] = [{"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
+    env: list[dict[str, Any]] = [
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+        # engine swift: a model's own code only with spec.model.trustRemoteCode (launcher/remote_code.py)
+        {"name": "MODELFORGE_TRUST_REMOTE_CODE", "value": "1" if spec.model.trust_remote_code else "0"},
+    ]
     key_env: list[dict[str, Any]] = []
     if spec.api_key_secret_ref:
         ref = {"secretKeyRef": {"name": spec.api_key_secret_ref.name, "key": spec.api_key_secret_ref.key}}
@@ -253,6 +263,12 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
         init_containers.append(chat_template_container(model, settings, claim_mounts))
         volumes.append({"name": "chat-template", "emptyDir": {"sizeLimit": "16Mi"}})
         mounts.append({"name": "chat-template", "mountPath": CHAT_TEMPLATE_MOUNT, "readOnly": True})
+    if engine.name == "vllm":
+        # vLLM's image is built for root; run as a non-root UID, its caches (~/.cache/vllm, triton) need a
+        # writable HOME.
+        volumes.append({"name": "home", "emptyDir": {"sizeLimit": "8Gi"}})
+        mounts.append({"name": "home", "mountPath": ENGINE_HOME})
+        env.append({"name": "HOME", "value": ENGINE_HOME})
     budget = startup_budget_seconds(model.params_b)
     probe = {"httpGet": {"path": "/health", "port": "http"}}
     container = {
@@ -284,6 +300,7 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
         "priorityClassName": spec.resources.priority_class_name,
     }
     pod_spec.update({key: value for key, value in placement.items() if value})
+    harden(pod_spec, spec.resources.security, settings, main="engine")
     template = {"metadata": {"labels": labels}, "spec": pod_spec}
     # The hash covers what a change must roll or rescale: the pod template and the replica count.
     hashed = {"template": template, "replicas": spec.replicas}

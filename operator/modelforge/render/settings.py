@@ -20,6 +20,8 @@ class RenderSettings:
     trainer_service_account: str | None = None
     image_pull_policy: str = "IfNotPresent"
     termination_grace_seconds: int = 120  # room for a checkpoint flush after SIGTERM
+    run_as_user: int = 10001  # the pods' UID unless spec.resources.security says (ModelForge's images' user)
+    allowed_images: tuple[str, ...] = ()  # spec.resources.image must match one (render/security.py); empty: any
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RenderSettings:
@@ -35,6 +37,8 @@ class RenderSettings:
             termination_grace_seconds=int(
                 env.get("MODELFORGE_TERMINATION_GRACE_SECONDS") or defaults.termination_grace_seconds
             ),
+            run_as_user=int(env.get("MODELFORGE_RUN_AS_USER") or defaults.run_as_user),
+            allowed_images=tuple(i.strip() for i in env.get("MODELFORGE_ALLOWED_IMAGES", "").split(",") if i.strip()),
         )
 
     @property

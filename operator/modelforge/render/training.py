@@ -14,6 +14,7 @@ from ..api.base import API_VERSION
 from ..api.finetunejob import FineTuneJobSpec, Hub, Runtime
 from ..paths import CACHE_ROOT, CONFIGMAP_ROOT, JOB_CONFIG, OUTPUT_ROOT, PVC_ROOT, split_uri
 from .names import attempt_name, label_value
+from .security import harden
 from .settings import RenderSettings
 
 MANAGED_BY = "modelforge-operator"
@@ -141,6 +142,8 @@ def _env(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: RenderSett
         {"name": "MODELFORGE_OUTPUT_ROOT", "value": OUTPUT_ROOT},
         {"name": "USE_HF", "value": "1" if spec.model.hub == Hub.HUGGINGFACE else "0"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        # ms-swift runs a model's own code only with spec.model.trustRemoteCode (launcher/remote_code.py)
+        {"name": "MODELFORGE_TRUST_REMOTE_CODE", "value": "1" if spec.model.trust_remote_code else "0"},
     ]
     if spec.cache is not None:
         env += [
@@ -242,6 +245,7 @@ def render_job(
         "volumes": volumes,
         **pod_placement(spec, settings),
     }
+    harden(pod_spec, spec.resources.security, settings, main="trainer")
     resources = spec.resources
 
     job_metadata = _meta(name, owner, dict(labels))
