@@ -85,6 +85,8 @@ def container_env(container: dict[str, Any]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
     env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
     env.update({e["name"]: API_KEY for e in container.get("env", []) if "valueFrom" in e})
+    if "HOME" in os.environ:  # the pod's HOME is an emptyDir mount there; here, this machine's (its vLLM caches)
+        env["HOME"] = os.environ["HOME"]
     return {**env, **OFFLINE}
 
 

@@ -41,6 +41,9 @@ def serve(**spec: Any) -> dict[str, Any]:
 
 HP = {"epochs": 1}
 # (message fragment, object the rule accepts, object it rejects, field path of the error)
+# Flags about the vocabulary's tokens: no credential in them.
+VOCABULARY_FLAGS = ["--stop_token_ids", "7", "--pad_token=<|endoftext|>", "--bos_token_id", "1", "--eos_token", "x"]
+
 CASES: list[tuple[str, dict, dict, str]] = [
     (
         "leaves nothing to train",
@@ -160,7 +163,7 @@ CASES: list[tuple[str, dict, dict, str]] = [
     # extraArgs: a flag carrying a credential is refused (argv is visible in the pod spec and the engine's logs)
     (
         "put the credential in a Secret referenced by spec.secrets.hubToken",
-        ftj(extraArgs=["--lora_target_modules", "all-linear", "--max_new_tokens", "64"]),
+        ftj(extraArgs=[*VOCABULARY_FLAGS, "--lora_target_modules", "all-linear", "--max_new_tokens", "64"]),
         ftj(extraArgs=["--lora_rank", "8", "--hub_token=hf_abc"]),
         "spec.extraArgs[2]",
     ),

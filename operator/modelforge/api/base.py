@@ -173,6 +173,12 @@ CREDENTIAL_FLAG_PATTERN = (
     r"([-_][a-z0-9]+)*(=.*)?$"
 )
 CREDENTIAL_FLAG_RE = re.compile(CREDENTIAL_FLAG_PATTERN)
+# ...except flags about the vocabulary's tokens, which carry none: --stop_token_ids, --pad_token,
+# --bos_token_id, --eos_token, --image_token (RE2 has no lookahead, so CEL checks this second pattern).
+NOT_CREDENTIAL_FLAG_PATTERN = (
+    r"(?i)^--?([a-z0-9]+[-_])*((pad|bos|eos|stop|unk|sep|cls|mask|special|added|image|video|audio|vision)[-_]tokens?"
+    r"|tokens?[-_]ids?)([-_][a-z0-9]+)*(=.*)?$"
+)
 
 
 def credential_flag_message(secret_field: str) -> str:
@@ -183,7 +189,10 @@ def credential_flag_message(secret_field: str) -> str:
 
 
 def _credential_rule(secret_field: str) -> dict[str, Any]:
-    rule = {"rule": f"!self.matches('{CREDENTIAL_FLAG_PATTERN}')", "message": credential_flag_message(secret_field)}
+    rule = {
+        "rule": f"!self.matches('{CREDENTIAL_FLAG_PATTERN}') || self.matches('{NOT_CREDENTIAL_FLAG_PATTERN}')",
+        "message": credential_flag_message(secret_field),
+    }
     return {"x-kubernetes-validations": [rule]}
 
 
