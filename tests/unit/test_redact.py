@@ -24,8 +24,21 @@ def test_tokens_headers_and_known_values_are_masked():
     assert redact("Authorization: Basic dXNlcjpwYXNz, then") == f"Authorization: {MASK}, then"
 
 
+def test_url_passwords_and_key_values_are_masked():
+    assert redact("clone https://bot:ghp9x8Secret@git.example/r.git failed") == (
+        f"clone https://bot:{MASK}@git.example/r.git failed"
+    )
+    assert (
+        redact('{"api_key": "k-12345678", "password": "hunter22"}') == f'{{"api_key": "{MASK}", "password": "{MASK}"}}'
+    )
+    assert redact("HF_TOKEN=abcdefgh1 api-key: zzzz9999 secret=s3cr3tval") == (
+        f"HF_TOKEN={MASK} api-key: {MASK} secret={MASK}"
+    )
+
+
 def test_ordinary_text_is_left_alone():
-    for text in ("--max_new_tokens 64", "Bearer of bad news", "token=5", "hf_hub_download failed", "CUDA OOM"):
+    ordinary = ["resized the token embeddings to 2048", "https://huggingface.co/Qwen/Qwen3-8B", "secret: no"]
+    for text in ("--max_new_tokens 64", "Bearer of bad news", "token=5", "hf_hub_download failed", *ordinary):
         assert redact(text, ["", "ab"]) == text
 
 

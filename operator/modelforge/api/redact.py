@@ -14,7 +14,14 @@ MASK = "[REDACTED]"
 
 PATTERNS = (
     re.compile(r"(?i)(authorization\s*[:=]\s*)[^\r\n,;\"']+"),  # the whole header value, whatever its scheme
-    re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    # A scheme and a value with a digit in it (a credential has some; "token embeddings" has none).
+    re.compile(r"(?i)\b(bearer|basic|token)(\s+)(?=[A-Za-z._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{8,}"),
+    # A URL's password (https://user:PASSWORD@host), a key's value (api_key=..., "password": "...").
+    re.compile(r"(://[^/\s:@]+:)[^@\s/]+(?=@)"),
+    re.compile(
+        r"(?i)\b((?:api|access|secret|private)[-_]?key|password|passwd|secret|(?:hub|hf|access|auth)[-_]?token)"
+        r"(\"?\s*[:=]\s*\"?)[^\s\"',;&]{4,}"
+    ),
     re.compile(r"\bhf_[A-Za-z0-9]{8,}"),  # Hugging Face tokens
     re.compile(r"\bms-[0-9a-fA-F]{8}-[0-9a-fA-F-]{8,}"),  # ModelScope SDK tokens (a UUID after ms-)
     re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),  # OpenAI-style API keys
@@ -27,6 +34,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
         text = text.replace(value, MASK)
     text = PATTERNS[0].sub(lambda m: m.group(1) + MASK, text)
     text = PATTERNS[1].sub(lambda m: m.group(1) + m.group(2) + MASK, text)
-    for pattern in PATTERNS[2:]:
+    text = PATTERNS[2].sub(lambda m: m.group(1) + MASK, text)
+    text = PATTERNS[3].sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+    for pattern in PATTERNS[4:]:
         text = pattern.sub(MASK, text)
     return text
