@@ -96,3 +96,14 @@ def test_media_root_video_and_audio_headers(tmp_path: Path) -> None:
     assert [line for line, _ in report.problems] == [2, 3]
     assert "not a known video container" in report.problems[0][1]
     assert "must be a path or URL string" in report.problems[1][1]
+
+
+def test_a_decompression_bomb_and_an_unreadable_name_are_rows_not_crashes(tmp_path: Path, monkeypatch) -> None:
+    bomb = _image(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16)  # 8x8 = 64 pixels: over twice the limit, Pillow refuses
+    long_name = "x" * 300 + ".png"  # longer than a file name may be (ENAMETOOLONG)
+    data = _write(tmp_path / "d.jsonl", [_row("<image>a", [bomb]), _row("<image>b", [long_name])])
+    report = check_file(data)
+    assert [line for line, _ in report.problems] == [1, 2]
+    assert "too many pixels to decode safely" in report.problems[0][1]
+    assert "cannot read it" in report.problems[1][1]

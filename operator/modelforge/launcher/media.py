@@ -129,6 +129,13 @@ def _items(value: Any) -> list[str] | str:
 
 
 def _decode(kind: str, path: Path) -> str | None:
+    try:
+        return _check(kind, path)
+    except OSError as exc:  # a name too long, no permission, an I/O error: said at the row, never a crash
+        return f"cannot read it ({exc.strerror or exc.__class__.__name__})"
+
+
+def _check(kind: str, path: Path) -> str | None:
     if not path.exists():
         return (
             "file not found; relative paths resolve against spec.multimodal.mediaRoot (--media-root), "
@@ -142,6 +149,8 @@ def _decode(kind: str, path: Path) -> str | None:
         try:
             with Image.open(path) as image:
                 image.load()
+        except Image.DecompressionBombError as exc:
+            return f"too many pixels to decode safely ({str(exc)[:120]}); resize it"
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             return f"not a decodable image ({exc.__class__.__name__}: {str(exc)[:120]})"
         return None
