@@ -16,8 +16,18 @@ VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|imag
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (230, 220, 40)}
 
 
-def build_tiny_vision_model(path: Path, *, hidden: int = 64, layers: int = 2, vocab_size: int = 2048) -> Path:
-    """Write a random Qwen2_5_VLForConditionalGeneration (~1 MB), its processor and tokenizer to `path`."""
+# Qwen's ids for its special tokens. ms-swift's Qwen2-VL templates hard-code 151655/151656 for the image
+# and video pads (Qwen2VLTemplate.image_token_id) to expand a prompt's <image> into one pad per vision
+# feature, so a tokenizer with other ids trains (ms-swift builds the embeddings itself) but cannot infer.
+QWEN_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
+            "<|vision_end|>": 151653, "<|vision_pad|>": 151654, "<|image_pad|>": 151655, "<|video_pad|>": 151656,
+            "<think>": 151667, "</think>": 151668}  # fmt: skip
+QWEN_VOCAB = 151936
+
+
+def build_tiny_vision_model(path: Path, *, hidden: int = 64, layers: int = 2, merges_vocab: int = 2048) -> Path:
+    """Write a random Qwen2_5_VLForConditionalGeneration (~40 MB: Qwen's 152k-row embedding, for its token
+    ids), its processor and tokenizer to `path`."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
@@ -32,23 +42,30 @@ def build_tiny_vision_model(path: Path, *, hidden: int = 64, layers: int = 2, vo
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     specials = [*SPECIAL_TOKENS, *VISION_TOKENS]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
+    trained = Tokenizer(models.BPE())
+    trained.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
+        vocab_size=merges_vocab,
+        special_tokens=[],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator([*_corpus(), *(f"The picture is {c}." for c in COLOURS)], trainer=trainer)
+    trained.train_from_iterator([*_corpus(), *(f"The picture is {c}." for c in COLOURS)], trainer=trainer)
+    bpe = json.loads(trained.to_str())["model"]
+    vocab = {**bpe["vocab"], **{token: QWEN_IDS[token] for token in specials}}
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(specials)  # already in the vocabulary: they keep Qwen's ids
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=specials[1:],
     )
-    ids = {token: specials.index(token) for token in specials}
+    ids = {token: QWEN_IDS[token] for token in specials}
+    vocab_size = QWEN_VOCAB
     # 28x28 pixels per vision token after the 2x2 merge; small images keep the CPU run short.
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2)
     video_processor = Qwen2VLVideoProcessor(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2)
