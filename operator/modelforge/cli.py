@@ -80,6 +80,10 @@ class _SpecReader:
             for message in nothing_ours:
                 print(message, file=sys.stderr)
             self.problems += len(nothing_ours)
+        else:  # an empty file beside ours (a truncated file, a wrong path) is said, not passed over
+            for message in nothing_ours:
+                if "no YAML documents" in message:
+                    print(f"note: {message}", file=sys.stderr)
         return documents
 
 
@@ -391,7 +395,7 @@ def _infer_endpoint(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int
 def _local_target(args: argparse.Namespace) -> LocalModel:
     if not args.model and not args.adapter:  # only reached without --endpoint
         raise SystemExit("give --model PATH (a model directory) and/or --adapter PATH (a LoRA checkpoint)")
-    return LocalModel(args.model, args.adapter, args.model_type, args.template)
+    return LocalModel(args.model, args.adapter, args.model_type, args.template, args.trust_remote_code)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -473,6 +477,11 @@ def _add_local_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", help="ms-swift template for a local model (e.g. qwen3)")
     p.add_argument("--system", help="system prompt added to every question")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer, in tokens")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model's own Python code (config.json auto_map), as spec.model.trustRemoteCode does",
+    )
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):

@@ -167,6 +167,18 @@ CASES: list[tuple[str, dict, dict, str]] = [
         ftj(extraArgs=["--lora_rank", "8", "--hub_token=hf_abc"]),
         "spec.extraArgs[2]",
     ),
+    (  # the vocabulary's flags exempt exactly those, not a credential word around them
+        "put the credential in a Secret referenced by spec.secrets.hubToken",
+        ftj(extraArgs=["--stop_token_ids", "7"]),
+        ftj(extraArgs=["--hub_token_id=hf_abc"]),
+        "spec.extraArgs[0]",
+    ),
+    (
+        "put the credential in a Secret referenced by spec.secrets.hubToken",
+        ftj(extraArgs=["--pad_token", "x"]),
+        ftj(extraArgs=["--eos_token_password=hunter22"]),
+        "spec.extraArgs[0]",
+    ),
     (
         "put the credential in a Secret referenced by spec.apiKeySecretRef",
         serve(extraArgs=["--max-num-batched-tokens", "4096", "--ssl-keyfile", "/tls/key.pem"]),

@@ -80,6 +80,7 @@ def pod_specs(children: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]
             cluster = child["spec"]["rayClusterSpec"]
             pods.append((f"{name} head", cluster["headGroupSpec"]["template"]["spec"]))
             pods += [(f"{name} {g['groupName']}", g["template"]["spec"]) for g in cluster["workerGroupSpecs"]]
+            pods.append((f"{name} submitter", child["spec"]["submitterPodTemplate"]["spec"]))  # KubeRay's Job
     return pods
 
 
@@ -111,7 +112,8 @@ PODS = rendered_pods(RenderSettings())
 
 def test_the_corpus_covers_every_kind_of_pod():
     containers = {c["name"] for _, pod in PODS for c in [*pod["containers"], *pod.get("initContainers", [])]}
-    assert {"trainer", "ray-head", "ray-worker", "engine", "agent", "chat-template"} <= containers, containers
+    expected = {"trainer", "ray-head", "ray-worker", "ray-job-submitter", "engine", "agent", "chat-template"}
+    assert expected <= containers, containers
     assert len(PODS) >= 10
 
 
@@ -135,8 +137,10 @@ def _job(**security: Any) -> dict[str, Any]:
 def test_a_site_adds_a_uid_and_capabilities_to_the_main_container_only():
     ipc = pod_specs(render_resource(_job(runAsUser=2000, fsGroup=3000, addCapabilities=["IPC_LOCK"]), RenderSettings()))
     (_, pod), = ipc  # fmt: skip
-    assert pod["securityContext"] | {} == {"runAsNonRoot": True, "runAsUser": 2000, "runAsGroup": 2000,
-                                           "fsGroup": 3000, "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 2000, "runAsGroup": 2000, "fsGroup": 3000,
+        "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"},
+    }  # fmt: skip
     assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
     # The cost the field's description names: IPC_LOCK takes the pod out of `restricted`.
     assert restricted_violations(pod) == ["trainer: adds ['IPC_LOCK']"]
@@ -216,3 +220,20 @@ def test_a_models_own_code_is_off_unless_the_spec_trusts_it():
         engine = pod["containers"][0]
         assert ("--trust-remote-code" in engine["args"]) is trust
         assert _env(engine)["MODELFORGE_TRUST_REMOTE_CODE"] == ("1" if trust else "0")
+
+
+def test_the_serve_a_job_creates_is_judged_before_training_and_inherits_its_trust():
+    settings = RenderSettings.from_env({"MODELFORGE_ALLOWED_IMAGES": "ghcr.io/acme/"})
+    job = _job()
+    job["spec"]["serve"] = {"spec": {"resources": {"image": "quay.io/x/vllm:1"}}}
+    with pytest.raises(ValueError, match=r"spec\.serve\.spec\.resources\.image: quay\.io/x/vllm:1 is not allowed"):
+        render_resource(job, settings)
+    job["spec"]["serve"]["spec"]["resources"]["image"] = RenderSettings().vllm_image  # the chart's own: allowed
+    assert pod_specs(render_resource(job, settings))
+
+    from modelforge.render.desired import modelserve_from_job
+
+    assert modelserve_from_job("j", "ns", {}, trust_remote_code=True)["spec"]["model"] == {
+        "fromFineTuneJob": "j", "trustRemoteCode": True,
+    }  # fmt: skip
+    assert modelserve_from_job("j", "ns", {})["spec"]["model"] == {"fromFineTuneJob": "j"}

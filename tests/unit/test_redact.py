@@ -34,10 +34,25 @@ def test_url_passwords_and_key_values_are_masked():
     assert redact("HF_TOKEN=abcdefgh1 api-key: zzzz9999 secret=s3cr3tval") == (
         f"HF_TOKEN={MASK} api-key: {MASK} secret={MASK}"
     )
+    assert redact("{'api_key': 'abc12345', 'password': 'hunter22'}") == f"{{'api_key': '{MASK}', 'password': '{MASK}'}}"
+    assert (
+        redact("VLLM_API_KEY=k9k9k9k9 MODELSCOPE_API_TOKEN=t0t0t0t0")
+        == f"VLLM_API_KEY={MASK} MODELSCOPE_API_TOKEN={MASK}"
+    )
+    assert (
+        redact("redis://:p4ssw0rd@cache:6379 --hub_token abc12345") == f"redis://:{MASK}@cache:6379 --hub_token {MASK}"
+    )
+    # ms-swift's argument dump of unset credentials stays readable
+    assert redact("hub_token=None, api_key=None)") == "hub_token=None, api_key=None)"
 
 
 def test_ordinary_text_is_left_alone():
-    ordinary = ["resized the token embeddings to 2048", "https://huggingface.co/Qwen/Qwen3-8B", "secret: no"]
+    ordinary = [
+        "resized the token embeddings to 2048",
+        "https://huggingface.co/Qwen/Qwen3-8B",
+        "secret: no",
+        "basic 2048-dim features",
+    ]
     for text in ("--max_new_tokens 64", "Bearer of bad news", "token=5", "hf_hub_download failed", *ordinary):
         assert redact(text, ["", "ab"]) == text
 

@@ -176,8 +176,8 @@ CREDENTIAL_FLAG_RE = re.compile(CREDENTIAL_FLAG_PATTERN)
 # ...except flags about the vocabulary's tokens, which carry none: --stop_token_ids, --pad_token,
 # --bos_token_id, --eos_token, --image_token (RE2 has no lookahead, so CEL checks this second pattern).
 NOT_CREDENTIAL_FLAG_PATTERN = (
-    r"(?i)^--?([a-z0-9]+[-_])*((pad|bos|eos|stop|unk|sep|cls|mask|special|added|image|video|audio|vision)[-_]tokens?"
-    r"|tokens?[-_]ids?)([-_][a-z0-9]+)*(=.*)?$"
+    r"(?i)^--?((pad|bos|eos|stop|unk|sep|cls|mask|special|added|image|video|audio|vision)[-_]tokens?([-_]ids?)?"
+    r"|tokens?[-_]ids?)(=.*)?$"
 )
 
 

@@ -14,13 +14,25 @@ MASK = "[REDACTED]"
 
 PATTERNS = (
     re.compile(r"(?i)(authorization\s*[:=]\s*)[^\r\n,;\"']+"),  # the whole header value, whatever its scheme
-    # A scheme and a value with a digit in it (a credential has some; "token embeddings" has none).
-    re.compile(r"(?i)\b(bearer|basic|token)(\s+)(?=[A-Za-z._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{8,}"),
-    # A URL's password (https://user:PASSWORD@host), a key's value (api_key=..., "password": "...").
-    re.compile(r"(://[^/\s:@]+:)[^@\s/]+(?=@)"),
+    # A scheme and a value with a digit and a letter in it: a credential has both; "token embeddings" and
+    # "basic 2048-dim features" do not look like one.
     re.compile(
-        r"(?i)\b((?:api|access|secret|private)[-_]?key|password|passwd|secret|(?:hub|hf|access|auth)[-_]?token)"
-        r"(\"?\s*[:=]\s*\"?)[^\s\"',;&]{4,}"
+        r"(?i)\b(bearer|basic|token)(\s+)(?=[A-Za-z._~+/=-]*[0-9])(?=[0-9._~+/=-]*[A-Za-z])(?![0-9]+-)"
+        r"[A-Za-z0-9._~+/=-]{8,}"
+    ),
+    # A URL's password (https://user:PASSWORD@host, redis://:PASSWORD@host).
+    re.compile(r"(://[^/\s:@]*:)[^@\s/]+(?=@)"),
+    # A key's value: api_key=..., "password": "...", {'api_key': '...'}, VLLM_API_KEY=..., --hub_token VALUE;
+    # not None/null/true/false (ms-swift prints its unset arguments).
+    re.compile(
+        r"(?i)(?<![A-Za-z0-9])((?:api|access|secret|private)[-_]?key|password|passwd|secret"
+        r"|(?:hub|hf|access|auth|api)[-_]?token)([\"']?\s*[:=]\s*[\"']?)"
+        r"(?!(?:none|null|true|false)\b)[^\s\"',;&)}]{4,}"
+    ),
+    # A credential flag and its value in a command line: --hub_token VALUE, --api-key VALUE.
+    re.compile(
+        r"(?i)(--?(?:[a-z0-9]+[-_])*(?:(?:hub|hf|access|auth|api)[-_]?token|(?:api|access|secret|private)[-_]?key"
+        r"|password|secret))(\s+)(?!-)(?!(?:none|null)\b)[^\s\"',;&)}]{4,}"
     ),
     re.compile(r"\bhf_[A-Za-z0-9]{8,}"),  # Hugging Face tokens
     re.compile(r"\bms-[0-9a-fA-F]{8}-[0-9a-fA-F-]{8,}"),  # ModelScope SDK tokens (a UUID after ms-)
@@ -35,7 +47,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = PATTERNS[0].sub(lambda m: m.group(1) + MASK, text)
     text = PATTERNS[1].sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     text = PATTERNS[2].sub(lambda m: m.group(1) + MASK, text)
-    text = PATTERNS[3].sub(lambda m: m.group(1) + m.group(2) + MASK, text)
-    for pattern in PATTERNS[4:]:
+    for pattern in PATTERNS[3:5]:
+        text = pattern.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+    for pattern in PATTERNS[5:]:
         text = pattern.sub(MASK, text)
     return text

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .dataset import RowError, iter_rows
+from .remote_code import TRUST_ENV
 from .supervise import supervise
 
 
@@ -60,6 +61,7 @@ class LocalModel:
     adapter: str | None = None
     model_type: str | None = None
     template: str | None = None
+    trust_remote_code: bool = False  # the model's own code (launcher/remote_code.py); off unless asked
 
     def args(self) -> list[str]:
         args = []
@@ -86,7 +88,7 @@ def infer_local(
         argv = [sys.executable, "-m", "modelforge.launcher.remote_code", "infer", *target.args(),
                 "--infer_backend", "pt", "--val_dataset", str(questions), "--result_path", str(raw),
                 "--max_new_tokens", str(max_new_tokens), "--temperature", "0", "--stream", "false"]  # fmt: skip
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", TRUST_ENV: "1" if target.trust_remote_code else "0"}
         finished = supervise(argv, env=env, sink=None)
         if finished.returncode != 0 or not raw.exists():
             tail = "".join(finished.tail[-10:])

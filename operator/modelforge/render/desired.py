@@ -58,6 +58,8 @@ def desired_finetunejob(
     settings: RenderSettings,
 ) -> DesiredJob:
     problems = [*problems, *image_problems(spec.resources.image if spec else None, settings)]
+    if spec is not None and spec.serve is not None:  # said before training, not after its GPU hours
+        problems += image_problems(spec.serve.spec.resources.image, settings, "spec.serve.spec.resources.image")
     decision = decide(spec, problems, current, observed, now, generation, plan_settings)
     desired = DesiredJob(decision)
     if decision.create_attempt and spec is not None:
@@ -70,7 +72,7 @@ def desired_finetunejob(
         if outputs:
             decision.status = status = status.model_copy(update={"outputs": Outputs.model_validate(outputs)})
     if spec is not None and spec.serve is not None and status.phase == JobPhase.SUCCEEDED and not status.serve_name:
-        serve = modelserve_from_job(owner.name, owner.namespace, spec.serve.to_wire())
+        serve = modelserve_from_job(owner.name, owner.namespace, spec.serve.to_wire(), spec.model.trust_remote_code)
         desired.children.append(serve)
         decision.status = status.model_copy(update={"serve_name": serve["metadata"]["name"]})
         decision.events.append(("Normal", "ServeCreated", f"created ModelServe {serve['metadata']['name']}"))
@@ -90,10 +92,13 @@ def spec_outputs(owner: Owner, spec: FineTuneJobSpec) -> dict[str, str]:
     return outputs
 
 
-def modelserve_from_job(job_name: str, namespace: str, template: dict[str, Any]) -> dict[str, Any]:
-    """The ModelServe a FineTuneJob's spec.serve asks for. No owner reference: deleting the job keeps it."""
+def modelserve_from_job(
+    job_name: str, namespace: str, template: dict[str, Any], trust_remote_code: bool = False
+) -> dict[str, Any]:
+    """The ModelServe a FineTuneJob's spec.serve asks for. No owner reference: deleting the job keeps it.
+    It serves the job's output, trusting the model's code when the job did (unless spec.serve says)."""
     spec = dict(template.get("spec") or {})
-    spec.setdefault("model", {"fromFineTuneJob": job_name})
+    spec.setdefault("model", {"fromFineTuneJob": job_name, **({"trustRemoteCode": True} if trust_remote_code else {})})
     return {
         "apiVersion": "modelforge.io/v1alpha1",
         "kind": "ModelServe",

@@ -70,6 +70,21 @@ def _template(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: Rende
     return {"metadata": {"labels": labels}, "spec": pod_spec}
 
 
+def _submitter(spec: FineTuneJobSpec, settings: RenderSettings) -> dict[str, Any]:
+    """The pod KubeRay's K8sJobMode starts to run `ray job submit` (KubeRay fills in the command and the
+    dashboard address). Rendered here so that it is hardened like every other pod: KubeRay's own default
+    has no securityContext, and a namespace enforcing `restricted` would refuse it."""
+    container = {
+        "name": "ray-job-submitter",
+        "image": spec.resources.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "resources": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    }
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    harden(pod_spec, spec.resources.security, settings, main="")
+    return {"spec": pod_spec}
+
+
 def object_store_bytes(spec: FineTuneJobSpec) -> str:
     """Ray's object store lives in /dev/shm: sized to fit the pod's shared memory (Ray's own default, 30% of
     the pod's memory, can exceed it), with room for NCCL's buffers beside it. Training barely uses it."""
@@ -86,6 +101,7 @@ def render_rayjob(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: R
     job_spec: dict[str, Any] = {
         "entrypoint": "modelforge launch",
         "submissionMode": "K8sJobMode",
+        "submitterPodTemplate": _submitter(spec, settings),
         "shutdownAfterJobFinishes": True,
         "ttlSecondsAfterFinished": FINISHED_TTL_SECONDS,
         "backoffLimit": 0,

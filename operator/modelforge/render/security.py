@@ -27,6 +27,8 @@ def pod_security_context(security: PodSecurity | None, settings: RenderSettings)
         "runAsUser": user,
         "runAsGroup": group,
         "fsGroup": fs_group,
+        # Not a recursive chown of the whole output/cache claim at every pod start of every gang restart.
+        "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -59,11 +61,12 @@ def image_allowed(image: str, allowed: tuple[str, ...]) -> bool:
                for entry in allowed)  # fmt: skip
 
 
-def image_problems(image: str | None, settings: RenderSettings) -> list[str]:
-    """spec.resources.image refused by the operator's allow-list (chart workloads.allowedImages; empty: any
-    image). The operator's own default images are always allowed: the cluster admin chose them."""
-    if image is None or not settings.allowed_images or image_allowed(image, settings.allowed_images):
+def image_problems(image: str | None, settings: RenderSettings, field: str = "spec.resources.image") -> list[str]:
+    """`field` (an image) refused by the operator's allow-list (chart workloads.allowedImages; empty: any
+    image). The operator's own images are always allowed, named or by default: the cluster admin chose them."""
+    own = (settings.trainer_image, settings.vllm_image, settings.serve_swift_image, settings.agent_image)
+    if image is None or not settings.allowed_images or image_allowed(image, (*settings.allowed_images, *own)):
         return []
-    return [f"spec.resources.image: {image} is not allowed on this cluster (allowed: "
+    return [f"{field}: {image} is not allowed on this cluster (allowed: "
             f"{', '.join(settings.allowed_images)}); use one of those, or leave the field out for the "
             "operator's default image, or ask the cluster admin to add it to workloads.allowedImages"]  # fmt: skip

@@ -264,11 +264,13 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
         volumes.append({"name": "chat-template", "emptyDir": {"sizeLimit": "16Mi"}})
         mounts.append({"name": "chat-template", "mountPath": CHAT_TEMPLATE_MOUNT, "readOnly": True})
     if engine.name == "vllm":
-        # vLLM's image is built for root; run as a non-root UID, its caches (~/.cache/vllm, triton) need a
-        # writable HOME.
-        volumes.append({"name": "home", "emptyDir": {"sizeLimit": "8Gi"}})
+        # vLLM's image is built for root and has no user 10001: its caches (~/.cache/vllm, triton, a hub
+        # model's download into ~/.cache/huggingface: no size limit, a model is tens of GB) need a writable
+        # HOME, and getpass.getuser() (torch inductor, triton) needs USER where /etc/passwd has no entry.
+        volumes.append({"name": "home", "emptyDir": {}})
         mounts.append({"name": "home", "mountPath": ENGINE_HOME})
-        env.append({"name": "HOME", "value": ENGINE_HOME})
+        env += [{"name": "HOME", "value": ENGINE_HOME}, {"name": "USER", "value": "modelforge"},
+                {"name": "LOGNAME", "value": "modelforge"}]  # fmt: skip
     budget = startup_budget_seconds(model.params_b)
     probe = {"httpGet": {"path": "/health", "port": "http"}}
     container = {
