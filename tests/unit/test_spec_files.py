@@ -81,6 +81,10 @@ def test_a_file_of_other_objects_is_fine_beside_ours_and_a_problem_alone(tmp_pat
     assert main(["validate", str(pvc), str(job), str(secret)]) == 0
     err = capsys.readouterr().err
     assert f"note: {pvc}:1: skipped a PersistentVolumeClaim 'models' (v1)" in err and "problem" not in err, err
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    assert main(["validate", str(job), str(empty)]) == 0  # a truncated file or a wrong path is said, though
+    assert f"note: {empty}: no YAML documents in the file" in capsys.readouterr().err
     assert main(["validate", str(pvc), str(secret)]) == 1
     err = capsys.readouterr().err
     assert f"{pvc}: no FineTuneJob or ModelServe in the file" in err and "2 problem(s) found" in err, err
