@@ -64,9 +64,12 @@ def apply_policy(env: Mapping[str, str] = os.environ) -> bool:
                 importlib.import_module(f"transformers.models.auto.{name}")
             except ImportError:
                 continue
-        for module in list(sys.modules.values()):
-            if getattr(module, "resolve_trust_remote_code", None) is original:
-                setattr(module, "resolve_trust_remote_code", untrusted)  # noqa: B010
+        for name, module in list(sys.modules.items()):
+            # The module's own namespace, never getattr: transformers' lazy modules import on attribute
+            # access (an image processor needing torchvision, say, which this image may not have).
+            namespace = getattr(module, "__dict__", None) if name.startswith("transformers") else None
+            if namespace is not None and namespace.get("resolve_trust_remote_code") is original:
+                namespace["resolve_trust_remote_code"] = untrusted
     from swift.model.register import ModelLoader
 
     ModelLoader.default_trust_remote_code = False  # its loaders then say so in their warnings, too
