@@ -13,6 +13,9 @@ CACHE_ROOT = "/mnt/cache"
 PVC_ROOT = "/mnt/pvc"
 CONFIGMAP_ROOT = "/mnt/configmaps"
 RUN_DIR = "run"  # ms-swift's output_dir under the output root (fixed, so a restart finds its checkpoints)
+# "1" lets ms-swift run a model's own code (spec.model.trustRemoteCode); rendered into pods, read by
+# launcher/remote_code.py
+TRUST_REMOTE_CODE_ENV = "MODELFORGE_TRUST_REMOTE_CODE"
 
 
 def split_uri(source: str) -> tuple[str, str, str] | None:

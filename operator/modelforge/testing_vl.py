@@ -64,8 +64,6 @@ def build_tiny_vision_model(path: Path, *, hidden: int = 64, layers: int = 2, me
         pad_token="<|endoftext|>",
         additional_special_tokens=specials[1:],
     )
-    ids = {token: QWEN_IDS[token] for token in specials}
-    vocab_size = QWEN_VOCAB
     # 28x28 pixels per vision token after the 2x2 merge; small images keep the CPU run short.
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2)
     video_processor = Qwen2VLVideoProcessor(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2)
@@ -77,7 +75,7 @@ def build_tiny_vision_model(path: Path, *, hidden: int = 64, layers: int = 2, me
     fast.save_pretrained(path)
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": vocab_size,
+            "vocab_size": QWEN_VOCAB,
             "hidden_size": hidden,
             "intermediate_size": hidden * 2,
             "num_hidden_layers": layers,
@@ -88,8 +86,8 @@ def build_tiny_vision_model(path: Path, *, hidden: int = 64, layers: int = 2, me
             "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
             "tie_word_embeddings": True,
             "bos_token_id": None,
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
+            "eos_token_id": QWEN_IDS["<|im_end|>"],
+            "pad_token_id": QWEN_IDS["<|endoftext|>"],
         },
         vision_config={
             "depth": 2,
@@ -103,10 +101,10 @@ def build_tiny_vision_model(path: Path, *, hidden: int = 64, layers: int = 2, me
             "window_size": 56,
             "fullatt_block_indexes": [1],
         },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=QWEN_IDS["<|image_pad|>"],
+        video_token_id=QWEN_IDS["<|video_pad|>"],
+        vision_start_token_id=QWEN_IDS["<|vision_start|>"],
+        vision_end_token_id=QWEN_IDS["<|vision_end|>"],
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)

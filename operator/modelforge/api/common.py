@@ -65,10 +65,7 @@ class PodSecurity(ApiModel):
         description="Group that owns mounted volumes (output and cache claims), so a non-root UID can write "
         "them. Defaults to runAsGroup.",
     )
-    add_capabilities: (
-        Annotated[list[Annotated[str, Field(max_length=32, pattern=r"^[A-Z][A-Z_]{1,31}$")]], Field(max_length=16)]
-        | None
-    ) = Field(
+    add_capabilities: Annotated[list[Capability], Field(max_length=16)] | None = Field(
         default=None,
         description="Linux capabilities added to the trainer or engine container (all others are dropped), "
         "e.g. IPC_LOCK to pin memory for InfiniBand/RDMA. Cost: anything but NET_BIND_SERVICE takes the pods "

@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
-import runpy
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .remote_code import apply_policy
+from .remote_code import run_swift
 from .supervise import SUPERVISOR_PID_ENV, die_with_parent
 
 HEARTBEAT_ENV = "MODELFORGE_HEARTBEAT_DIR"
@@ -244,13 +242,10 @@ def run_rank(expect: int, collective_timeout: int, backend: str, sft_args: list[
             sft_args.insert(sft_args.index("--callbacks") + 1, CALLBACK)
         else:
             sft_args += ["--callbacks", CALLBACK]
-    spec = importlib.util.find_spec("swift.cli.sft")  # as ms-swift's CLI finds it (swift imports lazily)
-    if spec is None or spec.origin is None:
+    # ms-swift's `sft` in this process; a model's own code only with spec.model.trustRemoteCode
+    if not run_swift("sft", sft_args):
         print("modelforge: ms-swift is not installed in this image (no swift.cli.sft)", file=sys.stderr)
         return 1
-    apply_policy()  # a model's own code only with spec.model.trustRemoteCode (launcher/remote_code.py)
-    sys.argv = [spec.origin, *sft_args]
-    runpy.run_path(spec.origin, run_name="__main__")  # what ms-swift's CLI runs, in this process
     return 0
 
 

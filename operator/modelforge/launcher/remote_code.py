@@ -24,16 +24,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-TRUST_ENV = "MODELFORGE_TRUST_REMOTE_CODE"
+from ..paths import TRUST_REMOTE_CODE_ENV as TRUST_ENV
 
 
 def trusted(env: Mapping[str, str] = os.environ) -> bool:
     return env.get(TRUST_ENV) == "1"
-
-
-# Where transformers decides whether to import a model's code; each binds the function at import.
-_DECIDERS = ("configuration_auto", "tokenization_auto", "auto_factory", "processing_auto", "image_processing_auto",
-             "feature_extraction_auto", "video_processing_auto")  # fmt: skip
 
 
 def apply_policy(env: Mapping[str, str] = os.environ) -> bool:
@@ -47,8 +42,6 @@ def apply_policy(env: Mapping[str, str] = os.environ) -> bool:
     trust = trusted(env)
     if trust:
         return True
-    import importlib
-
     import transformers.dynamic_module_utils as dynamic
 
     original = dynamic.resolve_trust_remote_code
@@ -58,13 +51,8 @@ def apply_policy(env: Mapping[str, str] = os.environ) -> bool:
             return bool(original(False, *args, **kwargs))
 
         untrusted.modelforge_untrusted = True  # type: ignore[attr-defined]
-        dynamic.resolve_trust_remote_code = untrusted
-        for name in _DECIDERS:
-            try:
-                importlib.import_module(f"transformers.models.auto.{name}")
-            except ImportError:
-                continue
-        for name, module in list(sys.modules.items()):
+        dynamic.resolve_trust_remote_code = untrusted  # what a module imported from now on binds
+        for name, module in list(sys.modules.items()):  # ...and the ones that bound it already
             # The module's own namespace, never getattr: transformers' lazy modules import on attribute
             # access (an image processor needing torchvision, say, which this image may not have).
             namespace = getattr(module, "__dict__", None) if name.startswith("transformers") else None
@@ -95,16 +83,24 @@ def remote_code_problem(model_dir: Path, trust: bool) -> str | None:
             "trust where the model comes from")  # fmt: skip
 
 
+def run_swift(command: str, args: Sequence[str]) -> bool:
+    """ms-swift's `swift COMMAND ARGS`, in this process, under the policy (what ms-swift's CLI runs in a
+    subprocess); False when this ms-swift has no such command."""
+    spec = importlib.util.find_spec(f"swift.cli.{command}")  # as ms-swift's CLI finds it (swift imports lazily)
+    if spec is None or spec.origin is None:
+        return False
+    apply_policy()
+    sys.argv = [spec.origin, *args]
+    runpy.run_path(spec.origin, run_name="__main__")
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         raise SystemExit("usage: python -m modelforge.launcher.remote_code COMMAND [ARGS] (a `swift` command)")
-    spec = importlib.util.find_spec(f"swift.cli.{args[0]}")
-    if spec is None or spec.origin is None:
+    if not run_swift(args[0], args[1:]):
         raise SystemExit(f"ms-swift has no command {args[0]!r} here (no swift.cli.{args[0]})")
-    apply_policy()
-    sys.argv = [spec.origin, *args[1:]]
-    runpy.run_path(spec.origin, run_name="__main__")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..api.common import Hub
 from ..api.modelserve import Engine, ModelServeSpec
-from ..paths import PVC_ROOT, pod_path
+from ..paths import PVC_ROOT, TRUST_REMOTE_CODE_ENV, pod_path
 from ..plan.serving import (
     SYSTEM_VARIABLE,
     ResolvedModel,
@@ -229,7 +229,7 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
     env: list[dict[str, Any]] = [
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
         # engine swift: a model's own code only with spec.model.trustRemoteCode (launcher/remote_code.py)
-        {"name": "MODELFORGE_TRUST_REMOTE_CODE", "value": "1" if spec.model.trust_remote_code else "0"},
+        {"name": TRUST_REMOTE_CODE_ENV, "value": "1" if spec.model.trust_remote_code else "0"},
     ]
     key_env: list[dict[str, Any]] = []
     if spec.api_key_secret_ref:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..api.base import API_VERSION
 from ..api.finetunejob import FineTuneJobSpec, Hub, Runtime
-from ..paths import CACHE_ROOT, CONFIGMAP_ROOT, JOB_CONFIG, OUTPUT_ROOT, PVC_ROOT, split_uri
+from ..paths import CACHE_ROOT, CONFIGMAP_ROOT, JOB_CONFIG, OUTPUT_ROOT, PVC_ROOT, TRUST_REMOTE_CODE_ENV, split_uri
 from .names import attempt_name, label_value
 from .security import harden
 from .settings import RenderSettings
@@ -143,7 +143,7 @@ def _env(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: RenderSett
         {"name": "USE_HF", "value": "1" if spec.model.hub == Hub.HUGGINGFACE else "0"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         # ms-swift runs a model's own code only with spec.model.trustRemoteCode (launcher/remote_code.py)
-        {"name": "MODELFORGE_TRUST_REMOTE_CODE", "value": "1" if spec.model.trust_remote_code else "0"},
+        {"name": TRUST_REMOTE_CODE_ENV, "value": "1" if spec.model.trust_remote_code else "0"},
     ]
     if spec.cache is not None:
         env += [
