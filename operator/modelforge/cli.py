@@ -73,17 +73,16 @@ class _SpecReader:
                 print(problem, file=sys.stderr)
             self.problems += len(selection.problems)
             documents += selection.ours
-            nothing_ours += [selection.nothing_ours] if selection.nothing_ours else []
+            nothing_ours += [selection] if selection.nothing_ours else []
         # Like `kubectl apply -f job.yaml pvc.yaml`: a file of other objects beside ours is fine (its objects
         # are noted as skipped above); an invocation with nothing of ours in any file has done nothing.
+        for other in nothing_ours:
+            if not documents:
+                print(other.nothing_ours, file=sys.stderr)
+            elif not other.skipped:  # an empty file beside ours (truncated, a wrong path): said, not passed over
+                print(f"note: {other.nothing_ours}", file=sys.stderr)
         if not documents:
-            for message in nothing_ours:
-                print(message, file=sys.stderr)
             self.problems += len(nothing_ours)
-        else:  # an empty file beside ours (a truncated file, a wrong path) is said, not passed over
-            for message in nothing_ours:
-                if "no YAML documents" in message:
-                    print(f"note: {message}", file=sys.stderr)
         return documents
 
 
