@@ -283,11 +283,16 @@ def _fetch(args: argparse.Namespace, api: Any) -> dict[str, Any] | None:
     raise SystemExit(f"no FineTuneJob or ModelServe {args.name} in namespace {args.namespace}")
 
 
+def _ascii_only() -> bool:
+    """The sparkline's block characters only where the terminal's encoding has them."""
+    return not (sys.stdout.encoding or "").lower().replace("-", "").startswith("utf")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .status_view import describe
 
     obj = _fetch(args, _custom_api())
-    print("\n".join(describe(obj or {})))
+    print("\n".join(describe(obj or {}, ascii_only=_ascii_only())))
     return 0
 
 
@@ -301,7 +306,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout if args.timeout else None
     while True:
         obj = _fetch(args, api) or {}
-        lines = describe(obj)
+        lines = describe(obj, ascii_only=_ascii_only())
         if lines != last:
             if sys.stdout.isatty():
                 sys.stdout.write("\x1b[H\x1b[2J")  # redraw in place on a terminal; plain lines otherwise
@@ -314,6 +319,85 @@ def cmd_watch(args: argparse.Namespace) -> int:
             print(f"still {phase or 'Pending'} after {args.timeout:.0f} s", file=sys.stderr)
             return 2
         time.sleep(args.interval)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print (and with -f, follow) the log of a FineTuneJob's training pod or a ModelServe's engine."""
+    import threading
+
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    from .controller.kube import make_api_client
+    from .render.logs import NoLogs, log_selector, log_target
+
+    client = make_api_client(None)
+    obj = _fetch(args, _custom_api()) or {}
+    core = CoreV1Api(client)
+    selector = log_selector(obj)
+    pods: list[dict[str, Any]] = []
+    if selector:
+        listed = core.list_namespaced_pod(args.namespace, label_selector=",".join(f"{k}={v}" for k, v in
+                                                                                 selector.items()))  # fmt: skip
+        pods = [cast(dict[str, Any], client.sanitize_for_serialization(p)) for p in listed.items]
+    try:
+        target = log_target(obj, pods, args.rank)
+    except NoLogs as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"==> pod {target.pod}, container {target.container} ({target.phase})", file=sys.stderr, flush=True)
+    try:
+        response: Any = core.read_namespaced_pod_log(
+            target.pod, args.namespace, container=target.container, follow=args.follow,
+            tail_lines=args.tail if args.tail >= 0 else None, _preload_content=False,
+        )  # fmt: skip
+    except ApiException as exc:
+        detail = _api_message(exc)
+        print(f"cannot read the log of pod {target.pod}: {detail}", file=sys.stderr)
+        return 1
+    ended = threading.Event()
+    if args.follow and target.running:
+        # A kubelet ends the stream when the container exits; this also ends it when the pod is done or gone
+        # (a lost node's kubelet never does), a couple of seconds later so that its last lines arrive first.
+        def watch_pod() -> None:
+            import time
+
+            while not ended.wait(2.0):
+                try:
+                    pod: Any = core.read_namespaced_pod(target.pod, args.namespace)
+                    phase = pod.status.phase if pod.status else None
+                except ApiException as exc:
+                    phase = "gone" if exc.status == 404 else None
+                if phase in ("Succeeded", "Failed", "gone"):
+                    time.sleep(2.0)
+                    ended.set()
+                    response.shutdown()
+                    return
+
+        threading.Thread(target=watch_pod, daemon=True).start()
+    out = sys.stdout.buffer
+    try:
+        for chunk in response.stream(4096, decode_content=True):
+            out.write(chunk)
+            out.flush()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the stream cut by shutdown() above, or by the connection
+        if not ended.is_set():
+            print(f"the log stream of pod {target.pod} ended: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        ended.set()
+        response.release_conn()
+    return 0
+
+
+def _api_message(exc: Any) -> str:
+    """The API server's own words from an ApiException (its Status message), else the HTTP reason."""
+    try:
+        return str(json.loads(exc.body).get("message")) or exc.reason
+    except (TypeError, ValueError, AttributeError):
+        return f"{exc.reason} ({exc.status})"
 
 
 def cmd_serve_agent(args: argparse.Namespace) -> int:
@@ -580,6 +664,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--interval", type=float, default=2.0, help="seconds between looks")
             p.add_argument("--timeout", type=float, default=0, help="give up after this many seconds (0: never)")
         p.set_defaults(handler=handler)
+
+    text = "print the log of a FineTuneJob's training pod (rank 0 by default) or of a ModelServe's engine"
+    p = _command(sub, "logs", help=text, description=text[0].upper() + text[1:] + " (the cluster of the current "
+                 "kubeconfig). A FineTuneJob's log is its current attempt's; a `distributed.runtime: ray` job's is "
+                 "the Ray driver's, where every worker prints.")  # fmt: skip
+    p.add_argument("name", help="the FineTuneJob's or ModelServe's name")
+    p.add_argument("-n", "--namespace", default="default", help="namespace")
+    p.add_argument("--kind", choices=sorted(KINDS), help="ftj or mserve when both kinds have this name")
+    p.add_argument("--rank", type=int, default=0, metavar="N",
+                   help="a FineTuneJob's node rank (the pod of that index; its processes share its log), or a "
+                        "ModelServe's replica (oldest first)")  # fmt: skip
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the pod ends")
+    p.add_argument("--tail", type=int, default=-1, metavar="LINES", help="only the last LINES lines (-1: all)")
+    p.set_defaults(handler=cmd_logs)
 
     p = _command(sub, "serve-agent", help="a serving pod's sidecar: keeps live LoRA adapters loaded, reports models")
     p.add_argument("--engine", default="http://127.0.0.1:8000", help="the engine in the same pod")

@@ -6,10 +6,13 @@ the output is not a terminal, and none are needed to read it).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 FINISHED = {"Succeeded": 0, "Failed": 1}  # phase -> the exit code of `watch`
 BAR = 30
+SPARK = "▁▂▃▄▅▆▇█"  # eight levels, lowest first
+SPARK_ASCII = "_.-:=+*#"  # the same eight levels where the terminal cannot print the blocks
 
 
 def bar(step: int | None, total: int | None) -> str:
@@ -19,7 +22,32 @@ def bar(step: int | None, total: int | None) -> str:
     return "[" + "#" * filled + "-" * (BAR - filled) + f"] {step}/{total} ({100 * step / total:.0f}%)"
 
 
-def describe(obj: dict[str, Any]) -> list[str]:
+def sparkline(values: list[float], levels: str = SPARK) -> str:
+    """One character per value, scaled between the values' min (the first level) and max (the last);
+    a flat curve draws the first level throughout."""
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    top = len(levels) - 1
+    if high == low:
+        return levels[0] * len(values)
+    return "".join(levels[int(top * (v - low) / (high - low) + 0.5)] for v in values)
+
+
+def loss_line(history: Any, ascii_only: bool = False) -> str:
+    """`loss        █▇▅▃▂▂▁▁  7.61 -> 2.03` from status.progress.lossHistory; empty under two points."""
+    if not isinstance(history, list):
+        return ""
+    values = [float(v) for v in history if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+    if len(values) < 2:
+        return ""
+    spark = sparkline(values, SPARK_ASCII if ascii_only else SPARK)
+    return f"  loss        {spark}  {values[0]:.4g} -> {values[-1]:.4g}"
+
+
+def describe(obj: dict[str, Any], ascii_only: bool = False) -> list[str]:
+    """The lines to print; `ascii_only` draws the loss sparkline in ASCII (for an output that cannot
+    encode the block characters)."""
     kind, meta = obj.get("kind", "?"), obj.get("metadata", {})
     status = obj.get("status") or {}
     lines = [f"{kind} {meta.get('namespace', '')}/{meta.get('name', '?')}: {status.get('phase') or 'Pending'}"]
@@ -31,6 +59,8 @@ def describe(obj: dict[str, Any]) -> list[str]:
                  f"eta {progress['eta']}" if progress.get("eta") else ""]  # fmt: skip
         if line or any(extra):
             lines.append("  progress    " + "  ".join(p for p in (line, *extra) if p))
+        if loss := loss_line(progress.get("lossHistory"), ascii_only):
+            lines.append(loss)
         if status.get("attempt"):
             lines.append(f"  attempt     {status['attempt']} (restarts {status.get('restarts') or 0})")
         if status.get("latestCheckpoint"):

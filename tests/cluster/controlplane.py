@@ -151,7 +151,15 @@ def _build_kwok(dest: Path, work: Path, env: dict[str, str]) -> None:
     _log(f"built kwok in {time.monotonic() - t0:.0f} s")
 
 
-ALL_BINARIES = ("etcd", *KUBE_COMMANDS, "kwok")
+def _copy_kwok_crds(dest: Path, env: dict[str, str]) -> None:
+    """kwok's own CRDs for the kinds enabled with --enable-crds (the module's source, from the Go module cache)."""
+    found = json.loads(_run(["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{KWOK_VERSION}"], env=env))
+    for kind in KWOK_CRDS:
+        shutil.copy(Path(found["Dir"]) / "kustomize" / "crd" / "bases" / f"kwok.x-k8s.io_{kind}.yaml", dest / kind)
+
+
+KWOK_CRDS = ("logs",)  # `Logs`: which file is a pod's container log (kwok serves it as the kubelet would)
+ALL_BINARIES = ("etcd", *KUBE_COMMANDS, "kwok", *(f"kwok-crds/{kind}" for kind in KWOK_CRDS))
 
 
 def build() -> Path:
@@ -175,6 +183,10 @@ def build() -> Path:
             _build_etcd(stage, work, env)
         if "kwok" in missing:
             _build_kwok(stage, work, env)
+        if any(b.startswith("kwok-crds/") for b in missing):
+            (stage / "kwok-crds").mkdir()
+            (dest / "kwok-crds").mkdir(exist_ok=True)
+            _copy_kwok_crds(stage / "kwok-crds", env)
         if any(c in missing for c in KUBE_COMMANDS):
             _build_kubernetes(stage, work, env)
         for b in missing:
@@ -189,10 +201,14 @@ def build() -> Path:
 APISERVER_PORT = int(os.environ.get("MODELFORGE_CLUSTER_PORT", "16443"))
 ETCD_CLIENT_PORT = APISERVER_PORT - 4064  # 12379 by default
 ETCD_PEER_PORT = ETCD_CLIENT_PORT + 1
-# Addresses: everything in 127.0.0.0/8. Nodes get 127.0.10.<n>; each node's pods come from its own
-# spec.podCIDR 127.<20+n>.0.0/24 (kwok's PodIPWith takes the node's podCIDR); kwok's fallback CIDR is
-# 127.19.0.0/24. Services get cluster IPs from 127.96.0.0/16; no test dials them.
+# Addresses: everything in 127.0.0.0/8. Every node's InternalIP is kwok's 127.0.10.250: one kwok process
+# is the kubelet of all of them, and its server (pods/log, proxied by the API server) listens there on
+# KUBELET_PORT. Each node's pods come from its own spec.podCIDR 127.<20+n>.0.0/24 (kwok's PodIPWith takes
+# the node's podCIDR); kwok's fallback CIDR is 127.19.0.0/24. Services get cluster IPs from
+# 127.96.0.0/16; no test dials them.
 LOOPBACK = "127.0.0.0/8"
+KUBELET_IP = "127.0.10.250"
+KUBELET_PORT = APISERVER_PORT - 6193  # 10250 by default, a kubelet's port
 SERVICE_CIDR = "127.96.0.0/16"
 KWOK_FALLBACK_CIDR = "127.19.0.0/24"
 
@@ -226,7 +242,8 @@ apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokConfiguration
 options:
   cidr: "%(cidr)s"
-  nodeIP: "127.0.10.250"
+  nodeIP: "%(kubelet_ip)s"
+  nodePort: %(kubelet_port)d
   manageNodesWithAnnotationSelector: "kwok.x-k8s.io/node=fake"
   nodeLeaseDurationSeconds: 40
   # A config file skips kwok's defaulting of these: without them it refuses to start.
@@ -234,6 +251,10 @@ options:
   podPlayStageParallelism: 4
   nodePlayStageParallelism: 4
   podsOnNodeSyncParallelism: 1
+  # The kubelet API's pods/log (served from `Logs` objects); no profiling endpoints.
+  enableDebuggingHandlers: true
+  enableProfilingHandler: false
+  enableContentionProfiling: false
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
@@ -266,6 +287,9 @@ spec:
       {{ YAML .status.allocatable 1 }}
       capacity:
       {{ YAML .status.capacity 1 }}
+      daemonEndpoints:
+        kubeletEndpoint:
+          Port: {{ NodePort }}
       nodeInfo:
         architecture: amd64
         operatingSystem: linux
@@ -399,40 +423,51 @@ def _ensure_pki(pki: Path) -> None:
         "apiserver-kubelet-client": ("/O=system:masters/CN=kube-apiserver-kubelet-client", None),
     }
     for name, (subject, ext) in certs.items():
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            subject,
-            "-keyout",
-            str(pki / f"{name}.key"),
-            "-out",
-            str(pki / f"{name}.csr"),
-        )
-        extra = ["-extfile", str(pki / "san.cnf")] if ext else []
-        if ext:
-            (pki / "san.cnf").write_text(ext + "\n")
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            str(pki / f"{name}.csr"),
-            "-CA",
-            str(pki / "ca.crt"),
-            "-CAkey",
-            str(pki / "ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "3650",
-            "-out",
-            str(pki / f"{name}.crt"),
-            *extra,
-        )
+        _sign(pki, name, subject, ext)
     _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
     _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
     (pki / "done").write_text("ok\n")
+
+
+def _ensure_kubelet_cert(pki: Path) -> None:
+    """kwok's serving certificate (the API server dials it for pods/log and verifies it with the CA); added
+    to a PKI made before kwok served anything."""
+    if not (pki / "kubelet-serving.crt").exists():
+        _sign(pki, "kubelet-serving", "/O=system:nodes/CN=system:node:kwok", f"subjectAltName=IP:{KUBELET_IP}")
+
+
+def _sign(pki: Path, name: str, subject: str, ext: str | None) -> None:
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        subject,
+        "-keyout",
+        str(pki / f"{name}.key"),
+        "-out",
+        str(pki / f"{name}.csr"),
+    )
+    extra = ["-extfile", str(pki / "san.cnf")] if ext else []
+    if ext:
+        (pki / "san.cnf").write_text(ext + "\n")
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(pki / f"{name}.csr"),
+        "-CA",
+        str(pki / "ca.crt"),
+        "-CAkey",
+        str(pki / "ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-out",
+        str(pki / f"{name}.crt"),
+        *extra,
+    )
 
 
 def _kubeconfig(pki: Path, user: str) -> str:
@@ -563,8 +598,9 @@ def node_manifest(node: dict[str, object], index: int) -> dict[str, object]:
         "status": {
             "capacity": resources,
             "allocatable": resources,
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
             "addresses": [
-                {"type": "InternalIP", "address": f"127.0.10.{index + 1}"},
+                {"type": "InternalIP", "address": KUBELET_IP},
                 {"type": "Hostname", "address": name},
             ],
         },
@@ -590,6 +626,7 @@ def up() -> None:
         state = {}
     t0 = time.monotonic()
     _ensure_pki(pki)
+    _ensure_kubelet_cert(pki)
     for user in ("admin", "controller-manager", "scheduler", "kwok"):
         (run_dir() / f"{user}.kubeconfig").write_text(_kubeconfig(pki, user))
     kubeconfig_path().write_text(_kubeconfig(pki, "admin"))
@@ -638,6 +675,8 @@ def up() -> None:
             f"--client-ca-file={pki / 'ca.crt'}",
             f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",  # added to the default set (PodSecurity, ResourceQuota, ...)
             f"--service-account-key-file={pki / 'sa.pub'}",
@@ -696,14 +735,22 @@ def up() -> None:
         state,
     )
     kwok_config = run_dir() / "kwok.yaml"
-    kwok_config.write_text(KWOK_CONFIG % {"cidr": KWOK_FALLBACK_CIDR})
+    kwok_config.write_text(
+        KWOK_CONFIG % {"cidr": KWOK_FALLBACK_CIDR, "kubelet_ip": KUBELET_IP, "kubelet_port": KUBELET_PORT}
+    )
+    for kind in KWOK_CRDS:  # kwok watches its Logs objects: the kind must exist before it starts
+        _kubectl("apply", "--server-side", "--field-manager=modelforge-cluster", "-f", str(bins / "kwok-crds" / kind))
     _start(
         "kwok",
         [
             str(bins / "kwok"),
             f"--kubeconfig={run_dir() / 'kwok.kubeconfig'}",
             f"--config={kwok_config}",
-            "--server-address=",
+            # The kubelet API of every fake node (pods/log from `Logs` objects; see tests/cluster/kube.py)
+            f"--server-address={KUBELET_IP}:{KUBELET_PORT}",
+            f"--tls-cert-file={pki / 'kubelet-serving.crt'}",
+            f"--tls-private-key-file={pki / 'kubelet-serving.key'}",
+            "--enable-crds=Logs",
         ],
         state,
     )

@@ -45,6 +45,7 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "ReplicaSet": ("apps/v1", "replicasets", True),
     "RayJob": ("ray.io/v1", "rayjobs", True),  # KubeRay's CRD, installed by the session (conftest.py)
     "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
+    "Logs": ("kwok.x-k8s.io/v1alpha1", "logs", True),  # kwok's: which file is a pod's container log
 }
 
 
@@ -139,6 +140,26 @@ class Kube:
             "phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": statuses,
             "conditions": conditions}}, "status")  # fmt: skip
 
+    def serve_container_log(self, namespace: str, pod: str, log: Path) -> None:
+        """The container runtime's half of pods/log: tell kwok (a `Logs` object named after the pod) which file
+        holds the pod's container log, written in CRI's format (`run_logged`), and wait until it serves it."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.touch()
+        self.create({"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+                     "metadata": {"name": pod, "namespace": namespace},
+                     "spec": {"logs": [{"logsFile": str(log), "follow": True}]}})  # fmt: skip
+
+        def served() -> bool:
+            try:
+                self.request("GET", _path("Pod", namespace, pod, "log"), query={"tailLines": "1"})
+            except ApiException:
+                return False  # kwok has not seen the Logs object yet: "no logs found for container"
+            except ValueError:
+                return True  # lines already (not JSON): served
+            return True
+
+        self.wait_for(served, 30, f"kwok to serve the log of pod {namespace}/{pod}")
+
     def disrupt_pod(self, namespace: str, name: str, reason: str, message: str) -> None:
         """A DisruptionTarget condition and a failed phase, as preemption or a lost node leave a pod."""
         pod = self.get("Pod", namespace, name)
@@ -211,6 +232,63 @@ class Kube:
                 if ip and ipaddress.ip_address(ip) not in LOOPBACK:
                     bad.append(f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']}: {ip}")
         assert not bad, f"addresses outside 127.0.0.0/8 (no test may send traffic there): {bad}"
+
+
+def run_logged(argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
+    """Run a pod's program as a container runtime does: every line it prints on stdout and stderr goes to
+    `log` in CRI's log format (`<RFC 3339 time> <stream> F <line>`), the file a kubelet serves for pods/log.
+    Returns the exit code."""
+    import threading
+
+    lock = threading.Lock()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    with open(log, "ab") as out:
+
+        def pump(pipe: Any, stream: bytes) -> None:
+            for line in iter(pipe.readline, b""):
+                stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+                with lock:
+                    out.write(stamp + b" " + stream + b" F " + line.rstrip(b"\n") + b"\n")
+                    out.flush()
+
+        pumps = [threading.Thread(target=pump, args=(proc.stdout, b"stdout")),
+                 threading.Thread(target=pump, args=(proc.stderr, b"stderr"))]  # fmt: skip
+        for thread in pumps:
+            thread.start()
+        try:
+            code = proc.wait(timeout)
+        finally:
+            stop_process_group(proc)  # type: ignore[arg-type]
+            for thread in pumps:
+                thread.join(30)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+    return code
+
+
+def log_text(log: Path) -> str:
+    """What a CRI-format log file says, without its time and stream columns (what `kubectl logs` prints)."""
+    return "".join(line.split(" ", 3)[3] + "\n" for line in log.read_text(errors="replace").splitlines()
+                   if line.count(" ") >= 3)  # fmt: skip
+
+
+def container_env(pod: dict[str, Any]) -> dict[str, str]:
+    """The main container's environment as a kubelet resolves it: values, and the downward API's labels,
+    annotations and metadata fields (an Indexed Job's JOB_COMPLETION_INDEX)."""
+    env = {}
+    meta = pod["metadata"]
+    for entry in pod["spec"]["containers"][0].get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+            continue
+        field = ((entry.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath", "")
+        for where in ("labels", "annotations"):  # metadata.labels['batch.kubernetes.io/job-completion-index']
+            if field.startswith(f"metadata.{where}['") and field.endswith("']"):
+                env[entry["name"]] = (meta.get(where) or {}).get(field[len(f"metadata.{where}['") : -2], "")
+        if field in ("metadata.name", "metadata.namespace"):
+            env[entry["name"]] = meta[field.split(".")[1]]
+    return env
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], grace: float = 30) -> None:

@@ -84,6 +84,7 @@ class OperatorProcess:
         self.log = workdir / "operator.log"
         self.deployment: dict[str, Any] = {}
         self.liveness_port = 0
+        self.metrics_port = 0
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +96,7 @@ class OperatorProcess:
         # never reach another operator (one left over by a killed test run, say).
         env["MODELFORGE_LIVENESS_PORT"], env["MODELFORGE_METRICS_PORT"] = str(free_port()), str(free_port())
         self.liveness_port = int(env["MODELFORGE_LIVENESS_PORT"])
+        self.metrics_port = int(env["MODELFORGE_METRICS_PORT"])
         kubeconfig = self.release.operator_kubeconfig(self.workdir / "operator.kubeconfig")
         full_env = {**os.environ, **env, **self.extra_env, "KUBECONFIG": str(kubeconfig)}
         command = [str(Path(sys.executable).parent / container["command"][0]), *container["command"][1:],
@@ -113,6 +115,11 @@ class OperatorProcess:
             except OSError:
                 time.sleep(0.2)
         raise AssertionError(f"the operator was not live within 60 s:\n{self.log_text()[-3000:]}")
+
+    def scrape(self) -> str:
+        """The operator's /metrics, as Prometheus (or the chart's ServiceMonitor) reads it."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
 
     def stop(self) -> None:
         if self.proc is not None:

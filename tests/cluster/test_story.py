@@ -14,7 +14,7 @@ from typing import Any
 
 from modelforge.testing import build_tiny_model, write_chat_dataset
 
-from .kube import Kube
+from .kube import Kube, log_text, run_logged, stop_process_group
 from .operator import OperatorProcess
 from .test_finetunejob import running_pods, status
 from .test_modelserve import Engine, ready_pods, serve_status
@@ -39,9 +39,21 @@ def test_fine_tune_then_serve_then_answer(kube: Kube, operator: OperatorProcess,
                           "serve": {"name": "support", "spec": {"engine": "swift", "resources": {"gpusPerReplica": 0},
                                                                 "maxModelLen": 512}}}})  # fmt: skip
     pod = running_pods(kube, ns, "support", 1, 1)[0]
-    code, message = run_training_pod(kube, ns, pod, volumes, tmp_path)
-    assert code == 0, message
-    kube.finish_pod(ns, pod["metadata"]["name"], code, message=message)
+    log = tmp_path / "pod.log"
+    kube.serve_container_log(ns, pod["metadata"]["name"], log)
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig)}
+    follower = subprocess.Popen([sys.executable, "-m", "modelforge.cli", "logs", "support", "-n", ns, "-f"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        code, message = run_training_pod(kube, ns, pod, volumes, tmp_path, log)
+        assert code == 0, message
+        kube.finish_pod(ns, pod["metadata"]["name"], code, message=message)
+        # `logs -f` printed the launcher's lines as they came, and ended by itself once the pod had.
+        followed, said = follower.communicate(timeout=60)
+    finally:
+        stop_process_group(follower)  # type: ignore[arg-type]
+    assert follower.returncode == 0, said
+    assert followed == log_text(log) and f"{STEPS}/{STEPS}" in followed, (followed[-2000:], said)
     kube.wait_for(lambda: status(kube, ns, "support").get("phase") == "Succeeded", 60, "the fine-tune Succeeded")
     st = status(kube, ns, "support")
     assert st["progress"]["step"] == STEPS and st["outputs"]["mergedModel"] == "pvc://models/support/merged", st
@@ -64,9 +76,10 @@ def test_fine_tune_then_serve_then_answer(kube: Kube, operator: OperatorProcess,
         engine.stop()
 
 
-def run_training_pod(kube: Kube, ns: str, pod: dict[str, Any], volumes: Path, tmp: Path) -> tuple[int, str]:
+def run_training_pod(kube: Kube, ns: str, pod: dict[str, Any], volumes: Path, tmp: Path, log: Path) -> tuple[int, str]:
     """`modelforge launch` with the pod's ConfigMap and env, its claims mapped to `volumes`, serving /progress
-    on the pod's IP. Returns (exit code, termination message) as a kubelet would read them."""
+    on the pod's IP, its output in the container `log`. Returns (exit code, termination message) as a
+    kubelet would read them."""
     container = pod["spec"]["containers"][0]
     assert container["command"] == ["modelforge", "launch"], container["command"]
     config_map = next(v["configMap"]["name"] for v in pod["spec"]["volumes"] if "configMap" in v)
@@ -81,11 +94,9 @@ def run_training_pod(kube: Kube, ns: str, pod: dict[str, Any], volumes: Path, tm
     env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e},
            "MODELFORGE_PVC_ROOT": str(volumes), "MODELFORGE_OUTPUT_ROOT": str(output_root),
            "MODELFORGE_PROGRESS_HOST": pod["status"]["podIP"]}  # fmt: skip
-    with open(tmp / "launcher.log", "wb") as log:
-        proc = subprocess.run([sys.executable, "-m", "modelforge.cli", "launch", "--config", str(config),
-                               "--termination-log", str(termination)], env=env, stdout=log,
-                              stderr=subprocess.STDOUT, timeout=600, check=False)  # fmt: skip
+    code = run_logged([sys.executable, "-m", "modelforge.cli", "launch", "--config", str(config),
+                       "--termination-log", str(termination)], env, log, 600)  # fmt: skip
     message = termination.read_text() if termination.exists() else ""
-    if proc.returncode != 0:
-        message += "\n" + (tmp / "launcher.log").read_text(errors="replace")[-3000:]
-    return proc.returncode, message.strip() or json.dumps({"outcome": "Failed", "message": "no termination message"})
+    if code != 0:
+        message += "\n" + log_text(log)[-3000:]
+    return code, message.strip() or json.dumps({"outcome": "Failed", "message": "no termination message"})

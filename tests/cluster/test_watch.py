@@ -1,19 +1,24 @@
 """`modelforge watch` and `modelforge status` against the real API server, as a user runs them (the current
-kubeconfig): watch follows a FineTuneJob from Starting through Running to Succeeded and exits 0, or to
-Failed and exits 1; status prints the outputs."""
+kubeconfig): watch follows a FineTuneJob from Starting through Running (its loss sparkline from the
+launcher's real progress server) to Succeeded and exits 0, or to Failed and exits 1; status prints the
+outputs."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from modelforge.launcher.progress import ProgressServer, ProgressTracker
 
 from .kube import Kube
 from .operator import OperatorProcess
 from .test_finetunejob import finetunejob, running_pods, status
 
 MODELFORGE = [sys.executable, "-m", "modelforge.cli"]
+LOSSES = (7.61, 6.5, 5.2, 3.3, 2.6, 2.03)
 
 
 def watch(kubeconfig: Path, ns: str) -> subprocess.Popen[str]:
@@ -23,13 +28,23 @@ def watch(kubeconfig: Path, ns: str) -> subprocess.Popen[str]:
 
 
 def test_watch_follows_a_job_to_success_and_status_shows_its_outputs(
-    kube: Kube, operator: OperatorProcess, claims: str, kubeconfig: Path
+    kube: Kube, operator: OperatorProcess, claims: str, kubeconfig: Path, tmp_path: Path
 ) -> None:
     ns = claims
     kube.create(finetunejob(ns))
     follower = watch(kubeconfig, ns)
     pod = running_pods(kube, ns, "sft", 1, 1)[0]
     kube.wait_for(lambda: status(kube, ns).get("phase") == "Running", 30, "phase Running")
+    # The launcher's real progress server on the pod's IP, following a logging.jsonl with a falling loss.
+    log = tmp_path / "logging.jsonl"
+    log.write_text("".join(json.dumps({"loss": loss, "global_step/max_steps": f"{10 * (i + 1)}/100"}) + "\n"
+                           for i, loss in enumerate(LOSSES)))  # fmt: skip
+    server = ProgressServer(ProgressTracker(log), port=8090, host=pod["status"]["podIP"]).start()
+    try:
+        kube.wait_for(lambda: len(status(kube, ns).get("progress", {}).get("lossHistory", [])) == len(LOSSES), 30,
+                      "the loss history in status")  # fmt: skip
+    finally:
+        server.stop()
     outcome = {"outcome": "Succeeded", "reason": "Completed", "message": "trained 100 step(s)", "last_step": 100,
                "total_steps": 100, "outputs": {"adapter": "pvc://models/sft/run/checkpoint-100"}}  # fmt: skip
     kube.finish_pod(ns, pod["metadata"]["name"], 0, message=outcome)
@@ -37,6 +52,8 @@ def test_watch_follows_a_job_to_success_and_status_shows_its_outputs(
     assert follower.returncode == 0, (out, err)
     assert f"FineTuneJob {ns}/sft: Running" in out and f"FineTuneJob {ns}/sft: Succeeded" in out, out
     assert "[##############################] 100/100 (100%)" in out, out
+    (sparkline,) = {line for line in out.splitlines() if line.startswith("  loss        ")}
+    assert sparkline.endswith(f"  {LOSSES[0]} -> {LOSSES[-1]}") and len(sparkline.split()[1]) == len(LOSSES), out
     shown = subprocess.run([*MODELFORGE, "status", "sft", "-n", ns], env={**os.environ, "KUBECONFIG": str(kubeconfig)},
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert shown.returncode == 0, shown.stderr

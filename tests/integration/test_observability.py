@@ -49,7 +49,7 @@ def _scrape_while_training(spec: Path, out: Path) -> tuple[subprocess.CompletedP
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), names
 
 
-def _family(name: str) -> str:
+def family(name: str) -> str:
     """A histogram's series (_bucket, _sum, _count) belong to its family name."""
     return re.sub(r"_(bucket|sum|count)$", "", name)
 
@@ -91,6 +91,16 @@ def test_a_real_run_serves_the_slis_and_draws_its_loss_curve_and_the_dashboard_u
     assert spread > 10 and colours > 20, (spread, colours)
 
     # The chart's dashboard and alerts, as the real helm renders them.
+    used, alerts = dashboard_metrics()
+    exported = {family(n) for n in launcher | _operator_names()}
+    assert used and not used - exported, f"panels or alerts use metrics nobody exports: {sorted(used - exported)}"
+    assert alerts == {"ModelForgeTrainingStalled", "ModelForgeRestartsClimbing", "ModelForgeServeDegraded"}
+
+
+def dashboard_metrics() -> tuple[set[str], set[str]]:
+    """The metric families the chart's Grafana dashboard and PrometheusRule use (as the real helm renders
+    them), and the alerts' names. tests/cluster/test_operator_metrics.py checks the operator's against the
+    running operator."""
     on = [f"metrics.{part}.enabled=true" for part in ("grafanaDashboard", "prometheusRule", "podMonitor")]
     rendered = helm("template", "t", str(CHART), *(x for value in on for x in ("--set", value)))
     assert rendered.returncode == 0, rendered.stderr
@@ -98,15 +108,11 @@ def test_a_real_run_serves_the_slis_and_draws_its_loss_curve_and_the_dashboard_u
     (dashboard,) = [json.loads(d["data"]["modelforge-training.json"]) for d in docs if d["kind"] == "ConfigMap"
                     and d["metadata"]["labels"].get("grafana_dashboard") == "1"]  # fmt: skip
     (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
-    kinds = {d["kind"] for d in docs}
-    assert {"PodMonitor", "PrometheusRule"} <= kinds
+    assert {"PodMonitor", "PrometheusRule"} <= {d["kind"] for d in docs}
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     exprs += [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
-    used = {_family(n) for e in exprs for n in NAME.findall(e)}
-    exported = {_family(n) for n in launcher | _operator_names()}
-    assert used and not used - exported, f"panels or alerts use metrics nobody exports: {sorted(used - exported)}"
-    assert {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]} == {
-        "ModelForgeTrainingStalled", "ModelForgeRestartsClimbing", "ModelForgeServeDegraded"}  # fmt: skip
+    used = {family(n) for e in exprs for n in NAME.findall(e)}
+    return used, {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
 
 
 def test_the_dashboard_is_off_by_default():

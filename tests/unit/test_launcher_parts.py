@@ -326,6 +326,73 @@ def test_progress_tracker_applies_every_line_once_under_concurrent_polls(tmp_pat
     assert Counting.applied == total and record.step == total
 
 
+def loss_lines(steps: range, total: int, loss=lambda step: 10.0 / step) -> str:
+    return "".join(json.dumps({"loss": loss(step), "global_step/max_steps": f"{step}/{total}"}) + "\n"
+                   for step in steps)  # fmt: skip
+
+
+def tracker_history(tracker: ProgressTracker) -> list[float] | None:
+    return tracker.poll().loss_history
+
+
+def test_progress_tracker_keeps_the_loss_curve_downsampled(tmp_path: Path) -> None:
+    path = tmp_path / "logging.jsonl"
+    path.write_text(loss_lines(range(1, 2), 100))
+    assert tracker_history(ProgressTracker(path)) == [10.0]  # one point: itself
+    tracker = ProgressTracker(path)
+    path.write_text(loss_lines(range(1, 101), 100) + json.dumps({"eval_loss": 0.5, "global_step/max_steps": "100/100"})
+                    + "\n")  # fmt: skip
+    record = tracker.poll()
+    history = record.loss_history
+    assert history is not None and len(history) == 32
+    assert history[0] == pytest.approx((10.0 + 5.0 + 10.0 / 3) / 3, rel=1e-3)  # 100 points: the first bucket is 3
+    assert history[-1] == pytest.approx(sum(10.0 / s for s in range(97, 101)) / 4, rel=1e-3)  # the last 4
+    assert history == sorted(history, reverse=True)  # a falling curve stays one
+    assert all(v == float(f"{v:.4g}") for v in history)  # 4 significant digits
+    # The copies handed out are the caller's: changing one changes neither the tracker nor the next copy.
+    history.clear()
+    assert len(tracker.snapshot().loss_history or []) == 32 and len(tracker.poll().loss_history or []) == 32
+    # Only new points recompute it: a poll with nothing new keeps the list it had.
+    cached = tracker.record.loss_history
+    tracker.poll()
+    assert tracker.record.loss_history is cached
+
+
+def test_a_resume_from_an_earlier_step_truncates_the_loss_curve(tmp_path: Path) -> None:
+    """A resumed run appends to the same log; one from checkpoint-5 after step 8 redoes steps 6.. ."""
+    path = tmp_path / "logging.jsonl"
+    path.write_text(loss_lines(range(1, 9), 10, loss=lambda step: float(step)))
+    tracker = ProgressTracker(path)
+    assert tracker_history(tracker) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    with path.open("a") as handle:  # the attempt after the restart: history includes the earlier one's
+        handle.write(loss_lines(range(6, 11), 10, loss=lambda step: step / 10))
+    assert tracker_history(tracker) == [1.0, 2.0, 3.0, 4.0, 5.0, 0.6, 0.7, 0.8, 0.9, 1.0]
+    # A non-finite loss is still the latest loss, but the curve cannot draw it.
+    with path.open("a") as handle:
+        handle.write('{"loss": NaN, "global_step/max_steps": "11/12"}\n')
+    record = tracker.poll()
+    assert record.loss != record.loss and record.loss_history == [1.0, 2.0, 3.0, 4.0, 5.0, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+
+def test_progress_json_and_status_carry_the_loss_history(tmp_path: Path) -> None:
+    path = tmp_path / "logging.jsonl"
+    path.write_text(loss_lines(range(1, 41), 40))
+    tracker = ProgressTracker(path)
+    status = tracker.poll().to_status()
+    assert len(status["lossHistory"]) == 32  # 40 points: the last bucket is steps 39 and 40
+    assert status["lossHistory"][-1] == pytest.approx((10 / 39 + 10 / 40) / 2, rel=1e-3)
+    assert "lossHistory" not in ProgressTracker(tmp_path / "none.jsonl").poll().to_status()
+    server = ProgressServer(tracker, port=0, host="127.0.0.1").start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        progress = json.loads(urllib.request.urlopen(f"{base}/progress", timeout=5).read())
+        assert progress["loss_history"] == status["lossHistory"]
+        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        assert "history" not in metrics and "modelforge_train_loss 0.25" in metrics
+    finally:
+        server.stop()
+
+
 def test_visible_gpus_counts_nvidia_and_amd_devices(tmp_path: Path) -> None:
     dev = tmp_path / "dev"
     (dev / "dri").mkdir(parents=True)

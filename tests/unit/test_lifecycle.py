@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from modelforge.api.finetunejob import JobPhase
-from modelforge.plan.lifecycle import Observed, decide, pod_failure_cause, timestamp
+from modelforge.plan.lifecycle import Observed, decide, pod_failure_cause, progress_status, timestamp
 from tests.launcher_specs import finetunejobs
 
 NOW = datetime(2026, 11, 23, 12, 0, 0)
@@ -118,6 +118,19 @@ def test_running_with_progress():
     assert d.wire["progress"] == {"step": 12, "totalSteps": 40, "percent": 30.0, "summary": "12/40 (30%)",
                                     "loss": 1.5, "tokensPerSecond": 900.0, "eta": "1m00s"}  # fmt: skip
     assert conditions(d.status)["Running"] == ("True", "Training")
+
+
+def test_progress_passes_the_loss_history_through():
+    """lossHistory (the sparkline in `modelforge status`): finite numbers only; anything else is no history."""
+    history = [7.61, 5, 3.2, 2.03]
+    d = decide(spec(), [], RUNNING_STATUS, Observed(JOB, (pod("Running"),), {"step": 4, "loss_history": history}), NOW)
+    assert d.wire["progress"] == {"step": 4, "lossHistory": [7.61, 5.0, 3.2, 2.03]}
+    assert progress_status({"loss_history": [7.6, float("nan"), 5.0, float("inf"), -float("inf")]}) == {
+        "lossHistory": [7.6, 5.0]
+    }
+    for odd in ("7.6,5.0", {"a": 1.0}, [7.6, "5.0"], [True, 1.0], [float("nan")], [], None):
+        assert progress_status({"step": 1, "loss_history": odd}) == {"step": 1}
+    assert len(progress_status({"loss_history": [float(i) for i in range(40)]})["lossHistory"]) == 32
 
 
 def test_running_progress_updates_the_latest_checkpoint():

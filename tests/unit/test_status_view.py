@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelforge.status_view import bar, describe
+from modelforge.status_view import bar, describe, sparkline
 
 
 def test_a_running_job():
@@ -28,3 +28,28 @@ def test_a_serve_with_adapters():
 
 def test_bar_without_a_total_is_empty():
     assert bar(None, 100) == "" and bar(5, None) == ""
+
+
+def test_sparkline_shapes():
+    assert sparkline([8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]) == "█▇▆▅▄▃▂▁"  # falling: one level a value
+    assert sparkline([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]) == "▁▂▃▄▅▆▇█"  # rising
+    assert sparkline([2.5, 2.5, 2.5]) == "▁▁▁"  # flat: the bottom
+    assert sparkline([3.0, 1.0]) == "█▁" and sparkline([]) == ""
+    assert sparkline([7.61, 2.03, 2.04, 5.0]) == "█▁▁▅"  # scaled between min and max
+    assert sparkline([8.0, 1.0, 4.0], " .:-=+*#") == "# -"  # the ASCII levels
+
+
+def job_with(progress: dict) -> dict:
+    return {"kind": "FineTuneJob", "metadata": {"name": "sft", "namespace": "ml"},
+            "status": {"phase": "Running", "progress": progress}}  # fmt: skip
+
+
+def test_describe_draws_the_loss_curve_from_two_points():
+    falling = {"step": 8, "totalSteps": 10, "loss": 2.03, "lossHistory": [7.61, 6.5, 5.2, 3.3, 2.6, 2.5, 2.1, 2.03]}
+    lines = describe(job_with(falling))
+    assert lines[2] == "  loss        █▇▅▃▂▂▁▁  7.61 -> 2.03"
+    assert describe(job_with(falling), ascii_only=True)[2] == "  loss        #*=-..__  7.61 -> 2.03"
+    assert all(line.isascii() for line in describe(job_with(falling), ascii_only=True))
+    assert describe(job_with({"lossHistory": [1.23456, 0.98765]}))[1] == "  loss        █▁  1.235 -> 0.9877"
+    for fewer in ([2.0], [], None, "x"):
+        assert not any(line.startswith("  loss ") for line in describe(job_with({"step": 1, "lossHistory": fewer})))

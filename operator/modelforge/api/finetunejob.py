@@ -531,6 +531,9 @@ class FineTuneJobSpec(ApiModel):
     )
 
 
+LOSS_HISTORY_POINTS = 32  # status.progress.lossHistory: the loss curve downsampled to at most this many points
+
+
 class Progress(ApiModel):
     """Training progress reported by the rank-0 launcher."""
 
@@ -543,6 +546,11 @@ class Progress(ApiModel):
     epoch: Annotated[float, Field(ge=0)] | None = Field(default=None, description="Fractional epoch.")
     loss: float | None = Field(default=None, description="Latest training loss.")
     eval_loss: float | None = Field(default=None, description="Latest evaluation loss.")
+    loss_history: Annotated[list[float], Field(max_length=LOSS_HISTORY_POINTS)] | None = Field(
+        default=None,
+        description="Training loss over the run, downsampled to at most 32 points (oldest first), for the "
+        "sparkline in `modelforge status`.",
+    )
     learning_rate: float | None = Field(default=None, description="Current learning rate.")
     tokens_per_second: Annotated[float, Field(ge=0)] | None = Field(
         default=None, description="Training throughput over all GPUs."

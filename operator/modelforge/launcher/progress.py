@@ -3,11 +3,16 @@
 logging.jsonl (rank 0) has one object per logging step, e.g. {"loss": 7.6, "learning_rate": 9e-05,
 "epoch": 0.06, "global_step/max_steps": "1/4", "remaining_time": "3s", "train_speed(s/it)": 0.04};
 eval lines use eval_*; the last line is a summary. A resumed run appends to the same file.
+
+Every training-loss point is kept (a resumed run's history includes the earlier attempts'; one resumed
+from an earlier checkpoint drops the points from that step on), and served downsampled to
+LOSS_HISTORY_POINTS for the sparkline in `modelforge status`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -15,6 +20,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from ..api.finetunejob import LOSS_HISTORY_POINTS
 
 
 @dataclass
@@ -25,6 +32,7 @@ class ProgressRecord:
     epoch: float | None = None
     loss: float | None = None
     eval_loss: float | None = None
+    loss_history: list[float] | None = None  # the loss curve, downsampled (see downsample); oldest first
     learning_rate: float | None = None
     seconds_per_step: float | None = None
     tokens_per_second: float | None = None
@@ -50,10 +58,24 @@ class ProgressRecord:
         """The FineTuneJob status.progress shape (camelCase, unset fields omitted)."""
         fields = {
             "step": self.step, "totalSteps": self.total_steps, "percent": self.percent, "summary": self.summary,
-            "epoch": self.epoch, "loss": self.loss, "evalLoss": self.eval_loss, "learningRate": self.learning_rate,
-            "tokensPerSecond": self.tokens_per_second, "eta": self.eta, "updatedAt": self.updated_at,
+            "epoch": self.epoch, "loss": self.loss, "evalLoss": self.eval_loss,
+            "lossHistory": list(self.loss_history) if self.loss_history is not None else None,
+            "learningRate": self.learning_rate, "tokensPerSecond": self.tokens_per_second, "eta": self.eta,
+            "updatedAt": self.updated_at,
         }  # fmt: skip
         return {k: v for k, v in fields.items() if v is not None}
+
+
+def downsample(values: list[float], points: int = LOSS_HISTORY_POINTS) -> list[float]:
+    """At most `points` values: the means of equal-width buckets of consecutive values, in order (all of
+    them when there are no more), each rounded to 4 significant digits."""
+    n = len(values)
+    if n <= points:
+        buckets = [values[i : i + 1] for i in range(n)]
+    else:
+        bounds = [i * n // points for i in range(points + 1)]
+        buckets = [values[bounds[i] : bounds[i + 1]] for i in range(points)]
+    return [float(f"{sum(bucket) / len(bucket):.4g}") for bucket in buckets]
 
 
 def format_duration(seconds: float) -> str:
@@ -75,6 +97,8 @@ class ProgressTracker:
         self._step_moved = self.started
         self._baseline_step: int | None = None
         self.record = ProgressRecord(preflight_seconds=preflight_seconds)
+        self._losses: list[tuple[int, float]] = []  # every training-loss point seen: (step, loss), step ascending
+        self._losses_changed = False  # record.loss_history is recomputed only after new points
         self._offset = 0
         self._partial = ""
         self._lock = threading.Lock()
@@ -96,7 +120,11 @@ class ProgressTracker:
 
     def snapshot(self) -> ProgressRecord:
         with self._lock:
-            return ProgressRecord(**asdict(self.record))
+            return self._copy()
+
+    def _copy(self) -> ProgressRecord:
+        """A copy of the record for another thread (asdict copies the list fields too, so none is shared)."""
+        return ProgressRecord(**asdict(self.record))
 
     def poll(self) -> ProgressRecord:
         """Read what was appended since the last poll. Safe from several threads at once (the HTTP
@@ -109,7 +137,7 @@ class ProgressTracker:
                     chunk = handle.read()
                     self._offset = handle.tell()
             except FileNotFoundError:
-                return ProgressRecord(**asdict(self.record))
+                return self._copy()
             lines = (self._partial + chunk).split("\n")
             self._partial = lines.pop()  # an unterminated last line is completed by the next poll
             for line in lines:
@@ -118,10 +146,13 @@ class ProgressTracker:
                         self._apply(json.loads(line))
                     except (json.JSONDecodeError, TypeError, ValueError):
                         continue
+            if self._losses_changed:
+                self.record.loss_history = downsample([loss for _, loss in self._losses])
+                self._losses_changed = False
             now = time.monotonic()
             if self.record.step is not None and not self.record.finished:
                 self.record.seconds_since_step = round(now - self._step_moved, 1)
-            return ProgressRecord(**asdict(self.record))
+            return self._copy()
 
     def _apply(self, entry: dict[str, Any]) -> None:
         record = self.record
@@ -138,6 +169,7 @@ class ProgressTracker:
             record.finished = True
         if "loss" in entry:
             record.loss = float(entry["loss"])
+            self._add_loss(record.step, record.loss)
         if "eval_loss" in entry:
             record.eval_loss = float(entry["eval_loss"])
         if "learning_rate" in entry:
@@ -156,6 +188,19 @@ class ProgressTracker:
                 record.eta_seconds = remaining
                 record.eta = format_duration(remaining)
         record.updated_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _add_loss(self, step: int | None, loss: float) -> None:
+        """One training-loss point. A step at or before the last point's (a resume from an earlier
+        checkpoint) replaces the points from that step on, so the curve stays monotone in step."""
+        if not math.isfinite(loss):
+            return  # a NaN/inf loss is still the latest loss; the curve cannot draw it
+        if step is None:
+            step = self._losses[-1][0] if self._losses else 0
+        else:
+            while self._losses and self._losses[-1][0] >= step:
+                self._losses.pop()
+        self._losses.append((step, loss))
+        self._losses_changed = True
 
 
 METRICS = (

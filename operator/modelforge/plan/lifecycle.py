@@ -8,13 +8,14 @@ and is table-tested without a cluster.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.conditions import OUTCOME_PREFIX, RETRYABLE_REASONS, ConditionType, Reason
-from ..api.finetunejob import DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase
+from ..api.finetunejob import LOSS_HISTORY_POINTS, DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase
 from ..api.redact import redact
 from .capacity import PlanSettings, plan
 from .models import guess
@@ -180,7 +181,18 @@ def progress_status(progress: dict[str, Any] | None) -> dict[str, Any] | None:
         "last_step": "step",
     }  # fmt: skip
     out = {mapping[k]: v for k, v in progress.items() if k in mapping and v is not None}
+    history = loss_history(progress.get("loss_history"))
+    if history:
+        out["lossHistory"] = history
     return out or None
+
+
+def loss_history(value: Any) -> list[float] | None:
+    """The launcher's loss_history as status.progress.lossHistory: None unless it is a list of numbers;
+    the finite ones, at most LOSS_HISTORY_POINTS (the newest, should a launcher send more)."""
+    if not isinstance(value, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return None
+    return [float(v) for v in value if math.isfinite(v)][-LOSS_HISTORY_POINTS:]
 
 
 def is_rayjob(job: dict[str, Any] | None) -> bool:

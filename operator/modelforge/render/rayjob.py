@@ -70,10 +70,11 @@ def _template(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: Rende
     return {"metadata": {"labels": labels}, "spec": pod_spec}
 
 
-def _submitter(spec: FineTuneJobSpec, settings: RenderSettings) -> dict[str, Any]:
+def _submitter(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: RenderSettings) -> dict[str, Any]:
     """The pod KubeRay's K8sJobMode starts to run `ray job submit` (KubeRay fills in the command and the
     dashboard address). Rendered here so that it is hardened like every other pod: KubeRay's own default
-    has no securityContext, and a namespace enforcing `restricted` would refuse it."""
+    has no securityContext, and a namespace enforcing `restricted` would refuse it. Its log is the driver's
+    (`ray job submit` follows it): the attempt's labels let `modelforge logs` find it."""
     container = {
         "name": "ray-job-submitter",
         "image": spec.resources.image or settings.trainer_image,
@@ -82,7 +83,8 @@ def _submitter(spec: FineTuneJobSpec, settings: RenderSettings) -> dict[str, Any
     }
     pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
     harden(pod_spec, spec.resources.security, settings, main="")
-    return {"spec": pod_spec}
+    labels = {**job_labels(owner, attempt), "modelforge.io/ray-node": "submitter"}
+    return {"metadata": {"labels": labels}, "spec": pod_spec}
 
 
 def object_store_bytes(spec: FineTuneJobSpec) -> str:
@@ -101,7 +103,7 @@ def render_rayjob(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: R
     job_spec: dict[str, Any] = {
         "entrypoint": "modelforge launch",
         "submissionMode": "K8sJobMode",
-        "submitterPodTemplate": _submitter(spec, settings),
+        "submitterPodTemplate": _submitter(owner, spec, attempt, settings),
         "shutdownAfterJobFinishes": True,
         "ttlSecondsAfterFinished": FINISHED_TTL_SECONDS,
         "backoffLimit": 0,

@@ -1,0 +1,102 @@
+"""Which pod and container `modelforge logs` reads, decided from the object and its pods. Pure.
+
+- A FineTuneJob (torchrun): the current attempt's pod of node rank N (the Indexed Job's completion index;
+  default 0). A node's processes share their pod's log; rank 0 holds the loss lines.
+- A FineTuneJob (`distributed.runtime: ray`): the driver's log, which KubeRay's submitter pod prints
+  (`ray job submit` follows it); Ray Train's workers print there too, so there is no log per rank. Until
+  the submitter exists, the head's.
+- A ModelServe: replica N's engine (replicas in the order they were created; default the oldest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .names import label_value
+
+TRAINER = "trainer"
+ENGINE = "engine"
+RAY_SUBMITTER = "ray-job-submitter"
+RAY_HEAD = "ray-head"
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+
+
+class NoLogs(ValueError):
+    """There is no pod to read yet (or no such rank): the message says which, and what to do."""
+
+
+@dataclass(frozen=True)
+class LogTarget:
+    pod: str
+    container: str
+    phase: str  # the pod's phase when it was chosen
+
+    @property
+    def running(self) -> bool:
+        return self.phase in ("Pending", "Running")
+
+
+def log_selector(obj: dict[str, Any]) -> dict[str, str] | None:
+    """The labels of the pods to choose from: the current attempt's, or the serve's. None: nothing started."""
+    name = label_value(obj.get("metadata", {}).get("name", ""))
+    if obj.get("kind") == "ModelServe":
+        return {"modelforge.io/serve": name}
+    attempt = (obj.get("status") or {}).get("attempt")
+    if not attempt:
+        return None
+    return {"modelforge.io/job": name, "modelforge.io/attempt": str(attempt)}
+
+
+def _phase(pod: dict[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase") or "Pending")
+
+
+def _target(pod: dict[str, Any], container: str) -> LogTarget:
+    return LogTarget(pod["metadata"]["name"], container, _phase(pod))
+
+
+def _labels(pod: dict[str, Any]) -> dict[str, str]:
+    return pod.get("metadata", {}).get("labels") or {}
+
+
+def _index(pod: dict[str, Any]) -> str | None:
+    meta = pod.get("metadata", {})
+    return _labels(pod).get(INDEX_LABEL) or (meta.get("annotations") or {}).get(INDEX_LABEL)
+
+
+def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None = None) -> LogTarget:
+    """The pod and container to read. `rank`: a FineTuneJob's node rank, a ModelServe's replica index."""
+    kind, name = obj.get("kind", "FineTuneJob"), obj.get("metadata", {}).get("name", "?")
+    status = obj.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    live = [p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")] or pods
+    if kind == "ModelServe":
+        replicas = sorted(live, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+        index = rank or 0
+        if index >= len(replicas):
+            have = f"replicas 0..{len(replicas) - 1}" if replicas else "no engine pod yet"
+            raise NoLogs(f"ModelServe {name} has {have} (phase {phase}); --rank picks a replica")
+        return _target(replicas[index], ENGINE)
+    if log_selector(obj) is None:
+        raise NoLogs(f"FineTuneJob {name} has started no training pod yet (phase {phase}): "
+                     f"`modelforge status {name}` says why")  # fmt: skip
+    attempt = status["attempt"]
+    if ((obj.get("spec") or {}).get("distributed") or {}).get("runtime") == "ray":
+        if rank:
+            raise NoLogs(f"FineTuneJob {name} runs on Ray: its workers print to the driver's log, which is rank "
+                         f"0's (omit --rank)")  # fmt: skip
+        for role, container in (("submitter", RAY_SUBMITTER), ("head", RAY_HEAD)):
+            found = [p for p in live if _labels(p).get("modelforge.io/ray-node") == role]
+            if found:
+                return _target(found[0], container)
+        raise NoLogs(f"attempt {attempt} of FineTuneJob {name} has no Ray pods yet (phase {phase})")
+    wanted = str(rank or 0)
+    for pod in live:
+        if _index(pod) == wanted:
+            return _target(pod, TRAINER)
+    if len(live) == 1 and _index(live[0]) is None and wanted == "0":
+        return _target(live[0], TRAINER)
+    ranks = sorted(int(i) for i in (_index(p) for p in live) if i is not None and i.isdigit())
+    have = f"the pods of ranks {', '.join(map(str, ranks))}" if ranks else "no pods yet"
+    raise NoLogs(f"attempt {attempt} of FineTuneJob {name} has {have} (phase {phase}); no pod for rank {wanted}")
