@@ -1,5 +1,5 @@
 """`modelforge watch` and `modelforge status` against the real API server, as a user runs them (the current
-kubeconfig): watch follows a FineTuneJob from Starting through Running (its loss sparkline from the
+kubeconfig): watch follows a FineTuneJob from Queued through Running (its loss sparkline from the
 launcher's real progress server) to Succeeded and exits 0, or to Failed and exits 1; status prints the
 outputs."""
 
@@ -31,8 +31,17 @@ def test_watch_follows_a_job_to_success_and_status_shows_its_outputs(
     kube: Kube, operator: OperatorProcess, claims: str, kubeconfig: Path, tmp_path: Path
 ) -> None:
     ns = claims
-    kube.create(finetunejob(ns))
+    # Through a queue, so that the job waits (Queued) until the test admits it, as Kueue would.
+    kube.create(finetunejob(ns, scheduling={"queueName": "team-a"}))
     follower = watch(kubeconfig, ns)
+    heading = f"FineTuneJob {ns}/sft: "
+    seen = []
+    assert follower.stdout is not None
+    for line in follower.stdout:
+        seen.append(line)
+        if line.startswith(heading + "Queued"):
+            break
+    kube.patch("Job", ns, "sft-a1", {"spec": {"suspend": False}})  # what Kueue does on admission
     pod = running_pods(kube, ns, "sft", 1, 1)[0]
     kube.wait_for(lambda: status(kube, ns).get("phase") == "Running", 30, "phase Running")
     # The launcher's real progress server on the pod's IP, following a logging.jsonl with a falling loss.
@@ -48,9 +57,13 @@ def test_watch_follows_a_job_to_success_and_status_shows_its_outputs(
     outcome = {"outcome": "Succeeded", "reason": "Completed", "message": "trained 100 step(s)", "last_step": 100,
                "total_steps": 100, "outputs": {"adapter": "pvc://models/sft/run/checkpoint-100"}}  # fmt: skip
     kube.finish_pod(ns, pod["metadata"]["name"], 0, message=outcome)
-    out, err = follower.communicate(timeout=90)
+    rest, err = follower.communicate(timeout=90)
+    out = "".join(seen) + rest
     assert follower.returncode == 0, (out, err)
-    assert f"FineTuneJob {ns}/sft: Running" in out and f"FineTuneJob {ns}/sft: Succeeded" in out, out
+    # Every redraw starts with the phase: from waiting in the queue, through Running, to Succeeded last.
+    phases = [line[len(heading) :] for line in out.splitlines() if line.startswith(heading)]
+    assert phases[0] in ("Pending", "Queued") and phases[-1] == "Succeeded", out
+    assert "Queued" in phases and "Running" in phases[phases.index("Queued") :], out
     assert "[##############################] 100/100 (100%)" in out, out
     (sparkline,) = {line for line in out.splitlines() if line.startswith("  loss        ")}
     assert sparkline.endswith(f"  {LOSSES[0]} -> {LOSSES[-1]}") and len(sparkline.split()[1]) == len(LOSSES), out
