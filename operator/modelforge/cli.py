@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -324,21 +325,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     """Print (and with -f, follow) the log of a FineTuneJob's training pod or a ModelServe's engine."""
     import threading
+    import time
 
-    from kubernetes.client import CoreV1Api
+    from kubernetes.client import CoreV1Api, CustomObjectsApi
     from kubernetes.client.exceptions import ApiException
 
     from .controller.kube import make_api_client
     from .render.logs import NoLogs, log_selector, log_target
 
     client = make_api_client(None)
-    obj = _fetch(args, _custom_api()) or {}
+    obj = _fetch(args, CustomObjectsApi(client)) or {}
     core = CoreV1Api(client)
     selector = log_selector(obj)
     pods: list[dict[str, Any]] = []
     if selector:
-        listed = core.list_namespaced_pod(args.namespace, label_selector=",".join(f"{k}={v}" for k, v in
-                                                                                 selector.items()))  # fmt: skip
+        labels = ",".join(f"{k}={v}" for k, v in selector.items())
+        listed: Any = core.list_namespaced_pod(args.namespace, label_selector=labels, _request_timeout=30)
         pods = [cast(dict[str, Any], client.sanitize_for_serialization(p)) for p in listed.items]
     try:
         target = log_target(obj, pods, args.rank)
@@ -346,33 +348,48 @@ def cmd_logs(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     print(f"==> pod {target.pod}, container {target.container} ({target.phase})", file=sys.stderr, flush=True)
+
+    def phase() -> str | None:
+        """The pod's phase now; "gone" once it is deleted; None when the API cannot say right now."""
+        try:
+            pod: Any = core.read_namespaced_pod(target.pod, args.namespace, _request_timeout=10)
+        except ApiException as exc:
+            return "gone" if exc.status == 404 else None
+        except Exception:  # the API server unreachable for a moment: ask again
+            return None
+        return str(pod.status.phase) if pod.status and pod.status.phase else None
+
+    now: str | None = target.phase
+    if args.follow and now == "Pending":  # as kubectl does: wait for the container to start
+        print(f"waiting for pod {target.pod} to start ...", file=sys.stderr, flush=True)
+        deadline = time.monotonic() + PENDING_WAIT_SECONDS
+        while now in ("Pending", None) and time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = phase()
     try:
         response: Any = core.read_namespaced_pod_log(
             target.pod, args.namespace, container=target.container, follow=args.follow,
             tail_lines=args.tail if args.tail >= 0 else None, _preload_content=False,
         )  # fmt: skip
     except ApiException as exc:
-        detail = _api_message(exc)
-        print(f"cannot read the log of pod {target.pod}: {detail}", file=sys.stderr)
+        print(f"cannot read the log of pod {target.pod}: {_api_message(exc)}", file=sys.stderr)
         return 1
-    ended = threading.Event()
-    if args.follow and target.running:
-        # A kubelet ends the stream when the container exits; this also ends it when the pod is done or gone
-        # (a lost node's kubelet never does), a couple of seconds later so that its last lines arrive first.
+    ended, lock, last_data = threading.Event(), threading.Lock(), [time.monotonic()]
+    if args.follow and now == "Running":
+        # A kubelet ends the stream when the container exits. This also ends it when the pod is done or gone
+        # (a lost node's kubelet never does), once nothing has arrived for a while, so no last line is cut.
         def watch_pod() -> None:
-            import time
-
-            while not ended.wait(2.0):
-                try:
-                    pod: Any = core.read_namespaced_pod(target.pod, args.namespace)
-                    phase = pod.status.phase if pod.status else None
-                except ApiException as exc:
-                    phase = "gone" if exc.status == 404 else None
-                if phase in ("Succeeded", "Failed", "gone"):
-                    time.sleep(2.0)
-                    ended.set()
-                    response.shutdown()
-                    return
+            while not ended.wait(FOLLOW_POLL_SECONDS):
+                if phase() not in ("Succeeded", "Failed", "gone"):
+                    continue
+                while not ended.is_set() and time.monotonic() - last_data[0] < FOLLOW_DRAIN_SECONDS:
+                    ended.wait(0.5)
+                with lock:
+                    if not ended.is_set():
+                        ended.set()
+                        with contextlib.suppress(Exception):
+                            response.shutdown()
+                return
 
         threading.Thread(target=watch_pod, daemon=True).start()
     out = sys.stdout.buffer
@@ -380,24 +397,45 @@ def cmd_logs(args: argparse.Namespace) -> int:
         for chunk in response.stream(4096, decode_content=True):
             out.write(chunk)
             out.flush()
-    except KeyboardInterrupt:
-        return 130
+            last_data[0] = time.monotonic()
     except Exception as exc:  # the stream cut by shutdown() above, or by the connection
         if not ended.is_set():
             print(f"the log stream of pod {target.pod} ended: {exc}", file=sys.stderr)
             return 1
     finally:
-        ended.set()
-        response.release_conn()
+        with lock:
+            ended.set()
+            response.release_conn()
     return 0
+
+
+PENDING_WAIT_SECONDS = 60.0  # `logs -f` on a pod whose container has not started
+FOLLOW_POLL_SECONDS = 2.0
+FOLLOW_DRAIN_SECONDS = 2.0  # after the pod ended: stop once the stream has been quiet this long
 
 
 def _api_message(exc: Any) -> str:
     """The API server's own words from an ApiException (its Status message), else the HTTP reason."""
     try:
-        return str(json.loads(exc.body).get("message")) or exc.reason
+        message = json.loads(exc.body).get("message")
     except (TypeError, ValueError, AttributeError):
-        return f"{exc.reason} ({exc.status})"
+        message = None
+    return str(message) if message else f"{exc.reason} ({exc.status})"
+
+
+def _cluster_trouble(exc: Exception) -> str | None:
+    """One line for a cluster that cannot be talked to (no kubeconfig, unreachable, refused), else None."""
+    module = type(exc).__module__
+    if module.startswith("kubernetes.config"):
+        return f"no cluster to talk to: {exc} (set KUBECONFIG, or run this in a pod with a ServiceAccount)"
+    if module.startswith("urllib3"):
+        reason = getattr(exc, "reason", None) or exc
+        return f"cannot reach the API server of the current kubeconfig: {reason}"
+    if module.startswith("kubernetes.client") and hasattr(exc, "status"):
+        hint = " (your user lacks that permission: ask for it, or use a kubeconfig that has it)" \
+            if getattr(exc, "status", None) == 403 else ""  # fmt: skip
+        return f"the API server refused: {_api_message(exc)}{hint}"
+    return None
 
 
 def cmd_serve_agent(args: argparse.Namespace) -> int:
@@ -578,6 +616,21 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         return text
 
 
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= low, else a usage error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
 def _command(sub: Any, name: str, *, help: str, **kwargs: Any) -> argparse.ArgumentParser:
     """A subcommand whose --help starts with what it does and shows every option's default."""
     kwargs.setdefault("description", help[0].upper() + help[1:] + ".")
@@ -672,11 +725,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the FineTuneJob's or ModelServe's name")
     p.add_argument("-n", "--namespace", default="default", help="namespace")
     p.add_argument("--kind", choices=sorted(KINDS), help="ftj or mserve when both kinds have this name")
-    p.add_argument("--rank", type=int, default=0, metavar="N",
+    p.add_argument("--rank", type=_at_least(0), default=0, metavar="N",
                    help="a FineTuneJob's node rank (the pod of that index; its processes share its log), or a "
                         "ModelServe's replica (oldest first)")  # fmt: skip
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the pod ends")
-    p.add_argument("--tail", type=int, default=-1, metavar="LINES", help="only the last LINES lines (-1: all)")
+    p.add_argument("--tail", type=_at_least(-1), default=-1, metavar="LINES",
+                   help="only the last LINES lines (-1: all)")  # fmt: skip
     p.set_defaults(handler=cmd_logs)
 
     p = _command(sub, "serve-agent", help="a serving pod's sidecar: keeps live LoRA adapters loaded, reports models")
@@ -746,6 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug of ours: one line for the person, the traceback only when asked for
         if os.environ.get("MODELFORGE_DEBUG"):
             raise
+        if trouble := _cluster_trouble(exc):  # status, watch, logs: the cluster's answer, not our bug
+            print(f"error: {trouble}", file=sys.stderr)
+            return 1
         print(f"error: internal error ({type(exc).__name__}: {str(exc)[:300]}); this is a ModelForge bug: rerun "
               "with MODELFORGE_DEBUG=1 for the traceback and report it", file=sys.stderr)  # fmt: skip
         return 70

@@ -35,6 +35,8 @@ ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# kwok's Logs CRD, from its module at KWOK_VERSION (tests/data/kwok/README.md)
+KWOK_LOGS_CRD = Path(__file__).resolve().parents[1] / "data" / "kwok" / "kwok.x-k8s.io_logs.yaml"
 
 
 def cache_root() -> Path:
@@ -151,15 +153,7 @@ def _build_kwok(dest: Path, work: Path, env: dict[str, str]) -> None:
     _log(f"built kwok in {time.monotonic() - t0:.0f} s")
 
 
-def _copy_kwok_crds(dest: Path, env: dict[str, str]) -> None:
-    """kwok's own CRDs for the kinds enabled with --enable-crds (the module's source, from the Go module cache)."""
-    found = json.loads(_run(["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{KWOK_VERSION}"], env=env))
-    for kind in KWOK_CRDS:
-        shutil.copy(Path(found["Dir"]) / "kustomize" / "crd" / "bases" / f"kwok.x-k8s.io_{kind}.yaml", dest / kind)
-
-
-KWOK_CRDS = ("logs",)  # `Logs`: which file is a pod's container log (kwok serves it as the kubelet would)
-ALL_BINARIES = ("etcd", *KUBE_COMMANDS, "kwok", *(f"kwok-crds/{kind}" for kind in KWOK_CRDS))
+ALL_BINARIES = ("etcd", *KUBE_COMMANDS, "kwok")
 
 
 def build() -> Path:
@@ -183,10 +177,6 @@ def build() -> Path:
             _build_etcd(stage, work, env)
         if "kwok" in missing:
             _build_kwok(stage, work, env)
-        if any(b.startswith("kwok-crds/") for b in missing):
-            (stage / "kwok-crds").mkdir()
-            (dest / "kwok-crds").mkdir(exist_ok=True)
-            _copy_kwok_crds(stage / "kwok-crds", env)
         if any(c in missing for c in KUBE_COMMANDS):
             _build_kubernetes(stage, work, env)
         for b in missing:
@@ -430,9 +420,17 @@ def _ensure_pki(pki: Path) -> None:
 
 
 def _ensure_kubelet_cert(pki: Path) -> None:
-    """kwok's serving certificate (the API server dials it for pods/log and verifies it with the CA); added
-    to a PKI made before kwok served anything."""
-    if not (pki / "kubelet-serving.crt").exists():
+    """kwok's serving certificate (the API server dials it for pods/log and verifies it with the CA). Signed
+    again when missing (a PKI made before kwok served anything) or not signed by this CA."""
+    cert = pki / "kubelet-serving.crt"
+    verified = (
+        cert.exists()
+        and subprocess.run(
+            ["openssl", "verify", "-CAfile", str(pki / "ca.crt"), str(cert)], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
+    if not verified:
         _sign(pki, "kubelet-serving", "/O=system:nodes/CN=system:node:kwok", f"subjectAltName=IP:{KUBELET_IP}")
 
 
@@ -612,6 +610,11 @@ def up() -> None:
     run_dir().mkdir(parents=True, exist_ok=True)
     state = _read_state()
     pki = run_dir() / "pki"
+    same = _fingerprint_file().exists() and _fingerprint_file().read_text() == _fingerprint()
+    if state and all(_alive(e) for e in state.values()) and not same:
+        _log("the control plane's setup changed since it started (tests/cluster/controlplane.py): restarting it")
+        down()
+        state = {}
     if state and all(_alive(e) for e in state.values()):
         # Every process runs: a busy API server may answer slowly, never wipe a healthy cluster for that.
         deadline = time.monotonic() + 30
@@ -738,8 +741,9 @@ def up() -> None:
     kwok_config.write_text(
         KWOK_CONFIG % {"cidr": KWOK_FALLBACK_CIDR, "kubelet_ip": KUBELET_IP, "kubelet_port": KUBELET_PORT}
     )
-    for kind in KWOK_CRDS:  # kwok watches its Logs objects: the kind must exist before it starts
-        _kubectl("apply", "--server-side", "--field-manager=modelforge-cluster", "-f", str(bins / "kwok-crds" / kind))
+    # kwok watches its Logs objects (tests/data/kwok): the kind must exist before it starts.
+    _kubectl("apply", "--server-side", "--field-manager=modelforge-cluster", "-f", str(KWOK_LOGS_CRD))
+    _kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/logs.kwok.x-k8s.io")
     _start(
         "kwok",
         [
@@ -780,7 +784,20 @@ def up() -> None:
 
     _wait("the default ServiceAccount", default_sa, 60, state, "kube-controller-manager")
     check_loopback()
+    _fingerprint_file().write_text(_fingerprint())
     _log(f"up in {time.monotonic() - t0:.1f} s: export KUBECONFIG={kubeconfig_path()}")
+
+
+def _fingerprint_file() -> Path:
+    return run_dir() / "fingerprint"
+
+
+def _fingerprint() -> str:
+    """What a running control plane was started from: this file and kwok's CRD. A cluster started from
+    other versions of them (flags, stages, addresses) is restarted by `up`, not reused."""
+    import hashlib
+
+    return hashlib.sha256(Path(__file__).read_bytes() + KWOK_LOGS_CRD.read_bytes()).hexdigest()[:16]
 
 
 def check_loopback() -> None:
@@ -827,6 +844,7 @@ def down() -> None:
             os.killpg(pid, signal.SIGKILL)
         _log(f"stopped {name} (pid {pid})")
     _state_file().unlink(missing_ok=True)
+    _fingerprint_file().unlink(missing_ok=True)
     shutil.rmtree(run_dir() / "etcd-data", ignore_errors=True)
 
 

@@ -149,16 +149,22 @@ class Kube:
                      "metadata": {"name": pod, "namespace": namespace},
                      "spec": {"logs": [{"logsFile": str(log), "follow": True}]}})  # fmt: skip
 
+        last: list[str] = []
+
         def served() -> bool:
             try:
                 self.request("GET", _path("Pod", namespace, pod, "log"), query={"tailLines": "1"})
-            except ApiException:
-                return False  # kwok has not seen the Logs object yet: "no logs found for container"
+            except ApiException as exc:  # kwok has not seen the Logs object yet: "no logs found for container"
+                last[:] = [f"{exc.status} {exc.body or exc.reason}"]
+                return False
             except ValueError:
                 return True  # lines already (not JSON): served
             return True
 
-        self.wait_for(served, 30, f"kwok to serve the log of pod {namespace}/{pod}")
+        try:
+            self.wait_for(served, 30, f"kwok to serve the log of pod {namespace}/{pod}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the API server said: {last}") from None
 
     def disrupt_pod(self, namespace: str, name: str, reason: str, message: str) -> None:
         """A DisruptionTarget condition and a failed phase, as preemption or a lost node leave a pod."""

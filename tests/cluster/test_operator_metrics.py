@@ -26,7 +26,8 @@ def samples(text: str) -> dict[str, float]:
 def test_the_running_operator_serves_what_the_dashboard_uses(kube: Kube, operator: OperatorProcess,
                                                               claims: str) -> None:  # fmt: skip
     ns = claims
-    before = samples(operator.scrape()).get("modelforge_restarts_total", 0.0)
+    before = samples(operator.scrape())
+    succeeded = 'modelforge_finetunejobs{phase="Succeeded"}'
     kube.create(finetunejob(ns, failurePolicy={"maxRestarts": 1, "backoffSeconds": 0}))
     pod = running_pods(kube, ns, "sft", 1, 1)[0]
     kube.finish_pod(ns, pod["metadata"]["name"], 75, message=retryable())
@@ -45,8 +46,8 @@ def test_the_running_operator_serves_what_the_dashboard_uses(kube: Kube, operato
     seen = kube.wait_for(scraped, 30, "the serve in the operator's metrics")
     # Other modules' jobs may still be counted (one operator per module, one control plane per session),
     # so the values are compared with the scrape before this job, not with absolute numbers.
-    assert seen["modelforge_restarts_total"] - before >= 1, seen
-    assert seen.get('modelforge_finetunejobs{phase="Succeeded"}', 0) >= 1, seen
+    assert seen["modelforge_restarts_total"] - before.get("modelforge_restarts_total", 0) >= 1, seen
+    assert seen.get(succeeded, 0) - before.get(succeeded, 0) >= 1, seen
     assert seen["modelforge_reconcile_seconds_count"] >= 3, seen
 
     used, _ = dashboard_metrics()

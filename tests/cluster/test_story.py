@@ -42,16 +42,19 @@ def test_fine_tune_then_serve_then_answer(kube: Kube, operator: OperatorProcess,
     log = tmp_path / "pod.log"
     kube.serve_container_log(ns, pod["metadata"]["name"], log)
     env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig)}
-    follower = subprocess.Popen([sys.executable, "-m", "modelforge.cli", "logs", "support", "-n", ns, "-f"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    followed_file, said_file = tmp_path / "followed.txt", tmp_path / "follower-stderr.txt"
+    with followed_file.open("wb") as out, said_file.open("wb") as err:
+        follower = subprocess.Popen([sys.executable, "-m", "modelforge.cli", "logs", "support", "-n", ns, "-f"],
+                                    env=env, stdout=out, stderr=err, start_new_session=True)  # fmt: skip
     try:
         code, message = run_training_pod(kube, ns, pod, volumes, tmp_path, log)
         assert code == 0, message
         kube.finish_pod(ns, pod["metadata"]["name"], code, message=message)
         # `logs -f` printed the launcher's lines as they came, and ended by itself once the pod had.
-        followed, said = follower.communicate(timeout=60)
+        follower.wait(60)
     finally:
         stop_process_group(follower)  # type: ignore[arg-type]
+    followed, said = followed_file.read_text(), said_file.read_text()
     assert follower.returncode == 0, said
     assert followed == log_text(log) and f"{STEPS}/{STEPS}" in followed, (followed[-2000:], said)
     kube.wait_for(lambda: status(kube, ns, "support").get("phase") == "Succeeded", 60, "the fine-tune Succeeded")

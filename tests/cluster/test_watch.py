@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from modelforge.launcher.progress import ProgressServer, ProgressTracker
@@ -27,6 +30,14 @@ def watch(kubeconfig: Path, ns: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+def read_lines(proc: subprocess.Popen[str], into: queue.Queue[str | None]) -> None:
+    """Every line of the process's stdout as it comes, then None at its end."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        into.put(line)
+    into.put(None)
+
+
 def test_watch_follows_a_job_to_success_and_status_shows_its_outputs(
     kube: Kube, operator: OperatorProcess, claims: str, kubeconfig: Path, tmp_path: Path
 ) -> None:
@@ -35,12 +46,14 @@ def test_watch_follows_a_job_to_success_and_status_shows_its_outputs(
     kube.create(finetunejob(ns, scheduling={"queueName": "team-a"}))
     follower = watch(kubeconfig, ns)
     heading = f"FineTuneJob {ns}/sft: "
-    seen = []
-    assert follower.stdout is not None
-    for line in follower.stdout:
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=read_lines, args=(follower, lines), daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while not any(line.startswith(heading + "Queued") for line in seen):
+        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        assert line is not None, f"watch ended before the job was Queued: {''.join(seen)}"
         seen.append(line)
-        if line.startswith(heading + "Queued"):
-            break
     kube.patch("Job", ns, "sft-a1", {"spec": {"suspend": False}})  # what Kueue does on admission
     pod = running_pods(kube, ns, "sft", 1, 1)[0]
     kube.wait_for(lambda: status(kube, ns).get("phase") == "Running", 30, "phase Running")
@@ -57,8 +70,10 @@ def test_watch_follows_a_job_to_success_and_status_shows_its_outputs(
     outcome = {"outcome": "Succeeded", "reason": "Completed", "message": "trained 100 step(s)", "last_step": 100,
                "total_steps": 100, "outputs": {"adapter": "pvc://models/sft/run/checkpoint-100"}}  # fmt: skip
     kube.finish_pod(ns, pod["metadata"]["name"], 0, message=outcome)
-    rest, err = follower.communicate(timeout=90)
-    out = "".join(seen) + rest
+    follower.wait(90)
+    while (line := lines.get(timeout=30)) is not None:  # what it printed up to its exit
+        seen.append(line)
+    out, err = "".join(seen), follower.stderr.read() if follower.stderr else ""
     assert follower.returncode == 0, (out, err)
     # Every redraw starts with the phase: from waiting in the queue, through Running, to Succeeded last.
     phases = [line[len(heading) :] for line in out.splitlines() if line.startswith(heading)]

@@ -20,7 +20,7 @@ from modelforge.launcher.checkpoints import mark_bad, missing_parts, newest_comp
 from modelforge.launcher.devices import visible_gpus
 from modelforge.launcher.distributed import EnvironmentError_, local_world, pod_world
 from modelforge.launcher.outcome import EXIT_PERMANENT, EXIT_RETRYABLE, Outcome, classify, failure
-from modelforge.launcher.progress import ProgressServer, ProgressTracker, prometheus_text
+from modelforge.launcher.progress import LOSS_POINTS_KEPT, ProgressServer, ProgressTracker, prometheus_text
 from modelforge.launcher.supervise import supervise
 
 POD = {"MODELFORGE_NNODES": "4", "JOB_COMPLETION_INDEX": "2", "NPROC_PER_NODE": "8",
@@ -356,6 +356,18 @@ def test_progress_tracker_keeps_the_loss_curve_downsampled(tmp_path: Path) -> No
     cached = tracker.record.loss_history
     tracker.poll()
     assert tracker.record.loss_history is cached
+
+
+def test_a_long_run_keeps_a_bounded_loss_curve(tmp_path: Path) -> None:
+    """Logging every step for 10,000 steps: the points held stay at most LOSS_POINTS_KEPT, the curve
+    still spans the whole run."""
+    path = tmp_path / "logging.jsonl"
+    path.write_text(loss_lines(range(1, 10_001), 10_000, loss=lambda step: 1000.0 / step))
+    tracker = ProgressTracker(path)
+    history = tracker.poll().loss_history or []
+    assert len(tracker._losses) <= LOSS_POINTS_KEPT and len(history) == 32
+    assert tracker._losses[0][0] == 1 and tracker._losses[-1][0] > 9_990  # from the first step to the last
+    assert history == sorted(history, reverse=True) and history[-1] == pytest.approx(1000.0 / 9844, rel=0.02)
 
 
 def test_a_resume_from_an_earlier_step_truncates_the_loss_curve(tmp_path: Path) -> None:

@@ -88,5 +88,5 @@ def test_a_serve_reads_a_replicas_engine_oldest_first() -> None:
     assert (log_target(obj, pods, 1).pod, log_target(obj, pods, 1).container) == ("chat-b", ENGINE)
     with pytest.raises(NoLogs, match=r"ModelServe chat has replicas 0..1 \(phase Ready\)"):
         log_target(obj, pods, 2)
-    with pytest.raises(NoLogs, match="no engine pod yet"):
+    with pytest.raises(NoLogs, match="has no engine pods"):
         log_target(obj, [], 0)

@@ -42,7 +42,10 @@ def observe(
         return Observed()
     job = (kube.get_rayjob if ray else kube.get_job)(namespace, attempt_name(name, attempt))
     labels = {"modelforge.io/job": label_value(name), "modelforge.io/attempt": str(attempt)}
-    pods = tuple(kube.list_pods(namespace, labels))
+    # The attempt's training pods. KubeRay's submitter pod carries the attempt's labels too (`modelforge logs`
+    # reads the driver's log there), but it trains nothing: its troubles are the RayJob's status's.
+    pods = tuple(p for p in kube.list_pods(namespace, labels)
+                 if p.get("metadata", {}).get("labels", {}).get("modelforge.io/ray-node") != "submitter")  # fmt: skip
     progress = None
     rank0 = rank0_pod(pods)
     if phase in ("Starting", "Running") and rank0 and rank0.get("status", {}).get("phase") == "Running":

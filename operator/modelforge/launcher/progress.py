@@ -4,9 +4,9 @@ logging.jsonl (rank 0) has one object per logging step, e.g. {"loss": 7.6, "lear
 "epoch": 0.06, "global_step/max_steps": "1/4", "remaining_time": "3s", "train_speed(s/it)": 0.04};
 eval lines use eval_*; the last line is a summary. A resumed run appends to the same file.
 
-Every training-loss point is kept (a resumed run's history includes the earlier attempts'; one resumed
-from an earlier checkpoint drops the points from that step on), and served downsampled to
-LOSS_HISTORY_POINTS for the sparkline in `modelforge status`.
+Every training-loss point is kept, up to LOSS_POINTS_KEPT (then neighbours are averaged in pairs): a
+resumed run's history includes the earlier attempts'; one resumed from an earlier checkpoint drops the
+points from that step on. It is served downsampled to 32 points for the sparkline in `modelforge status`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from ..api.finetunejob import LOSS_HISTORY_POINTS
+from ..plan.lifecycle import downsample
 
 
 @dataclass
@@ -66,16 +66,7 @@ class ProgressRecord:
         return {k: v for k, v in fields.items() if v is not None}
 
 
-def downsample(values: list[float], points: int = LOSS_HISTORY_POINTS) -> list[float]:
-    """At most `points` values: the means of equal-width buckets of consecutive values, in order (all of
-    them when there are no more), each rounded to 4 significant digits."""
-    n = len(values)
-    if n <= points:
-        buckets = [values[i : i + 1] for i in range(n)]
-    else:
-        bounds = [i * n // points for i in range(points + 1)]
-        buckets = [values[bounds[i] : bounds[i + 1]] for i in range(points)]
-    return [float(f"{sum(bucket) / len(bucket):.4g}") for bucket in buckets]
+LOSS_POINTS_KEPT = 4096  # loss points held (then halved by averaging neighbours); the sparkline shows 32
 
 
 def format_duration(seconds: float) -> str:
@@ -200,6 +191,10 @@ class ProgressTracker:
             while self._losses and self._losses[-1][0] >= step:
                 self._losses.pop()
         self._losses.append((step, loss))
+        if len(self._losses) > LOSS_POINTS_KEPT:  # a long run: neighbours averaged in pairs, memory stays bounded
+            pairs = zip(self._losses[0::2], self._losses[1::2], strict=False)
+            merged = [(a[0], (a[1] + b[1]) / 2) for a, b in pairs]
+            self._losses = merged + ([self._losses[-1]] if len(self._losses) % 2 else [])
         self._losses_changed = True
 
 

@@ -189,10 +189,22 @@ def progress_status(progress: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def loss_history(value: Any) -> list[float] | None:
     """The launcher's loss_history as status.progress.lossHistory: None unless it is a list of numbers;
-    the finite ones, at most LOSS_HISTORY_POINTS (the newest, should a launcher send more)."""
+    the finite ones, downsampled to LOSS_HISTORY_POINTS should a launcher send more."""
     if not isinstance(value, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
         return None
-    return [float(v) for v in value if math.isfinite(v)][-LOSS_HISTORY_POINTS:]
+    return downsample([float(v) for v in value if math.isfinite(v)])
+
+
+def downsample(values: list[float], points: int = LOSS_HISTORY_POINTS) -> list[float]:
+    """At most `points` values: the means of equal-width buckets of consecutive values, in order (all of
+    them when there are no more), each rounded to 4 significant digits."""
+    n = len(values)
+    if n <= points:
+        buckets = [values[i : i + 1] for i in range(n)]
+    else:
+        bounds = [i * n // points for i in range(points + 1)]
+        buckets = [values[bounds[i] : bounds[i + 1]] for i in range(points)]
+    return [float(f"{sum(bucket) / len(bucket):.4g}") for bucket in buckets]
 
 
 def is_rayjob(job: dict[str, Any] | None) -> bool:

@@ -65,6 +65,11 @@ def _index(pod: dict[str, Any]) -> str | None:
     return _labels(pod).get(INDEX_LABEL) or (meta.get("annotations") or {}).get(INDEX_LABEL)
 
 
+def _none(phase: str) -> str:
+    """ "no" while starting, "no longer any" once the object is done (its pods were cleaned up)."""
+    return "no longer any" if phase in ("Succeeded", "Failed", "Suspended") else "no"
+
+
 def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None = None) -> LogTarget:
     """The pod and container to read. `rank`: a FineTuneJob's node rank, a ModelServe's replica index."""
     kind, name = obj.get("kind", "FineTuneJob"), obj.get("metadata", {}).get("name", "?")
@@ -75,7 +80,7 @@ def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None
         replicas = sorted(live, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
         index = rank or 0
         if index >= len(replicas):
-            have = f"replicas 0..{len(replicas) - 1}" if replicas else "no engine pod yet"
+            have = f"replicas 0..{len(replicas) - 1}" if replicas else f"{_none(phase)} engine pods"
             raise NoLogs(f"ModelServe {name} has {have} (phase {phase}); --rank picks a replica")
         return _target(replicas[index], ENGINE)
     if log_selector(obj) is None:
@@ -88,9 +93,11 @@ def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None
                          f"0's (omit --rank)")  # fmt: skip
         for role, container in (("submitter", RAY_SUBMITTER), ("head", RAY_HEAD)):
             found = [p for p in live if _labels(p).get("modelforge.io/ray-node") == role]
-            if found:
-                return _target(found[0], container)
-        raise NoLogs(f"attempt {attempt} of FineTuneJob {name} has no Ray pods yet (phase {phase})")
+            if found:  # KubeRay may have retried the submitter: the newest, a running one first
+                newest = max(found, key=lambda p: (_phase(p) in ("Pending", "Running"),
+                                                   p["metadata"].get("creationTimestamp") or ""))  # fmt: skip
+                return _target(newest, container)
+        raise NoLogs(f"attempt {attempt} of FineTuneJob {name} has {_none(phase)} Ray pods (phase {phase})")
     wanted = str(rank or 0)
     for pod in live:
         if _index(pod) == wanted:
@@ -98,5 +105,5 @@ def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None
     if len(live) == 1 and _index(live[0]) is None and wanted == "0":
         return _target(live[0], TRAINER)
     ranks = sorted(int(i) for i in (_index(p) for p in live) if i is not None and i.isdigit())
-    have = f"the pods of ranks {', '.join(map(str, ranks))}" if ranks else "no pods yet"
+    have = f"the pods of ranks {', '.join(map(str, ranks))}" if ranks else f"{_none(phase)} pods"
     raise NoLogs(f"attempt {attempt} of FineTuneJob {name} has {have} (phase {phase}); no pod for rank {wanted}")
