@@ -74,6 +74,9 @@ def test_watch_follows_a_job_to_success_and_status_shows_its_outputs(
     while (line := lines.get(timeout=30)) is not None:  # what it printed up to its exit
         seen.append(line)
     out, err = "".join(seen), follower.stderr.read() if follower.stderr else ""
+    for pipe in (follower.stdout, follower.stderr):
+        if pipe is not None:
+            pipe.close()
     assert follower.returncode == 0, (out, err)
     # Every redraw starts with the phase: from waiting in the queue, through Running, to Succeeded last.
     phases = [line[len(heading) :] for line in out.splitlines() if line.startswith(heading)]

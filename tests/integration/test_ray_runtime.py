@@ -172,7 +172,7 @@ class RayHead:
             tree = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             tree = []
-        stop_process_group(self.proc)
+        stop_process_group(self.proc, grace=5)  # `ray start --block` sits out a 30 s SIGTERM (measured)
         for proc in tree:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
