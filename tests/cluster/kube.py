@@ -240,43 +240,58 @@ class Kube:
         assert not bad, f"addresses outside 127.0.0.0/8 (no test may send traffic there): {bad}"
 
 
-def run_logged(argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
-    """Run a pod's program as a container runtime does: every line it prints on stdout and stderr goes to
+class ContainerProcess:
+    """A pod's program run as a container runtime runs it: every line it prints on stdout and stderr goes to
     `log` in CRI's log format (`<RFC 3339 time> <stream> F <line>`), the file a kubelet serves for pods/log.
-    Returns the exit code."""
-    import threading
+    Its own process group, stopped by PID."""
 
-    lock = threading.Lock()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    with open(log, "ab") as out:
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None):
+        import threading
 
-        def pump(pipe: Any, stream: bytes) -> None:
-            for line in iter(pipe.readline, b""):
-                stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
-                with lock:
-                    out.write(stamp + b" " + stream + b" F " + line.rstrip(b"\n") + b"\n")
-                    out.flush()
-
-        pumps = [threading.Thread(target=pump, args=(proc.stdout, b"stdout")),
-                 threading.Thread(target=pump, args=(proc.stderr, b"stderr"))]  # fmt: skip
-        for thread in pumps:
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        self._out = open(log, "ab")  # noqa: SIM115 (closed by stop)
+        self._lock = threading.Lock()
+        self._pumps = [threading.Thread(target=self._pump, args=(self.proc.stdout, b"stdout")),
+                       threading.Thread(target=self._pump, args=(self.proc.stderr, b"stderr"))]  # fmt: skip
+        for thread in self._pumps:
             thread.start()
-        try:
-            code = proc.wait(timeout)
-        finally:
-            stop_process_group(proc)  # type: ignore[arg-type]
-            for thread in pumps:
-                thread.join(30)
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
-    return code
+
+    def _pump(self, pipe: Any, stream: bytes) -> None:
+        for line in iter(pipe.readline, b""):
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+            with self._lock:
+                self._out.write(stamp + b" " + stream + b" F " + line.rstrip(b"\n") + b"\n")
+                self._out.flush()
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def stop(self, grace: float = 30) -> None:
+        """Stop the process group (if still running), then let the last lines reach the log."""
+        stop_process_group(self.proc, grace)  # type: ignore[arg-type]
+        for thread in self._pumps:
+            thread.join(30)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        self._out.close()
+
+
+def run_logged(argv: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
+    """Run a pod's program to its end (a ContainerProcess); returns the exit code."""
+    container = ContainerProcess(argv, env, log)
+    try:
+        return container.proc.wait(timeout)
+    finally:
+        container.stop()
 
 
 def log_text(log: Path) -> str:
     """What a CRI-format log file says, without its time and stream columns (what `kubectl logs` prints)."""
-    return "".join(line.split(" ", 3)[3] + "\n" for line in log.read_text(errors="replace").splitlines()
-                   if line.count(" ") >= 3)  # fmt: skip
+    # Bytes, split at \n only: text mode or splitlines() would break a progress bar's \r into lines.
+    lines = log.read_bytes().decode(errors="replace").split("\n")
+    return "".join(line.split(" ", 3)[3] + "\n" for line in lines if line.count(" ") >= 3)
 
 
 def container_env(pod: dict[str, Any]) -> dict[str, str]:

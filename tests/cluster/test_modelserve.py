@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .kube import ROOT, Kube, kubectl, stop_process_group
+from .kube import ROOT, ContainerProcess, Kube, kubectl, log_text
 from .operator import OperatorProcess
 from .test_finetunejob import finetunejob, running_pods
 
@@ -62,16 +62,14 @@ class Engine:
         args[args.index("--host") + 1] = pod["status"]["podIP"]
         self.url = f"http://{pod['status']['podIP']}:{args[args.index('--port') + 1]}"
         env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
-        with open(log, "ab") as out:
-            # tests/cluster/engine_main.py: the same entry point, but it stays on the pod's port (see there).
-            self.proc = subprocess.Popen([sys.executable, "-m", "tests.cluster.engine_main", *args], env=env,
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                         cwd=ROOT)  # fmt: skip
+        # tests/cluster/engine_main.py: the same entry point, but it stays on the pod's port (see there). Its
+        # output is the container's log (CRI format), which kwok serves for pods/log once told where it is.
+        self.proc = ContainerProcess([sys.executable, "-m", "tests.cluster.engine_main", *args], env, log, ROOT)
 
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"the engine exited with {self.proc.returncode}"
+            assert self.proc.poll() is None, f"the engine exited with {self.proc.poll()}"
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2):
                     return
@@ -80,7 +78,7 @@ class Engine:
         raise AssertionError(f"{self.url}/health did not answer within {timeout} s")
 
     def stop(self) -> None:
-        stop_process_group(self.proc, grace=20)
+        self.proc.stop(grace=20)
 
 
 @pytest.fixture
@@ -104,13 +102,23 @@ def test_serve_chain_status_from_the_real_engine_scale_and_roll(kube: Kube, oper
     assert service["spec"]["ports"][0]["port"] == 8000
     # kwok marks the pod Ready, but nothing answers yet: not Ready.
     kube.wait_for(lambda: serve_status(kube, ns).get("phase") == "Loading", 30, "phase Loading")
-    engine = Engine(pod, models_claim, tmp_path / "engine.log")
+    log = tmp_path / "engine.log"
+    kube.serve_container_log(ns, pod["metadata"]["name"], log)
+    engine = Engine(pod, models_claim, log)
     try:
         engine.wait_healthy()
         kube.wait_for(lambda: serve_status(kube, ns).get("phase") == "Ready", 60, "phase Ready")
         st = serve_status(kube, ns)
         assert st["models"] == ["chat"] and st["readyReplicas"] == 1
         assert st["endpoint"] == f"http://chat.{ns}.svc:8000/v1"
+        # `modelforge logs` on a serve: replica 0's engine, what the real engine printed so far.
+        # Bytes, not text=True: universal newlines would turn a progress bar's \r into a line break.
+        shown = subprocess.run([sys.executable, "-m", "modelforge.cli", "logs", "chat", "-n", ns, "--kind", "mserve"],
+                               env={**os.environ, "KUBECONFIG": str(kube.kubeconfig)}, capture_output=True,
+                               timeout=60, check=False)  # fmt: skip
+        printed, said = shown.stdout.decode(errors="replace"), shown.stderr.decode(errors="replace")
+        assert shown.returncode == 0 and f"==> pod {pod['metadata']['name']}, container engine" in said, said
+        assert printed.strip() and log_text(log).startswith(printed), (printed[-1000:], log_text(log)[-1000:])
 
         kube.patch("ModelServe", ns, "chat", {"spec": {"replicas": 2}})
         kube.wait_for(lambda: (kube.get("Deployment", ns, "chat") or {}).get("status", {}).get("readyReplicas") == 2,

@@ -54,7 +54,7 @@ def test_fine_tune_then_serve_then_answer(kube: Kube, operator: OperatorProcess,
         follower.wait(60)
     finally:
         stop_process_group(follower)  # type: ignore[arg-type]
-    followed, said = followed_file.read_text(), said_file.read_text()
+    followed, said = followed_file.read_bytes().decode(errors="replace"), said_file.read_text()
     assert follower.returncode == 0, said
     assert followed == log_text(log) and f"{STEPS}/{STEPS}" in followed, (followed[-2000:], said)
     kube.wait_for(lambda: status(kube, ns, "support").get("phase") == "Succeeded", 60, "the fine-tune Succeeded")
