@@ -394,7 +394,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         threading.Thread(target=watch_pod, daemon=True).start()
     out = sys.stdout.buffer
     try:
-        for chunk in response.stream(4096, decode_content=True):
+        for chunk in response.stream(65536, decode_content=True):
             out.write(chunk)
             out.flush()
             last_data[0] = time.monotonic()
