@@ -106,7 +106,7 @@ def main() -> int:
         kube.patch("Pod", ns, pod, {"status": {"phase": "Succeeded"}}, "status")
         code = follower.wait(60)
         print(f"-f, pod Succeeded -> exit {code} after {time.monotonic() - started:.1f} s "
-              f"(poll 2 s, then 2 s without new lines)")  # fmt: skip
+              f"(poll 2 s, then 2 s of waiting with nothing new)")  # fmt: skip
         follower.stdout.close()
     finally:
         kube.delete("Namespace", None, ns)

@@ -374,15 +374,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
     except ApiException as exc:
         print(f"cannot read the log of pod {target.pod}: {_api_message(exc)}", file=sys.stderr)
         return 1
-    ended, lock, last_data = threading.Event(), threading.Lock(), [time.monotonic()]
+    # When the reader started waiting on the socket (None while it writes what it got).
+    ended, lock = threading.Event(), threading.Lock()
+    waiting: list[float | None] = [time.monotonic()]
     if args.follow and now == "Running":
         # A kubelet ends the stream when the container exits. This also ends it when the pod is done or gone
-        # (a lost node's kubelet never does), once nothing has arrived for a while, so no last line is cut.
+        # (a lost node's kubelet never does), once the reader has waited a while for more and none came, so
+        # no last line is cut, however slowly stdout is read.
+        def quiet() -> bool:
+            since = waiting[0]
+            return since is not None and time.monotonic() - since >= FOLLOW_DRAIN_SECONDS
+
         def watch_pod() -> None:
             while not ended.wait(FOLLOW_POLL_SECONDS):
                 if phase() not in ("Succeeded", "Failed", "gone"):
                     continue
-                while not ended.is_set() and time.monotonic() - last_data[0] < FOLLOW_DRAIN_SECONDS:
+                while not ended.is_set() and not quiet():
                     ended.wait(0.5)
                 with lock:
                     if not ended.is_set():
@@ -392,12 +399,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 return
 
         threading.Thread(target=watch_pod, daemon=True).start()
-    out = sys.stdout.buffer
+    out, chunks = sys.stdout.buffer, response.stream(65536, decode_content=True)
     try:
-        for chunk in response.stream(65536, decode_content=True):
+        while True:
+            waiting[0] = time.monotonic()
+            chunk = next(chunks, None)
+            waiting[0] = None
+            if chunk is None:
+                break
             out.write(chunk)
             out.flush()
-            last_data[0] = time.monotonic()
     except Exception as exc:  # the stream cut by shutdown() above, or by the connection
         if not ended.is_set():
             print(f"the log stream of pod {target.pod} ended: {exc}", file=sys.stderr)
@@ -411,7 +422,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 PENDING_WAIT_SECONDS = 60.0  # `logs -f` on a pod whose container has not started
 FOLLOW_POLL_SECONDS = 2.0
-FOLLOW_DRAIN_SECONDS = 2.0  # after the pod ended: stop once the stream has been quiet this long
+FOLLOW_DRAIN_SECONDS = 2.0  # after the pod ended: stop once the reader has waited this long for more
 
 
 def _api_message(exc: Any) -> str:
