@@ -13,6 +13,7 @@ Needs the venv (make setup) and the cluster binaries (make cluster-build); start
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -23,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.cluster import controlplane
-from tests.cluster.kube import KUBECTL, Kube, log_text
+from tests.cluster.kube import KUBECTL, Kube, log_text, stop_process_group
+from tests.cluster.operator import Release
 
 STAMP = "2026-12-03T10:00:00.000000000Z"
 
@@ -44,9 +46,14 @@ def main() -> int:
     controlplane.up()
     kube = Kube(controlplane.kubeconfig_path())
     env = {**os.environ, "KUBECONFIG": str(controlplane.kubeconfig_path())}
+    # The chart, for its CRDs (as the cluster tier installs it); no operator runs: this script plays it.
+    release = Release(controlplane.kubeconfig_path())
+    release.install()
+    kube.wait_for(lambda: kube.get("CustomResourceDefinition", None, "finetunejobs.modelforge.io"), 60)
     modelforge = [sys.executable, "-m", "modelforge.cli", "logs", "sft", "-n"]
     ns = kube.namespace("bench-logs")
     work = Path(tempfile.mkdtemp(prefix="mf-bench-logs-"))
+    stack = contextlib.ExitStack()
     try:
         kube.create({"apiVersion": "modelforge.io/v1alpha1", "kind": "FineTuneJob",
                      "metadata": {"name": "sft", "namespace": ns},
@@ -78,7 +85,7 @@ def main() -> int:
                 handle.write(f"{STAMP} stdout F {{'loss': 1.2345, 'grad_norm': 0.98, 'learning_rate': 9.9e-05, "
                              f"'global_step/max_steps': '{i}/{args.lines}'}}\n")  # fmt: skip
         size = log.stat().st_size / 2**20
-        print(f"{args.lines} lines, {size:.1f} MiB of CRI log, {args.repeats} repeats, 2 cores")
+        print(f"{args.lines} lines, {size:.1f} MiB of CRI log, {args.repeats} repeats, {os.cpu_count()} cores")
         out = work / "out.txt"
         for name, argv in (("modelforge logs", [*modelforge, ns]),
                            ("kubectl logs", [str(KUBECTL), "logs", "-n", ns, pod, "-c", "trainer"]),
@@ -91,6 +98,7 @@ def main() -> int:
         follower = subprocess.Popen([*modelforge, ns, "-f", "--tail", "0"], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         assert follower.stdout is not None
+        stack.callback(lambda: stop_process_group(follower, grace=5))  # type: ignore[arg-type]
         time.sleep(3)
         latencies = []
         for i in range(5):
@@ -109,7 +117,9 @@ def main() -> int:
               f"(poll 2 s, then 2 s of waiting with nothing new)")  # fmt: skip
         follower.stdout.close()
     finally:
+        stack.close()
         kube.delete("Namespace", None, ns)
+        release.uninstall()
     return 0
 
 

@@ -306,7 +306,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
     last, api = None, _custom_api()
     deadline = time.monotonic() + args.timeout if args.timeout else None
     while True:
-        obj = _fetch(args, api) or {}
+        try:
+            obj = _fetch(args, api) or {}
+        except Exception as exc:  # the API server gone for a moment: say so and look again, until --timeout
+            trouble = _cluster_trouble(exc)
+            if last is None or trouble is None or not type(exc).__module__.startswith("urllib3"):
+                raise  # never reached it (a wrong kubeconfig, say), or not a network error: one line, exit 1
+            print(f"{trouble}; trying again", file=sys.stderr, flush=True)
+            if deadline and time.monotonic() > deadline:
+                return 2
+            time.sleep(args.interval)
+            continue
         lines = describe(obj, ascii_only=_ascii_only())
         if lines != last:
             if sys.stdout.isatty():
@@ -377,19 +387,20 @@ def cmd_logs(args: argparse.Namespace) -> int:
     # When the reader started waiting on the socket (None while it writes what it got).
     ended, lock = threading.Event(), threading.Lock()
     waiting: list[float | None] = [time.monotonic()]
-    if args.follow and now == "Running":
+    if args.follow:
         # A kubelet ends the stream when the container exits. This also ends it when the pod is done or gone
-        # (a lost node's kubelet never does), once the reader has waited a while for more and none came, so
-        # no last line is cut, however slowly stdout is read.
-        def quiet() -> bool:
+        # (a lost node's kubelet never does), once the reader has waited a while for more since then and none
+        # came, so no last line is cut, however slowly stdout is read.
+        def quiet(done_at: float) -> bool:
             since = waiting[0]
-            return since is not None and time.monotonic() - since >= FOLLOW_DRAIN_SECONDS
+            return since is not None and time.monotonic() - max(since, done_at) >= FOLLOW_DRAIN_SECONDS
 
         def watch_pod() -> None:
             while not ended.wait(FOLLOW_POLL_SECONDS):
                 if phase() not in ("Succeeded", "Failed", "gone"):
                     continue
-                while not ended.is_set() and not quiet():
+                done_at = time.monotonic()
+                while not ended.is_set() and not quiet(done_at):
                     ended.wait(0.5)
                 with lock:
                     if not ended.is_set():
@@ -409,6 +420,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 break
             out.write(chunk)
             out.flush()
+    except BrokenPipeError:  # `modelforge logs X | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # the stream cut by shutdown() above, or by the connection
         if not ended.is_set():
             print(f"the log stream of pod {target.pod} ended: {exc}", file=sys.stderr)

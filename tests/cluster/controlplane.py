@@ -792,12 +792,18 @@ def _fingerprint_file() -> Path:
     return run_dir() / "fingerprint"
 
 
+SETUP_REVISION = 2  # bump when up()'s flags change in a way a running control plane must not be reused for
+
+
 def _fingerprint() -> str:
-    """What a running control plane was started from: this file and kwok's CRD. A cluster started from
-    other versions of them (flags, stages, addresses) is restarted by `up`, not reused."""
+    """What a running control plane was started from: the versions, kwok's configuration and CRD, the
+    nodes, the addresses and SETUP_REVISION. One started from others is restarted by `up`, not reused
+    (a comment or a test edited elsewhere changes none of these)."""
     import hashlib
 
-    return hashlib.sha256(Path(__file__).read_bytes() + KWOK_LOGS_CRD.read_bytes()).hexdigest()[:16]
+    setup = json.dumps([SETUP_REVISION, versions_key(), KWOK_CONFIG, NODES, KUBELET_IP, KUBELET_PORT, SERVICE_CIDR,
+                        AUDIT_POLICY], sort_keys=True, default=str)  # fmt: skip
+    return hashlib.sha256(setup.encode() + KWOK_LOGS_CRD.read_bytes()).hexdigest()[:16]
 
 
 def check_loopback() -> None:

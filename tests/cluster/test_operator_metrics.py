@@ -27,7 +27,7 @@ def test_the_running_operator_serves_what_the_dashboard_uses(kube: Kube, operato
                                                               claims: str) -> None:  # fmt: skip
     ns = claims
     before = samples(operator.scrape())
-    succeeded = 'modelforge_finetunejobs{phase="Succeeded"}'
+    succeeded = 'modelforge_finetunejobs{phase="Succeeded"}'  # this job is one, while it exists
     kube.create(finetunejob(ns, failurePolicy={"maxRestarts": 1, "backoffSeconds": 0}))
     pod = running_pods(kube, ns, "sft", 1, 1)[0]
     kube.finish_pod(ns, pod["metadata"]["name"], 75, message=retryable())
@@ -44,10 +44,10 @@ def test_the_running_operator_serves_what_the_dashboard_uses(kube: Kube, operato
         return seen if f"modelforge_modelserve_ready_replicas{label}" in seen else None
 
     seen = kube.wait_for(scraped, 30, "the serve in the operator's metrics")
-    # Other modules' jobs may still be counted (one operator per module, one control plane per session),
-    # so the values are compared with the scrape before this job, not with absolute numbers.
+    # Other modules' jobs may still be counted (one operator per module, one control plane per session):
+    # the restart counter is compared with the scrape before this job.
     assert seen["modelforge_restarts_total"] - before.get("modelforge_restarts_total", 0) >= 1, seen
-    assert seen.get(succeeded, 0) - before.get(succeeded, 0) >= 1, seen
+    assert seen.get(succeeded, 0) >= 1, seen  # a gauge: jobs of earlier modules' deleted namespaces leave it
     assert seen["modelforge_reconcile_seconds_count"] >= 3, seen
 
     used, _ = dashboard_metrics()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from modelforge.launcher.progress import ProgressServer, ProgressTracker
 
-from .kube import Kube
+from .kube import Kube, stop_process_group
 from .operator import OperatorProcess
 from .test_finetunejob import finetunejob, running_pods, status
 
@@ -27,7 +27,7 @@ LOSSES = (7.61, 6.5, 5.2, 3.3, 2.6, 2.03)
 def watch(kubeconfig: Path, ns: str) -> subprocess.Popen[str]:
     return subprocess.Popen([*MODELFORGE, "watch", "sft", "-n", ns, "--interval", "0.5", "--timeout", "120"],
                             env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
 
 
 def read_lines(proc: subprocess.Popen[str], into: queue.Queue[str | None]) -> None:
@@ -48,35 +48,38 @@ def test_watch_follows_a_job_to_success_and_status_shows_its_outputs(
     heading = f"FineTuneJob {ns}/sft: "
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=read_lines, args=(follower, lines), daemon=True).start()
-    seen: list[str] = []
-    deadline = time.monotonic() + 60
-    while not any(line.startswith(heading + "Queued") for line in seen):
-        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-        assert line is not None, f"watch ended before the job was Queued: {''.join(seen)}"
-        seen.append(line)
-    kube.patch("Job", ns, "sft-a1", {"spec": {"suspend": False}})  # what Kueue does on admission
-    pod = running_pods(kube, ns, "sft", 1, 1)[0]
-    kube.wait_for(lambda: status(kube, ns).get("phase") == "Running", 30, "phase Running")
-    # The launcher's real progress server on the pod's IP, following a logging.jsonl with a falling loss.
-    log = tmp_path / "logging.jsonl"
-    log.write_text("".join(json.dumps({"loss": loss, "global_step/max_steps": f"{10 * (i + 1)}/100"}) + "\n"
-                           for i, loss in enumerate(LOSSES)))  # fmt: skip
-    server = ProgressServer(ProgressTracker(log), port=8090, host=pod["status"]["podIP"]).start()
     try:
-        kube.wait_for(lambda: len(status(kube, ns).get("progress", {}).get("lossHistory", [])) == len(LOSSES), 30,
-                      "the loss history in status")  # fmt: skip
+        seen: list[str] = []
+        deadline = time.monotonic() + 60
+        while not any(line.startswith(heading + "Queued") for line in seen):
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"watch ended before the job was Queued: {''.join(seen)}"
+            seen.append(line)
+        kube.patch("Job", ns, "sft-a1", {"spec": {"suspend": False}})  # what Kueue does on admission
+        pod = running_pods(kube, ns, "sft", 1, 1)[0]
+        kube.wait_for(lambda: status(kube, ns).get("phase") == "Running", 30, "phase Running")
+        # The launcher's real progress server on the pod's IP, following a logging.jsonl with a falling loss.
+        log = tmp_path / "logging.jsonl"
+        log.write_text("".join(json.dumps({"loss": loss, "global_step/max_steps": f"{10 * (i + 1)}/100"}) + "\n"
+                               for i, loss in enumerate(LOSSES)))  # fmt: skip
+        server = ProgressServer(ProgressTracker(log), port=8090, host=pod["status"]["podIP"]).start()
+        try:
+            kube.wait_for(lambda: len(status(kube, ns).get("progress", {}).get("lossHistory", [])) == len(LOSSES), 30,
+                          "the loss history in status")  # fmt: skip
+        finally:
+            server.stop()
+        outcome = {"outcome": "Succeeded", "reason": "Completed", "message": "trained 100 step(s)", "last_step": 100,
+                   "total_steps": 100, "outputs": {"adapter": "pvc://models/sft/run/checkpoint-100"}}  # fmt: skip
+        kube.finish_pod(ns, pod["metadata"]["name"], 0, message=outcome)
+        follower.wait(90)
+        while (line := lines.get(timeout=30)) is not None:  # what it printed up to its exit
+            seen.append(line)
+        out, err = "".join(seen), follower.stderr.read() if follower.stderr else ""
+        for pipe in (follower.stdout, follower.stderr):
+            if pipe is not None:
+                pipe.close()
     finally:
-        server.stop()
-    outcome = {"outcome": "Succeeded", "reason": "Completed", "message": "trained 100 step(s)", "last_step": 100,
-               "total_steps": 100, "outputs": {"adapter": "pvc://models/sft/run/checkpoint-100"}}  # fmt: skip
-    kube.finish_pod(ns, pod["metadata"]["name"], 0, message=outcome)
-    follower.wait(90)
-    while (line := lines.get(timeout=30)) is not None:  # what it printed up to its exit
-        seen.append(line)
-    out, err = "".join(seen), follower.stderr.read() if follower.stderr else ""
-    for pipe in (follower.stdout, follower.stderr):
-        if pipe is not None:
-            pipe.close()
+        stop_process_group(follower)  # type: ignore[arg-type]
     assert follower.returncode == 0, (out, err)
     # Every redraw starts with the phase: from waiting in the queue, through Running, to Succeeded last.
     phases = [line[len(heading) :] for line in out.splitlines() if line.startswith(heading)]

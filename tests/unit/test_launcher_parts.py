@@ -367,6 +367,9 @@ def test_a_long_run_keeps_a_bounded_loss_curve(tmp_path: Path) -> None:
     history = tracker.poll().loss_history or []
     assert len(tracker._losses) <= LOSS_POINTS_KEPT and len(history) == 32
     assert tracker._losses[0][0] == 1 and tracker._losses[-1][0] > 9_990  # from the first step to the last
+    # Evenly wide points: old and new ones alike cover about `stride` steps (so the sparkline's x is steps).
+    gaps = {b[0] - a[0] for a, b in zip(tracker._losses, tracker._losses[1:], strict=False)}
+    assert tracker._stride == 4 and max(gaps) == 4 and min(gaps) >= 2, (tracker._stride, gaps)
     assert history == sorted(history, reverse=True) and history[-1] == pytest.approx(1000.0 / 9844, rel=0.02)
 
 

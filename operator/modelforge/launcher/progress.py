@@ -4,7 +4,7 @@ logging.jsonl (rank 0) has one object per logging step, e.g. {"loss": 7.6, "lear
 "epoch": 0.06, "global_step/max_steps": "1/4", "remaining_time": "3s", "train_speed(s/it)": 0.04};
 eval lines use eval_*; the last line is a summary. A resumed run appends to the same file.
 
-Every training-loss point is kept, up to LOSS_POINTS_KEPT (then neighbours are averaged in pairs): a
+Every training-loss point is kept, up to LOSS_POINTS_KEPT (then averaged into evenly wide points): a
 resumed run's history includes the earlier attempts'; one resumed from an earlier checkpoint drops the
 points from that step on. It is served downsampled to 32 points for the sparkline in `modelforge status`.
 """
@@ -88,7 +88,9 @@ class ProgressTracker:
         self._step_moved = self.started
         self._baseline_step: int | None = None
         self.record = ProgressRecord(preflight_seconds=preflight_seconds)
-        self._losses: list[tuple[int, float]] = []  # every training-loss point seen: (step, loss), step ascending
+        self._losses: list[tuple[int, float]] = []  # training-loss points: (first step, loss), step ascending
+        self._group: list[tuple[int, float]] = []  # the points of the next one, while fewer than _stride
+        self._stride = 1  # points averaged into one (doubles each time the list is halved)
         self._losses_changed = False  # record.loss_history is recomputed only after new points
         self._offset = 0
         self._partial = ""
@@ -138,7 +140,7 @@ class ProgressTracker:
                     except (json.JSONDecodeError, TypeError, ValueError):
                         continue
             if self._losses_changed:
-                self.record.loss_history = downsample([loss for _, loss in self._losses])
+                self.record.loss_history = downsample(self._curve())
                 self._losses_changed = False
             now = time.monotonic()
             if self.record.step is not None and not self.record.finished:
@@ -182,20 +184,33 @@ class ProgressTracker:
 
     def _add_loss(self, step: int | None, loss: float) -> None:
         """One training-loss point. A step at or before the last point's (a resume from an earlier
-        checkpoint) replaces the points from that step on, so the curve stays monotone in step."""
+        checkpoint) drops the points from that step on, so the curve stays monotone in step. A long run
+        keeps at most LOSS_POINTS_KEPT points: then neighbours are averaged in pairs and later points are
+        averaged in groups as wide, so every point covers as many steps (a merged point is dropped on a
+        resume only when it starts at or after the step resumed from)."""
         if not math.isfinite(loss):
             return  # a NaN/inf loss is still the latest loss; the curve cannot draw it
         if step is None:
-            step = self._losses[-1][0] if self._losses else 0
+            step = (self._group or self._losses or [(0, 0.0)])[-1][0]
         else:
             while self._losses and self._losses[-1][0] >= step:
                 self._losses.pop()
-        self._losses.append((step, loss))
-        if len(self._losses) > LOSS_POINTS_KEPT:  # a long run: neighbours averaged in pairs, memory stays bounded
-            pairs = zip(self._losses[0::2], self._losses[1::2], strict=False)
-            merged = [(a[0], (a[1] + b[1]) / 2) for a, b in pairs]
-            self._losses = merged + ([self._losses[-1]] if len(self._losses) % 2 else [])
+            self._group = [p for p in self._group if p[0] < step]
+        self._group.append((step, loss))
+        if len(self._group) >= self._stride:
+            self._losses.append((self._group[0][0], sum(v for _, v in self._group) / len(self._group)))
+            self._group = []
+            if len(self._losses) > LOSS_POINTS_KEPT:
+                pairs = zip(self._losses[0::2], self._losses[1::2], strict=False)
+                merged = [(a[0], (a[1] + b[1]) / 2) for a, b in pairs]
+                self._losses = merged + ([self._losses[-1]] if len(self._losses) % 2 else [])
+                self._stride *= 2
         self._losses_changed = True
+
+    def _curve(self) -> list[float]:
+        """Every kept point, and the group being filled (averaged) so the newest loss shows at once."""
+        tail = [sum(v for _, v in self._group) / len(self._group)] if self._group else []
+        return [loss for _, loss in self._losses] + tail
 
 
 METRICS = (
