@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .kube import ROOT, ContainerProcess, Kube, kubectl, log_text
+from .kube import ROOT, ContainerProcess, Kube, container_env, kubectl, log_text
 from .operator import OperatorProcess
 from .test_finetunejob import finetunejob, running_pods
 
@@ -61,7 +61,7 @@ class Engine:
             args = [a.replace(pod_path, str(local)) for a in args]
         args[args.index("--host") + 1] = pod["status"]["podIP"]
         self.url = f"http://{pod['status']['podIP']}:{args[args.index('--port') + 1]}"
-        env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
+        env = {**os.environ, **container_env(pod)}
         # tests/cluster/engine_main.py: the same entry point, but it stays on the pod's port (see there). Its
         # output is the container's log (CRI format), which kwok serves for pods/log once told where it is.
         self.proc = ContainerProcess([sys.executable, "-m", "tests.cluster.engine_main", *args], env, log, ROOT)

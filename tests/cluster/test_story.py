@@ -14,7 +14,7 @@ from typing import Any
 
 from modelforge.testing import build_tiny_model, write_chat_dataset
 
-from .kube import Kube, log_text, run_logged, stop_process_group
+from .kube import Kube, container_env, log_text, run_logged, stop_process_group
 from .operator import OperatorProcess
 from .test_finetunejob import running_pods, status
 from .test_modelserve import Engine, ready_pods, serve_status
@@ -94,7 +94,7 @@ def run_training_pod(kube: Kube, ns: str, pod: dict[str, Any], volumes: Path, tm
     output_root = volumes / claim / output.get("subPath", "")
     output_root.mkdir(parents=True, exist_ok=True)
     termination = tmp / "termination-log"
-    env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e},
+    env = {**os.environ, **container_env(pod),
            "MODELFORGE_PVC_ROOT": str(volumes), "MODELFORGE_OUTPUT_ROOT": str(output_root),
            "MODELFORGE_PROGRESS_HOST": pod["status"]["podIP"]}  # fmt: skip
     code = run_logged([sys.executable, "-m", "modelforge.cli", "launch", "--config", str(config),

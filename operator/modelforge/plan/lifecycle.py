@@ -160,14 +160,18 @@ def rank0_pod(pods: tuple[dict[str, Any], ...]) -> dict[str, Any] | None:
         if pod.get("metadata", {}).get("labels", {}).get("modelforge.io/ray-node") == "head":
             return pod
     for pod in pods:
-        labels = pod.get("metadata", {}).get("labels", {})
-        annotations = pod.get("metadata", {}).get("annotations", {})
-        index = labels.get("batch.kubernetes.io/job-completion-index") or annotations.get(
-            "batch.kubernetes.io/job-completion-index"
-        )
-        if index == "0":
+        if completion_index(pod) == "0":
             return pod
     return pods[0] if len(pods) == 1 else None
+
+
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+
+
+def completion_index(pod: dict[str, Any]) -> str | None:
+    """An Indexed Job pod's index (its node rank), from the label or, on older clusters, the annotation."""
+    meta = pod.get("metadata", {})
+    return (meta.get("labels") or {}).get(INDEX_LABEL) or (meta.get("annotations") or {}).get(INDEX_LABEL)
 
 
 def progress_status(progress: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..plan.lifecycle import completion_index
 from .names import label_value
 
 TRAINER = "trainer"
 ENGINE = "engine"
 RAY_SUBMITTER = "ray-job-submitter"
 RAY_HEAD = "ray-head"
-INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 
 
 class NoLogs(ValueError):
@@ -60,11 +60,6 @@ def _labels(pod: dict[str, Any]) -> dict[str, str]:
     return pod.get("metadata", {}).get("labels") or {}
 
 
-def _index(pod: dict[str, Any]) -> str | None:
-    meta = pod.get("metadata", {})
-    return _labels(pod).get(INDEX_LABEL) or (meta.get("annotations") or {}).get(INDEX_LABEL)
-
-
 def _none(phase: str) -> str:
     """ "no" while starting, "no longer any" once the object is done (its pods were cleaned up)."""
     return "no longer any" if phase in ("Succeeded", "Failed", "Suspended") else "no"
@@ -100,10 +95,10 @@ def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None
         raise NoLogs(f"attempt {attempt} of FineTuneJob {name} has {_none(phase)} Ray pods (phase {phase})")
     wanted = str(rank or 0)
     for pod in live:
-        if _index(pod) == wanted:
+        if completion_index(pod) == wanted:
             return _target(pod, TRAINER)
-    if len(live) == 1 and _index(live[0]) is None and wanted == "0":
+    if len(live) == 1 and completion_index(live[0]) is None and wanted == "0":
         return _target(live[0], TRAINER)
-    ranks = sorted(int(i) for i in (_index(p) for p in live) if i is not None and i.isdigit())
+    ranks = sorted(int(i) for i in (completion_index(p) for p in live) if i is not None and i.isdigit())
     have = f"the pods of ranks {', '.join(map(str, ranks))}" if ranks else f"{_none(phase)} pods"
     raise NoLogs(f"attempt {attempt} of FineTuneJob {name} has {have} (phase {phase}); no pod for rank {wanted}")
