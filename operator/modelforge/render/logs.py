@@ -32,10 +32,6 @@ class LogTarget:
     container: str
     phase: str  # the pod's phase when it was chosen
 
-    @property
-    def running(self) -> bool:
-        return self.phase in ("Pending", "Running")
-
 
 def log_selector(obj: dict[str, Any]) -> dict[str, str] | None:
     """The labels of the pods to choose from: the current attempt's, or the serve's. None: nothing started."""
