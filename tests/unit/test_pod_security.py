@@ -12,7 +12,7 @@ import pytest
 
 from modelforge.api.validate import SpecError, parse_resource
 from modelforge.render.manifests import render_resource
-from modelforge.render.security import image_allowed
+from modelforge.render.security import HOME_DIR, image_allowed
 from modelforge.render.settings import RenderSettings
 from modelforge.specfile import load_documents
 
@@ -247,3 +247,15 @@ def test_the_serve_a_job_creates_is_judged_before_training_and_inherits_its_trus
         "fromFineTuneJob": "j", "trustRemoteCode": True,
     }  # fmt: skip
     assert modelserve_from_job("j", "ns", {})["spec"]["model"] == {"fromFineTuneJob": "j"}
+
+
+@pytest.mark.parametrize(("where", "pod"), PODS, ids=[w for w, _ in PODS])
+def test_every_container_has_a_read_only_root_and_a_writable_tmp_and_home(where, pod):
+    """What a program may write is declared: /tmp and HOME are emptyDirs of the pod (the images tier runs each
+    image so, tests/images)."""
+    emptydirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, container["name"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts["/tmp"] in emptydirs and mounts[HOME_DIR] in emptydirs, container["name"]
+        assert {"name": "HOME", "value": HOME_DIR} in container["env"], container["name"]

@@ -19,6 +19,7 @@ from modelforge.plan.serving import (
     serve_problems,
     serve_status,
 )
+from modelforge.render.security import HOME_DIR
 from modelforge.render.serving import (
     CHAT_TEMPLATE,
     CHAT_TEMPLATE_MOUNT,
@@ -118,7 +119,8 @@ def test_two_adapters_and_an_api_key():
     agent = next(x for x in pod["containers"] if x["name"] == "agent")
     assert agent["command"] == ["modelforge"] and agent["args"][0] == "serve-agent"
     assert "--adapters" in agent["args"] and agent["args"][agent["args"].index("--api-key-env") + 1] == "VLLM_API_KEY"
-    assert {e["name"]: e["valueFrom"] for e in agent["env"]} == {"VLLM_API_KEY": env["VLLM_API_KEY"]["valueFrom"]}
+    secrets = {e["name"]: e["valueFrom"] for e in agent["env"] if "valueFrom" in e}
+    assert secrets == {"VLLM_API_KEY": env["VLLM_API_KEY"]["valueFrom"]}
     # Another adapter list: the same Deployment (same hash, no rollout), another ConfigMap.
     one = render(s, ResolvedModel("Qwen/Qwen3-8B", (("support", "pvc://models/support/run/last-checkpoint"),)))
     assert one.spec_hash == objects.spec_hash and one.adapters != objects.adapters
@@ -246,7 +248,7 @@ def test_a_system_prompt_with_vllm_wraps_the_models_chat_template():
     (init,) = pod["initContainers"]
     assert init["command"] == ["modelforge"] and init["args"] == [
         "chat-template", "--model", "/mnt/pvc/models/tiny", "--out", CHAT_TEMPLATE]  # fmt: skip
-    assert {m["mountPath"] for m in init["volumeMounts"]} == {"/mnt/pvc/models", CHAT_TEMPLATE_MOUNT}
+    assert {m["mountPath"] for m in init["volumeMounts"]} == {"/mnt/pvc/models", CHAT_TEMPLATE_MOUNT, "/tmp", HOME_DIR}
     args = container(objects)["args"]
     assert args[args.index("--chat-template") + 1] == CHAT_TEMPLATE
     assert json.loads(args[args.index("--default-chat-template-kwargs") + 1]) == {

@@ -3,7 +3,10 @@
 
 `restricted` asks: runAsNonRoot (and no UID 0), allowPrivilegeEscalation false, capabilities drop ALL
 (adding only NET_BIND_SERVICE), seccomp RuntimeDefault or Localhost, only ephemeral/claim/config volumes,
-no host namespaces or ports. ModelForge also mounts no service-account token: no pod it renders talks to
+no host namespaces or ports. Every container's root filesystem is read-only: what a program writes goes
+to the claims and emptyDirs the renderer declares, and every container gets two of those, /tmp and HOME
+(HOME_DIR, the images' user's home; caches of ms-swift, matplotlib, torch, triton and vLLM land there).
+ModelForge also mounts no service-account token: no pod it renders talks to
 the API server (the launcher reports through its termination message and /progress, the operator reads
 them). `spec.resources.security` adds what a site needs (a UID, capabilities such as IPC_LOCK for RDMA);
 docs/install.md says what each costs."""
@@ -14,6 +17,11 @@ from typing import Any
 
 from ..api.common import PodSecurity
 from .settings import RenderSettings
+
+HOME_DIR = "/home/modelforge"  # the home of user 10001 in ModelForge's images (images/*/Dockerfile)
+USER_NAME = "modelforge"
+# emptyDirs every hardened pod has, mounted into each container: (volume name, mount path)
+SCRATCH = (("tmp", "/tmp"), ("home", HOME_DIR))
 
 
 def pod_security_context(security: PodSecurity | None, settings: RenderSettings) -> dict[str, Any]:
@@ -39,13 +47,33 @@ def container_security_context(security: PodSecurity | None, *, main: bool) -> d
     capabilities: dict[str, Any] = {"drop": ["ALL"]}
     if main and security and security.add_capabilities:
         capabilities["add"] = sorted(set(security.add_capabilities))
-    return {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": capabilities}
+    return {"allowPrivilegeEscalation": False, "privileged": False, "readOnlyRootFilesystem": True,
+            "capabilities": capabilities}  # fmt: skip
+
+
+def add_scratch(pod_spec: dict[str, Any]) -> None:
+    """The writable places of a pod whose root filesystem is read-only: /tmp and HOME as emptyDirs (no size
+    limit: a hub model downloaded into HOME's cache is tens of GB; the node's ephemeral storage bounds them),
+    and HOME/USER/LOGNAME in each container (getpass.getuser() in torch and triton needs USER where an image,
+    vLLM's own, has no passwd entry for the UID)."""
+    volumes = pod_spec.setdefault("volumes", [])
+    names = {v["name"] for v in volumes}
+    volumes += [{"name": name, "emptyDir": {}} for name, _ in SCRATCH if name not in names]
+    for container in [*pod_spec.get("initContainers", []), *pod_spec["containers"]]:
+        mounts = container.setdefault("volumeMounts", [])
+        taken = {m["mountPath"] for m in mounts}
+        mounts += [{"name": name, "mountPath": path} for name, path in SCRATCH if path not in taken]
+        env = container.setdefault("env", [])
+        given = {e["name"] for e in env}
+        env += [{"name": k, "value": v} for k, v in (("HOME", HOME_DIR), ("USER", USER_NAME), ("LOGNAME", USER_NAME))
+                if k not in given]  # fmt: skip
 
 
 def harden(pod_spec: dict[str, Any], security: PodSecurity | None, settings: RenderSettings, main: str) -> None:
     """Give `pod_spec` (in place) the pod and container security contexts and no service-account token;
     `main` names the container that may get added capabilities."""
     pod_spec["automountServiceAccountToken"] = False
+    add_scratch(pod_spec)
     pod_spec["securityContext"] = pod_security_context(security, settings)
     for container in [*pod_spec.get("initContainers", []), *pod_spec["containers"]]:
         container["securityContext"] = container_security_context(security, main=container["name"] == main)

@@ -130,9 +130,6 @@ class SwiftEngine:
 ENGINES: dict[str, ServingEngine] = {Engine.VLLM.value: VllmEngine(), Engine.SWIFT.value: SwiftEngine()}
 
 
-ENGINE_HOME = "/home/modelforge"
-
-
 def engine_for(spec: ModelServeSpec) -> ServingEngine:
     try:
         return ENGINES[spec.engine.value]
@@ -172,7 +169,7 @@ def agent_container(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["modelforge"],
         "args": args,
-        "env": key_env,
+        "env": list(key_env),
         "ports": [{"name": "agent", "containerPort": AGENT_PORT}],
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
         "volumeMounts": [{"name": "adapters", "mountPath": ADAPTERS_MOUNT, "readOnly": True}] if manage else [],
@@ -263,14 +260,6 @@ def render_serve(owner: Owner, spec: ModelServeSpec, model: ResolvedModel, setti
         init_containers.append(chat_template_container(model, settings, claim_mounts))
         volumes.append({"name": "chat-template", "emptyDir": {"sizeLimit": "16Mi"}})
         mounts.append({"name": "chat-template", "mountPath": CHAT_TEMPLATE_MOUNT, "readOnly": True})
-    if engine.name == "vllm":
-        # vLLM's image is built for root and has no user 10001: its caches (~/.cache/vllm, triton, a hub
-        # model's download into ~/.cache/huggingface: no size limit, a model is tens of GB) need a writable
-        # HOME, and getpass.getuser() (torch inductor, triton) needs USER where /etc/passwd has no entry.
-        volumes.append({"name": "home", "emptyDir": {}})
-        mounts.append({"name": "home", "mountPath": ENGINE_HOME})
-        env += [{"name": "HOME", "value": ENGINE_HOME}, {"name": "USER", "value": "modelforge"},
-                {"name": "LOGNAME", "value": "modelforge"}]  # fmt: skip
     budget = startup_budget_seconds(model.params_b)
     probe = {"httpGet": {"path": "/health", "port": "http"}}
     container = {
