@@ -42,5 +42,7 @@ tar -C "$root" -c . | "$DOCKER" import \
   --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'CMD ["/bin/bash"]' - "$image" >/dev/null
 rm -f "$log"
+# Older bases of ours (other package lists) go; images built on them keep their layers until rebuilt.
+"$DOCKER" image ls --format '{{.Repository}}:{{.Tag}}' "$REPO" | grep -v -x -F "$image" | xargs -r "$DOCKER" rmi >/dev/null 2>&1 || true
 echo "base-image.sh: built $image in $(( SECONDS - started )) s ($(du -sh --apparent-size "$root" | cut -f1) rootfs)" >&2
 echo "$image"

@@ -28,15 +28,23 @@ set -euo pipefail
 trap 'echo "wheels.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/../.."
 
-WHEELS=(
-  ms-swift==4.6.0 trl==0.29.1 datasets==4.8.4 modelscope==1.40.2 modelscope-hub==0.5.1
-  cryptography==50.0.2 cffi==2.1.1 pycparser==3.12 json-repair==0.64.6 multiprocess==0.70.19 dill==0.4.1
-  pydantic==2.14.3 pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5
-  peft==0.20.0 liger-kernel==0.8.5 hjson==3.1.0 common-expression-language==0.10.0 prompt-toolkit==3.0.53
-  wcwidth==0.9.4
+# Names only: the versions are the lock's (constraints.txt), the same as the venv's and the images'.
+NAMES=(
+  ms-swift trl datasets modelscope modelscope-hub cryptography cffi pycparser json-repair multiprocess dill
+  pydantic pydantic-core annotated-types typing-inspection peft liger-kernel hjson common-expression-language
+  prompt-toolkit wcwidth
 )
-SDISTS=(deepspeed==0.19.8)
-BITSANDBYTES=bitsandbytes==0.50.2
+locked() {  # name==version as constraints.txt pins it (names compared as PEP 503 normalises them)
+  local pattern
+  pattern=$(sed 's/[-_.]/[-_.]/g' <<<"$1")
+  local line
+  line=$(grep -i -m1 -E "^${pattern}==" constraints.txt) || { echo "wheels.sh: $1 is not in constraints.txt" >&2; exit 1; }
+  echo "$1==${line#*==}"
+}
+WHEELS=()
+for name in "${NAMES[@]}"; do WHEELS+=("$(locked "$name")"); done
+SDISTS=("$(locked deepspeed)")
+BITSANDBYTES=$(locked bitsandbytes)
 LIMIT_MIB=64
 
 local=0

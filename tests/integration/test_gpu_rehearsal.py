@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_lock import pins
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ["preflight", "build", "plan", "baseline", "auto-b4", "auto-b16", "qlora-r64-b1", "stock-b4"]
@@ -77,9 +79,9 @@ def test_the_gpu_path_was_imported_from_the_carried_wheels(rehearsal):
     _, _, report = rehearsal
     machine = report["machine"]
     versions = machine["versions"]
-    for name, version in {"ms-swift": "4.6.0", "peft": "0.20.0", "liger-kernel": "0.8.5", "bitsandbytes": "0.50.2",
-                          "deepspeed": "0.19.8", "pydantic": "2.14.3", "trl": "0.29.1"}.items():  # fmt: skip
-        assert versions[name] == version, (name, versions[name])
+    locked = pins()  # the carried wheels have the lock's versions, the venv's and the images'
+    for name in ("ms-swift", "peft", "liger-kernel", "bitsandbytes", "deepspeed", "pydantic", "trl"):
+        assert versions[name] == locked[name], (name, versions[name], locked[name])
     assert any(lib.startswith("libbitsandbytes_cuda13") for lib in machine["bitsandbytes_libraries"])
 
 
