@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from .kube import ROOT, ContainerProcess, Kube, container_env, kubectl, log_text
 from .operator import OperatorProcess
@@ -199,3 +200,42 @@ def test_a_running_job_named_failed_is_waited_for(kube: Kube, operator: Operator
     kube.create(serve(ns, model={"fromFineTuneJob": "failed-run"}))
     kube.wait_for(lambda: serve_status(kube, ns).get("phase"), 30, "a phase")
     assert serve_status(kube, ns)["phase"] == "Pending", serve_status(kube, ns)
+
+
+@pytest.mark.parametrize("name", ["serve.v2", "s" * 72, "9lives"])
+def test_a_name_its_service_cannot_take_is_refused_at_apply(kube: Kube, ns: str, name: str) -> None:
+    """The object's name is its Service's (the endpoint's DNS name): refused by the CRD's rule, not later."""
+    with pytest.raises(ApiException) as refused:
+        kube.create(serve(ns, name=name))
+    said = refused.value.body.decode() if isinstance(refused.value.body, bytes) else str(refused.value.body)
+    assert refused.value.status == 422, said
+    assert "metadata.name: a ModelServe's name is also its Service's" in said and "no dots" in said, said
+    # The same words from `modelforge validate`, before any cluster.
+    job = finetunejob(ns, name="job.v2", serve={})
+    with pytest.raises(ApiException) as job_refused:
+        kube.create(job)
+    assert "spec.serve.name: the ModelServe of spec.serve takes the job's name" in str(job_refused.value.body)
+
+
+def test_a_refused_child_write_reaches_the_conditions_in_the_servers_words(kube: Kube, operator: OperatorProcess,
+                                                                          ns: str) -> None:  # fmt: skip
+    """A ResourceQuota refuses the serve's Service: Ready False, ChildRefused, with the API server's message;
+    once the quota is gone the operator's retry creates it."""
+    kube.create({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-services", "namespace": ns},
+                 "spec": {"hard": {"services": "0"}}})  # fmt: skip
+    kube.wait_for(lambda: (kube.get("ResourceQuota", ns, "no-services") or {}).get("status", {}).get("hard"), 30,
+                  "the quota's status")  # fmt: skip
+    kube.create(serve(ns))
+
+    def refused() -> dict[str, Any] | None:
+        ready = next((c for c in serve_status(kube, ns).get("conditions") or [] if c["type"] == "Ready"), None)
+        return ready if ready and ready["reason"] == "ChildRefused" else None
+
+    ready = kube.wait_for(refused, 30, "Ready False ChildRefused")
+    assert ready["status"] == "False", ready
+    assert "exceeded quota: no-services" in ready["message"] and "services=1" in ready["message"], ready
+    assert serve_status(kube, ns)["phase"] == "Pending"
+    assert kube.get("Service", ns, "chat") is None
+    kube.delete("ResourceQuota", ns, "no-services")
+    kube.wait_for(lambda: kube.get("Service", ns, "chat"), 90, "the Service, once the quota is gone")
+    kube.wait_for(lambda: refused() is None, 30, "the ChildRefused condition replaced")

@@ -40,11 +40,27 @@ def serve(**spec: Any) -> dict[str, Any]:
 
 
 HP = {"epochs": 1}
+
+
+def named(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    return {**doc, "metadata": {"name": name}}
+
+
 # (message fragment, object the rule accepts, object it rejects, field path of the error)
 # Flags about the vocabulary's tokens: no credential in them.
 VOCABULARY_FLAGS = ["--stop_token_ids", "7", "--pad_token=<|endoftext|>", "--bos_token_id", "1", "--eos_token", "x"]
 
 CASES: list[tuple[str, dict, dict, str]] = [
+    # The whole object's rules (their message names the field; the API server reports them at the root)
+    ("a ModelServe's name is also its Service's", named(serve(), "chat-v2"), named(serve(), "chat.v2"), ""),
+    ("a ModelServe's name is also its Service's", named(serve(), "a" * 63), named(serve(), "a" * 64), ""),
+    ("a ModelServe's name is also its Service's", named(serve(), "v2-chat"), named(serve(), "2-chat"), ""),
+    (
+        "the ModelServe of spec.serve takes the job's name",
+        named(ftj(serve={"name": "job-v2"}), "job.v2"),
+        named(ftj(serve={}), "job.v2"),
+        "",
+    ),
     (
         "leaves nothing to train",
         ftj(multimodal={"freezeVit": True, "freezeAligner": False, "freezeLlm": True}),

@@ -91,6 +91,12 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ResourceName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
 LabelName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL)]
+# A Service's name (RFC 1035 label): a ModelServe's name is its Service's, so its endpoint's DNS name.
+DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+SERVE_NAME_RULES = (
+    "at most 63 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (no dots)"
+)
+ServeName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_1035)]
 
 # Kubernetes resource.Quantity as controller-gen renders it: an int or a string like "64Gi" / "500m", less the
 # sign: every quantity of ours is a size or a count, and a negative one only fails later, at the pod.

@@ -35,6 +35,7 @@ class Reason(StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
     PODS_REFUSED = "PodsRefused"  # the API server refused the Job's pods (ResourceQuota, PodSecurity, ...)
+    CHILD_REFUSED = "ChildRefused"  # the API server refused an object the operator writes (its words in the message)
     # Running
     STARTING = "Starting"
     TRAINING = "Training"

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .base import GROUP, VERSION
+from .base import DNS_1035, GROUP, SERVE_NAME_RULES, VERSION, CelRule
 from .finetunejob import FineTuneJobSpec, FineTuneJobStatus
 from .modelserve import ModelServeSpec, ModelServeStatus
 from .schema import structural_schema
@@ -24,11 +24,27 @@ class Resource:
     status: type[BaseModel]
     columns: tuple[dict[str, Any], ...]
     description: str
+    # Rules on the whole object (metadata.name is all of metadata a CRD rule may read), at the schema's root.
+    rules: tuple[CelRule, ...] = ()
 
     @property
     def crd_name(self) -> str:
         return f"{self.plural}.{GROUP}"
 
+
+# A name that is valid for the object but not for its children is refused when it is applied, not later
+# when the operator's Service write fails: the endpoint is http://NAME.NAMESPACE.svc.
+_NAME_OK = f"size(self.metadata.name) <= 63 && self.metadata.name.matches('{DNS_1035}')"
+SERVE_NAME = CelRule(
+    _NAME_OK,
+    "metadata.name: a ModelServe's name is also its Service's (http://NAME.NAMESPACE.svc:8000): use "
+    + SERVE_NAME_RULES,
+)
+JOB_SERVE_NAME = CelRule(
+    f"!has(self.spec.serve) || has(self.spec.serve.name) || {_NAME_OK}",
+    "spec.serve.name: the ModelServe of spec.serve takes the job's name, which is not a valid ModelServe name "
+    f"(a Service's: {SERVE_NAME_RULES}); set spec.serve.name",
+)
 
 FINETUNEJOB = Resource(
     kind="FineTuneJob",
@@ -47,6 +63,7 @@ FINETUNEJOB = Resource(
         {"name": "Model", "type": "string", "jsonPath": ".spec.model.source", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ),
+    rules=(JOB_SERVE_NAME,),
 )
 
 MODELSERVE = Resource(
@@ -64,6 +81,7 @@ MODELSERVE = Resource(
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ),
+    rules=(SERVE_NAME,),
 )
 
 RESOURCES = (FINETUNEJOB, MODELSERVE)
@@ -75,9 +93,11 @@ def openapi_schema(resource: Resource) -> dict[str, Any]:
     spec = structural_schema(resource.spec)
     status = structural_schema(resource.status)
     status.pop("description", None)
+    rules = {"x-kubernetes-validations": [r.to_schema() for r in resource.rules]} if resource.rules else {}
     return {
         "type": "object",
         "description": resource.description,
+        **rules,
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string", "description": "modelforge.io/v1alpha1"},

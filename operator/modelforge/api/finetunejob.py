@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import ApiModel, CelRule, LabelName, ResourceName, Str1k, Str63, Str253, TrainExtraArgs
+from .base import ApiModel, CelRule, LabelName, ResourceName, ServeName, Str1k, Str63, Str253, TrainExtraArgs
 from .common import Condition, Dtype, Hub, PodResources, SecretKeyRef, VolumeLocation
 from .modelserve import ModelServeSpec, ServedModel
 
@@ -417,7 +417,10 @@ class ServeTemplateSpec(ModelServeSpec):
 class ServeTemplate(ApiModel):
     """A ModelServe created automatically when the job succeeds."""
 
-    name: ResourceName | None = Field(default=None, description="Name of the ModelServe. Defaults to the job's name.")
+    name: ServeName | None = Field(
+        default=None,
+        description="Name of the ModelServe (also its Service's: a DNS-1035 label). Defaults to the job's name.",
+    )
     spec: ServeTemplateSpec = Field(
         default_factory=ServeTemplateSpec,
         description="ModelServe spec; the model defaults to this job's output.",

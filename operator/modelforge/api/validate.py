@@ -191,7 +191,12 @@ def _check(doc: Any, old: dict[str, Any] | None) -> tuple[Any, list[Problem]]:
         old_spec, _ = _parse_spec(resource.spec, old.get("spec", {}), spec_schema)
         if old_spec is not None:
             kwargs["old"] = old_spec.to_wire()
-    problems = sorted(check_rules(spec_schema, spec.to_wire(), "spec", **kwargs))
+    wire = spec.to_wire()
+    problems = check_rules(spec_schema, wire, "spec", **kwargs)
+    # The whole object's rules (its name against its children's), on what a CRD rule sees of metadata.
+    root = {"x-kubernetes-validations": _schema(resource.kind).get("x-kubernetes-validations", [])}
+    problems += check_rules(root, {"metadata": {"name": doc["metadata"]["name"]}, "spec": wire}, "")
+    problems = sorted(problems)
     return (None if problems else spec), problems
 
 

@@ -75,6 +75,24 @@ def _json(response: Any) -> dict[str, Any]:
     return json.loads(response.data)
 
 
+def api_refusal(exc: BaseException) -> str | None:
+    """The API server's own message when it refused a write for a reason the object's owner can act on (an
+    invalid child, a quota, an admission webhook: 400, 403, 422 ...); None for what is not a refusal (not
+    found, a conflict, throttling, a namespace being deleted, or not an API error at all)."""
+    if not isinstance(exc, ApiException) or exc.status is None or not 400 <= exc.status < 500:
+        return None
+    if exc.status in (404, 409, 429):
+        return None
+    body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or "")
+    if "NamespaceTerminating" in body:
+        return None
+    try:
+        message = json.loads(body).get("message") or ""
+    except (ValueError, AttributeError):
+        message = ""
+    return str(message or exc.reason or f"HTTP {exc.status}")[:2000]
+
+
 class Kube:
     """Reads return plain dicts (camelCase, as the API server sends them); writes take dicts."""
 

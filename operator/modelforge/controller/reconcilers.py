@@ -18,11 +18,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
 
-from ..plan.phases import job_phase_of
+from ..plan.phases import job_phase_of, refused_status
+from .kube import api_refusal
 
 log = logging.getLogger("modelforge.reconcilers")
 FINISHED = ("Succeeded", "Failed")
@@ -171,15 +173,32 @@ class Reconcilers:
         plural, namespace, name = key
         count, _, last = self.failures.get(key, (0, 0.0, ""))
         delay = min(MAX_RETRY_SECONDS, float(self.memo.config.poll_seconds) * 2**count)
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        refusal = api_refusal(exc)  # the API server refused a write: its whole message, never a first line
+        error = refusal or f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         self.failures[key] = (count + 1, time.monotonic() + delay, error)
         logger.warning(f"reconcile of {plural} {namespace}/{name} failed ({count + 1} in a row), "
                        f"retrying in {delay:.0f} s: {error}")  # fmt: skip
+        if refusal is not None:
+            with contextlib.suppress(Exception):  # said in the object's conditions too, where users look first
+                self._say_refused(key, body, refusal)
         if error != last:  # a new error is worth telling the object's owner; the same one again is not
             with contextlib.suppress(Exception):  # the API may be what failed
                 self.memo.kube.post_event(body, "Warning", "ReconcileFailed",
                                           f"the operator could not reconcile this object and retries with "
                                           f"backoff: {error}")  # fmt: skip
+
+    def _say_refused(self, key: Key, body: kopf.Body, refusal: str) -> None:
+        plural, namespace, name = key
+        status = dict(body.get("status") or {})
+        kind = "FineTuneJob" if plural == "finetunejobs" else "ModelServe"
+        new = refused_status(kind, status, refusal, datetime.now(UTC).replace(tzinfo=None),
+                             body.get("metadata", {}).get("generation"))  # fmt: skip
+        if new == status:
+            return
+        changed = {k: new[k] for k in ("conditions", "phase")}
+        updated = self.memo.kube.patch_status(plural, namespace, name, changed, body.get("metadata", {}).get("uid"))
+        if updated is not None:
+            self._store(key, updated, only_update=True)
 
     def _poll_forever(self) -> None:
         interval = float(self.memo.config.poll_seconds)

@@ -111,3 +111,18 @@ def serve_phase(conditions: Iterable[Any]) -> ServePhase:
     if ready is not None and ready.get("reason") == Reason.LOADING:
         return ServePhase.LOADING
     return ServePhase.PENDING
+
+
+def refused_status(
+    kind: str, status: dict[str, Any], message: str, now: datetime, generation: int | None
+) -> dict[str, Any]:
+    """The status of a FineTuneJob or ModelServe whose reconcile the API server refused a write of (a child
+    object: a quota, a name, a webhook): the condition that says it in the server's own words (Running for a
+    job, Ready for a serve) with reason ChildRefused, and the phase from the conditions. The next reconcile that
+    gets through replaces the condition with what it observes."""
+    kind_condition = ConditionType.RUNNING if kind == "FineTuneJob" else ConditionType.READY
+    conditions = set_condition(list(status.get("conditions") or []), kind_condition, False, Reason.CHILD_REFUSED,
+                               f"the API server refused a write of the operator, which retries: {message}", now,
+                               generation)  # fmt: skip
+    phase = job_phase(conditions) if kind == "FineTuneJob" else serve_phase(conditions)
+    return {**status, "conditions": conditions, "phase": phase.value}
