@@ -67,9 +67,19 @@ def describe(obj: dict[str, Any], ascii_only: bool = False) -> list[str]:
             lines.append(f"  checkpoint  {status['latestCheckpoint']}")
         for key, value in (status.get("outputs") or {}).items():
             lines.append(f"  output      {key}: {value}")
+        serve = (obj.get("spec") or {}).get("serve")
         if status.get("serveName"):
-            lines.append(f"  serve       ModelServe {status['serveName']}")
+            lines.append(f"  serve       ModelServe {status['serveName']} (spec.serve)")
+        elif isinstance(serve, dict):
+            name = serve.get("name") or meta.get("name", "?")
+            lines.append(f"  serve       ModelServe {name}, created when the job succeeds (spec.serve)")
     else:
+        made_by = (meta.get("labels") or {}).get("modelforge.io/from-job")  # set on the ModelServe of spec.serve
+        if made_by:
+            lines.append(f"  made by     FineTuneJob {made_by} (its spec.serve)")
+        model = ((obj.get("spec") or {}).get("model") or {}).get("fromFineTuneJob")
+        if model:
+            lines.append(f"  model       the output of FineTuneJob {model}")
         if status.get("endpoint"):
             lines.append(f"  endpoint    {status['endpoint']}  ({status.get('readyReplicas') or 0} ready)")
         if status.get("models"):

@@ -41,7 +41,7 @@ def test_logs_reads_the_pod_of_each_rank(kube: Kube, operator: OperatorProcess, 
     assert (tail.returncode, tail.stdout) == (0, "done\n"), tail
     missing = logs(kubeconfig, ns, "--rank", "2")
     assert missing.returncode == 1 and missing.stdout == "", missing
-    said = "attempt 1 of FineTuneJob sft has the pods of ranks 0, 1 (phase Running); no pod for rank 2"
+    said = "attempt 1 of FineTuneJob sft has pods only for ranks 0, 1 (phase Running); no pod for rank 2"
     assert said in missing.stderr, missing.stderr
 
 

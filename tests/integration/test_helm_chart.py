@@ -157,3 +157,17 @@ def test_values_have_a_comment_each():
             assert commented or any(d for _, d in documented), f"values.yaml:{index + 1}: no comment for {stripped}"
         documented.append((indent, commented))
     json.loads((CHART / "values.schema.json").read_text())
+
+
+def test_the_install_notes_say_what_the_docs_say():
+    """NOTES.txt (what `helm install` prints) and docs/install.md agree on the facts a user acts on."""
+    done = helm("install", "modelforge", str(CHART), "--namespace", "modelforge-system", "--dry-run=client")
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    install = (ROOT / "docs" / "install.md").read_text()
+    # Uninstall: nothing holds a finalizer (the operator uses no kopf timers, docs/operator.md).
+    assert "puts no finalizer on FineTuneJobs or ModelServes" in notes
+    assert "puts no finalizer on FineTuneJobs or ModelServes" in install
+    assert "holds a finalizer" not in notes
+    # The first fine-tune it suggests applies as written (tests/cluster/test_example_commands.py runs it).
+    assert "kubectl apply -f examples/qwen3-8b-qlora/pvc.yaml -f examples/qwen3-8b-qlora/finetunejob.yaml" in notes

@@ -47,7 +47,7 @@ def test_each_node_rank_reads_its_own_pod_of_the_current_attempt() -> None:
         target = log_target(obj, pods, rank)
         assert target.pod == f"sft-a2-{rank}-x" and target.container in containers(pods[0]), target
         assert target.phase == "Running"
-    with pytest.raises(NoLogs, match=r"has the pods of ranks 0, 1, 2, 3 \(phase Running\); no pod for rank 4"):
+    with pytest.raises(NoLogs, match=r"has pods only for ranks 0, 1, 2, 3 \(phase Running\); no pod for rank 4"):
         log_target(obj, pods, 4)
 
 

@@ -53,3 +53,17 @@ def test_describe_draws_the_loss_curve_from_two_points():
     assert describe(job_with({"lossHistory": [1.23456, 0.98765]}))[1] == "  loss        █▁  1.235 -> 0.9877"
     for fewer in ([2.0], [], None, "x"):
         assert not any(line.startswith("  loss ") for line in describe(job_with({"step": 1, "lossHistory": fewer})))
+
+
+def test_a_job_and_the_serve_it_makes_name_each_other():
+    job = {"kind": "FineTuneJob", "metadata": {"name": "support", "namespace": "ml"},
+           "spec": {"serve": {"spec": {"engine": "vllm"}}}, "status": {"phase": "Running"}}  # fmt: skip
+    assert "  serve       ModelServe support, created when the job succeeds (spec.serve)" in describe(job)
+    job["status"] = {"phase": "Succeeded", "serveName": "support"}
+    assert "  serve       ModelServe support (spec.serve)" in describe(job)
+    serve = {"kind": "ModelServe", "metadata": {"name": "support", "namespace": "ml",
+                                                "labels": {"modelforge.io/from-job": "support"}},
+             "spec": {"model": {"fromFineTuneJob": "support"}}, "status": {"phase": "Loading"}}  # fmt: skip
+    lines = describe(serve)
+    assert "  made by     FineTuneJob support (its spec.serve)" in lines
+    assert "  model       the output of FineTuneJob support" in lines

@@ -56,9 +56,9 @@ def _labels(pod: dict[str, Any]) -> dict[str, str]:
     return pod.get("metadata", {}).get("labels") or {}
 
 
-def _none(phase: str) -> str:
-    """ "no" while starting, "no longer any" once the object is done (its pods were cleaned up)."""
-    return "no longer any" if phase in ("Succeeded", "Failed", "Suspended") else "no"
+def _none(phase: str, what: str) -> str:
+    """ "no pods" while starting, "no pods any more" once the object is done (its pods were cleaned up)."""
+    return f"no {what} any more" if phase in ("Succeeded", "Failed", "Suspended") else f"no {what}"
 
 
 def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None = None) -> LogTarget:
@@ -71,7 +71,7 @@ def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None
         replicas = sorted(live, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
         index = rank or 0
         if index >= len(replicas):
-            have = f"replicas 0..{len(replicas) - 1}" if replicas else f"{_none(phase)} engine pods"
+            have = f"replicas 0..{len(replicas) - 1}" if replicas else _none(phase, "engine pods")
             raise NoLogs(f"ModelServe {name} has {have} (phase {phase}); --rank picks a replica")
         return _target(replicas[index], ENGINE)
     if log_selector(obj) is None:
@@ -88,7 +88,7 @@ def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None
                 newest = max(found, key=lambda p: (_phase(p) in ("Pending", "Running"),
                                                    p["metadata"].get("creationTimestamp") or ""))  # fmt: skip
                 return _target(newest, container)
-        raise NoLogs(f"attempt {attempt} of FineTuneJob {name} has {_none(phase)} Ray pods (phase {phase})")
+        raise NoLogs(f"attempt {attempt} of FineTuneJob {name} has {_none(phase, 'Ray pods')} (phase {phase})")
     wanted = str(rank or 0)
     for pod in live:
         if completion_index(pod) == wanted:
@@ -96,5 +96,6 @@ def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None
     if len(live) == 1 and completion_index(live[0]) is None and wanted == "0":
         return _target(live[0], TRAINER)
     ranks = sorted(int(i) for i in (completion_index(p) for p in live) if i is not None and i.isdigit())
-    have = f"the pods of ranks {', '.join(map(str, ranks))}" if ranks else f"{_none(phase)} pods"
+    which = f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+    have = f"pods only for {which}" if ranks else _none(phase, "pods")
     raise NoLogs(f"attempt {attempt} of FineTuneJob {name} has {have} (phase {phase}); no pod for rank {wanted}")
