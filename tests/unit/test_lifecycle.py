@@ -120,6 +120,17 @@ def test_running_with_progress():
     assert conditions(d.status)["Running"] == ("True", "Training")
 
 
+def test_running_pods_without_a_progress_report_say_so():
+    """Pods running but rank 0's /progress never answered: no claim of training nobody has seen."""
+    d = decide(spec(), [], {**RUNNING_STATUS, "phase": "Starting"}, Observed(JOB, (pod("Running"),)), NOW)
+    assert "pods running, no progress reported yet" in conditions_message(d.status, "Running")
+    progress = {"step": 12, "total_steps": 40, "percent": 30.0, "summary": "12/40 (30%)", "finished": False}
+    seen = decide(spec(), [], d.wire, Observed(JOB, (pod("Running"),), progress), NOW)
+    assert conditions_message(seen.status, "Running").endswith(", 12/40 (30%)")
+    lost = decide(spec(), [], seen.wire, Observed(JOB, (pod("Running"),)), NOW)
+    assert "did not answer this time (last reported: 12/40 (30%))" in conditions_message(lost.status, "Running")
+
+
 def test_progress_passes_the_loss_history_through():
     """lossHistory (the sparkline in `modelforge status`): finite numbers only; anything else is no history."""
     history = [7.61, 5, 3.2, 2.03]
@@ -276,3 +287,16 @@ def test_a_stalled_or_lost_rank_restarts_the_gang_and_says_why(reason):
     assert d.delete_attempt == 1 and d.wire["phase"] == "Restarting"
     running = next(c for c in d.wire["conditions"] if c["type"] == "Running")
     assert running["reason"] == "Restarting" and reason in running["message"] and message in running["message"]
+
+
+def test_a_replanned_deepspeed_preset_is_not_called_an_edit_of_spec_distributed():
+    from modelforge.api.finetunejob import DeepSpeed
+    from modelforge.plan.lifecycle import _replanned
+
+    user = spec(distributed__deepspeed=DeepSpeed.AUTO)
+    planned = spec(distributed__deepspeed=DeepSpeed.ZERO2)
+    attempt = spec(distributed__deepspeed=DeepSpeed.NONE).to_wire()
+    named = _replanned(["spec.distributed", "spec.resources"], user, planned, attempt)
+    assert named == ["the DeepSpeed preset planned for deepspeed: auto (none -> zero2)", "spec.resources"]
+    edited = {**attempt, "distributed": {**attempt["distributed"], "masterPort": 29999}}
+    assert _replanned(["spec.distributed"], user, planned, edited) == ["spec.distributed"]

@@ -336,3 +336,16 @@ def test_api_key_is_in_no_container_argv(engine):
         if flags:
             assert argv[argv.index("--api-key-env") + 1] in ("VLLM_API_KEY", "MODELFORGE_API_KEY")
         assert not [a for a in argv if "$(" in a or "serve-key" in a], (c["name"], argv)
+
+
+@pytest.mark.parametrize(
+    ("observed", "status", "reason"),
+    [(ServeObserved({"status": {}}, ()), "True", "Resolved"),  # loading: nothing verified the model yet
+     (ServeObserved({"status": {}}, ({"metadata": {"name": "p"}, "status": {"containerStatuses": [
+         {"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}},)), "True", "Resolved"),  # failed
+     (ServeObserved({"status": {"readyReplicas": 1}}, (ready_pod(),), ("s",)), "True", "Serving")],
+)  # fmt: skip
+def test_model_available_says_serving_only_once_the_engine_lists_it(observed, status, reason):
+    d = decide_serve("s", "ns", spec(), [], {}, observed, NOW)
+    available = next(c for c in d.wire["conditions"] if c["type"] == "ModelAvailable")
+    assert (available["status"], available["reason"]) == (status, reason), available

@@ -64,6 +64,7 @@ class Reason(StrEnum):
     WAITING_FOR_MODEL = "WaitingForModel"
     MODEL_FAILED = "ModelFailed"  # the FineTuneJob that was to produce the model failed
     LOADING = "Loading"
+    RESOLVED = "Resolved"  # the model's source is known; no engine has listed it yet
     SERVING = "Serving"
     ADAPTER_MISSING = "AdapterMissing"
     CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"

@@ -65,6 +65,21 @@ def pod_changes(spec: FineTuneJobSpec, attempt_spec: dict[str, Any]) -> list[str
     )
 
 
+def _replanned(
+    fields: list[str], spec: FineTuneJobSpec, planned: FineTuneJobSpec, attempt: dict[str, Any]
+) -> list[str]:
+    """`fields` as a person reads them: spec.distributed that differs only because `deepspeed: auto` was planned
+    again (after an edit of spec.resources, say) is named as that, not as an edit of spec.distributed."""
+    if "spec.distributed" not in fields or spec.distributed.deepspeed != DeepSpeed.AUTO:
+        return fields
+    old = dict(attempt.get("distributed") or {})
+    new = planned.to_wire().get("distributed") or {}
+    if {**old, "deepspeed": new.get("deepspeed")} != new:
+        return fields  # something else in spec.distributed was edited too
+    choice = f"the DeepSpeed preset planned for deepspeed: auto ({old.get('deepspeed')} -> {new.get('deepspeed')})"
+    return [choice if f == "spec.distributed" else f for f in fields]
+
+
 @dataclass
 class Decision:
     status: FineTuneJobStatus  # the new status, validated against the model the CRD's schema comes from
@@ -439,6 +454,10 @@ def _training(b: _Builder, observed: Observed, message: str, event: str) -> None
     if isinstance(checkpoint, str) and checkpoint:
         b.status["latestCheckpoint"] = checkpoint  # the newest whole one, while training (not only at the end)
     summary = (progress or {}).get("summary")
+    if observed.progress is None:  # never claim training nobody has seen: say what was (not) reported
+        before = (b.status.get("progress") or {}).get("summary")
+        summary = (f"rank 0's /progress did not answer this time (last reported: {before})" if before
+                   else "pods running, no progress reported yet (rank 0's /progress has not answered)")  # fmt: skip
     b.condition(ConditionType.RUNNING, True, Reason.TRAINING, message + (f", {summary}" if summary else ""))
     b.announce(Reason.TRAINING, event)
 
@@ -545,11 +564,12 @@ def decide(
 
     if observed.attempt_spec is not None:
         # Compared as the pods got it: `deepspeed: auto` resolved by the plan, as in the attempt's ConfigMap.
-        pod_fields = pod_changes(with_planned_deepspeed(spec, b.status.get("plan")), observed.attempt_spec)
+        planned = with_planned_deepspeed(spec, b.status.get("plan"))
+        pod_fields = pod_changes(planned, observed.attempt_spec)
         if pod_fields:
             # Never ignore an edit silently: the attempt is replaced (not counted as a restart) and the next
             # one resumes from the newest checkpoint with the new spec.
-            fields = ", ".join(pod_fields)
+            fields = ", ".join(_replanned(pod_fields, spec, planned, observed.attempt_spec))
             message = (f"{fields} changed: stopping attempt {attempt}; attempt {attempt + 1} applies it, "
                        "resuming from the newest checkpoint")  # fmt: skip
             b.delete_attempt = attempt

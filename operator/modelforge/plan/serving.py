@@ -335,7 +335,9 @@ def decide_serve(
         b.condition(ConditionType.MODEL_AVAILABLE, False, reason, why)
         b.condition(ConditionType.READY, False, reason, why)
         return b.done()
-    b.condition(ConditionType.MODEL_AVAILABLE, True, Reason.SERVING, why or f"serving {model.base}")
+    # True: the model resolves; Serving only once an engine lists it (below), never before anything verified it.
+    resolved = why or f"the model is {model.base}"
+    b.condition(ConditionType.MODEL_AVAILABLE, True, Reason.RESOLVED, f"{resolved}; no engine has listed it yet")
     arch = architecture(arch_id)
     refused, notes = serve_problems(spec, arch, arch_id)
     if refused:
@@ -363,6 +365,10 @@ def decide_serve(
         elif observed.reported_models is not None:  # no agent answered, but the engine itself did
             live = tuple(AdapterResult(n, LOADED if n in observed.reported_models else LOADING) for n in names)
     _, conditions, fields = serve_status(spec, served_name, names, observed, endpoint, live)
+    if observed.reported_models is not None and served_name in observed.reported_models:
+        b.condition(
+            ConditionType.MODEL_AVAILABLE, True, Reason.SERVING, f"/v1/models lists {served_name}: {model.base}"
+        )
     for kind, ok, reason, message in conditions:
         b.condition(kind, ok, reason, message + ("; " + "; ".join(notes) if notes else ""))
     b.status.update(fields)
