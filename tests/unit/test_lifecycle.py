@@ -198,6 +198,7 @@ def test_restart_limit():
     failed = Observed(JOB, (terminated("Failed", {"reason": "NCCL", "retryable": True, "message": "m"}),))
     d = decide(spec(), [], {**RUNNING_STATUS, "restarts": 3}, failed, NOW)
     assert d.wire["phase"] == "Failed" and conditions(d.status)["Failed"][1] == "RestartLimitExceeded"
+    assert d.delete_attempt is None  # the last attempt's pods keep their logs until the job is deleted
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.conditions import OUTCOME_PREFIX, RETRYABLE_REASONS, ConditionType, Reason
-from ..api.finetunejob import LOSS_HISTORY_POINTS, DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase
+from ..api.finetunejob import LOSS_HISTORY_POINTS, DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase, Runtime
 from ..api.redact import redact
 from .capacity import PlanSettings, plan
 from .models import guess
@@ -424,7 +424,11 @@ def _failed_attempt(b: _Builder, spec: FineTuneJobSpec, cause: Cause, attempt: i
     """The attempt failed: a new one after the backoff when the cause is retryable and restarts are left."""
     now = b.now
     _record_outcome(b, cause.outcome)
-    b.delete_attempt = attempt
+    # A next attempt replaces this one; a final failure keeps it (torchrun): the Job controller has stopped
+    # its other pods, and the failed ones keep their logs for `kubectl logs` / `modelforge logs` until the
+    # FineTuneJob is deleted. A RayJob is deleted either way (its Ray cluster would keep running).
+    if (cause.retryable and restarts < spec.failure_policy.max_restarts) or spec.distributed.runtime == Runtime.RAY:
+        b.delete_attempt = attempt
     if cause.retryable and restarts < spec.failure_policy.max_restarts:
         delay = min(MAX_BACKOFF_SECONDS, spec.failure_policy.backoff_seconds * 2**restarts)
         b.status["restarts"] = restarts + 1
