@@ -167,6 +167,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"{doc.where()}: {exc}", file=sys.stderr)
             status = 1
             continue
+        if args.fix:
+            status = max(status, _print_fix(doc, parsed.name, job, arch, settings))
+            continue
         print(f"{doc.where()}: FineTuneJob {parsed.name}")
         print("\n".join(format_plan(job, arch, result, how)))
         if not visible_gpus(os.environ):  # `modelforge run` here would train on the CPU: say what that means
@@ -174,6 +177,35 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if result.fits is False:
             status = 1
     return status
+
+
+def _print_fix(doc: Any, name: str, job: Any, arch: Any, settings: Any) -> int:
+    """`plan --fix`: the manifest with the plan's cheapest fix applied, on stdout; what to do with it on stderr.
+    The fields a fix changes cannot change on an existing FineTuneJob (the API server refuses it): the job is
+    deleted and the fixed manifest applied, or the manifest given another name."""
+    import yaml
+
+    from .plan.capacity import cheapest_fix
+
+    if arch is None:
+        print(f"{doc.where()}: FineTuneJob {name}: not planned (unknown architecture): nothing to fix", file=sys.stderr)
+        return 1
+    found = cheapest_fix(job, arch, settings)
+    if found is None:
+        print(f"{doc.where()}: FineTuneJob {name}: fits as it is, or no single change makes it fit "
+              "(modelforge plan FILE says which)", file=sys.stderr)  # fmt: skip
+        return 0 if job is not None else 1
+    words, fixed = found
+    before, after = job.to_wire(), fixed.to_wire()
+    data = dict(doc.data)
+    data["spec"] = {**data["spec"], **{k: v for k, v in after.items() if before.get(k) != v}}
+    print(f"# modelforge plan --fix: {words}")
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+    print("---")
+    print(f"{doc.where()}: FineTuneJob {name}: {words}. Those fields cannot change on a FineTuneJob that exists: "
+          f"`kubectl delete ftj {name}`, then `kubectl apply -f` the printed manifest (or rename it)",
+          file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def _plan_inputs(file: Path, spec: Any) -> tuple[Any, str, Any]:
@@ -695,6 +727,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="YAML files with FineTuneJobs (ModelServes are skipped)")
     p.add_argument("--gpu-memory", default="80Gi", help="GPU memory when the spec has no resources.gpuMemory")
     p.add_argument("--tflops", type=float, default=800.0, help="peak bf16 TFLOP/s of one GPU (H100: ~800)")
+    p.add_argument(
+        "--fix",
+        action="store_true",
+        help="print each job that does not fit as a manifest with the plan's cheapest fix applied",
+    )
     p.set_defaults(handler=cmd_plan)
     p = _command(sub, "validate-data", help="check every row of local dataset files before training")
     p.add_argument("files", nargs="+", metavar="FILE", help="JSONL or JSON-array files (hub ids are skipped)")

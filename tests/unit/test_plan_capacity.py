@@ -320,3 +320,18 @@ def test_local_mode_resolves_deepspeed_auto_with_the_operators_planner(tmp_path,
     monkeypatch.setattr(local, "run_attempt", lambda spec, opts: ran.append(spec) or Outcome("Succeeded", "DryRun", ""))
     local.run_local(path, output=tmp_path / "out", name=None, dry_run=True)
     assert ran[0].distributed.deepspeed == DeepSpeed.ZERO3_OFFLOAD
+
+
+def test_plan_fix_prints_a_manifest_that_fits_and_says_how_to_apply_it(capsys):
+    """The README of seed 1: refused on 8 GB; `plan --fix` gives the manifest with the named fix, which fits."""
+    from modelforge.cli import main
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "qwen3-8b-qlora" / "finetunejob.yaml"
+    assert main(["plan", "--fix", str(example)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("# modelforge plan --fix: fits with lora.rank: 16 and hyperparameters.maxLength: 512")
+    assert "kubectl delete ftj support-assistant" in err
+    fixed = parse_resource(next(d for d in yaml.safe_load_all(out) if d))
+    assert (fixed.spec.lora.rank, fixed.spec.hyperparameters.max_length) == (16, 512)
+    assert fixed.spec.datasets == parse_resource(yaml.safe_load(example.read_text())).spec.datasets
+    assert plan(fixed.spec, QWEN3_8B).fits is True

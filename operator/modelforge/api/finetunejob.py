@@ -431,7 +431,8 @@ def _unchanged(field: str) -> CelRule:
     """Transition rule: an optional spec field may not be added, removed or changed after creation."""
     return CelRule(
         f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})",
-        f"spec.{field} cannot change after the job is created; create a new FineTuneJob instead",
+        f"spec.{field} cannot change after the job is created: delete the job and apply the edited file "
+        "(`modelforge plan --fix FILE` prints one with the planner's fix), or create a new FineTuneJob",
         f".{field}",
     )
 

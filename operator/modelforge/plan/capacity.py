@@ -254,9 +254,16 @@ def _changes(spec: FineTuneJobSpec) -> list[Change]:
 
 def _fixes(spec: FineTuneJobSpec, arch: Architecture, settings: PlanSettings, capacity: float) -> list[str]:
     """The cheapest changes that make a job that does not fit fit (at most three; pairs when no single one does)."""
+    return [words for words, _ in _fitting(spec, arch, settings, capacity)]
+
+
+def _fitting(
+    spec: FineTuneJobSpec, arch: Architecture, settings: PlanSettings, capacity: float
+) -> list[tuple[str, FineTuneJobSpec]]:
+    """(what to say, the changed spec) for the cheapest changes that fit, cheapest first."""
     changes = _changes(spec)
     tries = [(words, apply(spec)) for words, apply in changes]
-    out: list[str] = []
+    out: list[tuple[str, FineTuneJobSpec]] = []
     done: set[str] = set()
     for rounds in (tries, [(f"{w1} and {w2}", f2(f1(spec))) for i, (w1, f1) in enumerate(changes[:6])
                            for w2, f2 in changes[i + 1:]]):  # fmt: skip
@@ -267,7 +274,8 @@ def _fixes(spec: FineTuneJobSpec, arch: Architecture, settings: PlanSettings, ca
             best = _best(candidate, arch, settings, capacity)
             if best is not None and best.fits:
                 done.add(family)
-                out.append(f"fits with {words}: {best.estimate.gib():.1f} GiB per GPU ({PRESET_WORDS[best.deepspeed]})")
+                text = f"fits with {words}: {best.estimate.gib():.1f} GiB per GPU ({PRESET_WORDS[best.deepspeed]})"
+                out.append((text, candidate))
                 if len(out) == 3:
                     return out
         if out:
@@ -275,9 +283,23 @@ def _fixes(spec: FineTuneJobSpec, arch: Architecture, settings: PlanSettings, ca
     for gib in (g for g in (12, 16, 24, 40, 48, 80, 141) if g > capacity):
         best = _best(spec, arch, settings, gib)
         if best is not None and best.fits:
-            out.append(f"fits a GPU with {gib} GiB: {best.estimate.gib():.1f} GiB ({PRESET_WORDS[best.deepspeed]})")
+            bigger = spec.resources.model_copy(update={"gpu_memory": f"{gib}Gi"})
+            out.append((f"fits a GPU with {gib} GiB: {best.estimate.gib():.1f} GiB ({PRESET_WORDS[best.deepspeed]})",
+                        spec.model_copy(update={"resources": bigger})))  # fmt: skip
             break
     return out
+
+
+def cheapest_fix(
+    spec: FineTuneJobSpec, arch: Architecture, settings: PlanSettings | None = None
+) -> tuple[str, FineTuneJobSpec] | None:
+    """The first fix the plan names, as a changed spec (`modelforge plan --fix`); None when it fits or none does."""
+    settings = settings or PlanSettings()
+    if plan(spec, arch, settings).fits is not False:
+        return None
+    capacity = gpu_memory_gib(spec, settings)
+    found = _fitting(spec, arch, settings, capacity)
+    return found[0] if found else None
 
 
 def _best(spec: FineTuneJobSpec, arch: Architecture, settings: PlanSettings, capacity: float) -> Option | None:
