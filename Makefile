@@ -37,7 +37,8 @@ test: setup vllm images-for-tests ## run the whole test suite (unit, cluster tie
 # The images tier needs a Docker engine and the images. Where no engine can run (not root, no Docker), the
 # tier skips with the reason, except in CI, where that is a failure. TEST_BASE=local: a Debian 12 base made
 # here (no image registry needed); TEST_BASE= builds FROM python:3.11-slim.
-TEST_BASE ?= local
+# The local base needs root (debootstrap): as another user, the public base is used unless TEST_BASE says.
+TEST_BASE ?= $(if $(filter 0,$(shell id -u)),local,)
 images-for-tests:
 	@if scripts/docker.sh up; then BASE=$(TEST_BASE) scripts/images.sh; \
 	elif [ -n "$$CI" ]; then exit 1; else echo "no Docker engine: the images tier (tests/images) will skip"; fi

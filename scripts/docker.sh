@@ -31,7 +31,15 @@ answers() {
 }
 
 ours_running() {
-  [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
+  # The recorded PID must still be a dockerd (after a reboot or PID reuse it may be anything else).
+  local pid
+  [[ -f $PIDFILE ]] || return 1
+  pid=$(cat "$PIDFILE")
+  if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == dockerd ]]; then
+    return 0
+  fi
+  rm -f "$PIDFILE"
+  return 1
 }
 
 up() {
@@ -45,8 +53,9 @@ up() {
       exit 1
     fi
     say "installing Debian's docker.io (no Docker engine here)"
-    if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io; } >"$CACHE-docker-apt.log" 2>&1; then
-      say "apt-get install docker.io failed (log: $CACHE-docker-apt.log); install a Docker engine by hand and retry"
+    mkdir -p "$STATE"
+    if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io; } >"$STATE/apt.log" 2>&1; then
+      say "apt-get install docker.io failed (log: $STATE/apt.log); install a Docker engine by hand and retry"
       exit 1
     fi
   fi

@@ -202,9 +202,13 @@ def _print_fix(doc: Any, name: str, job: Any, arch: Any, settings: Any) -> int:
     print(f"# modelforge plan --fix: {words}")
     print(yaml.safe_dump(data, sort_keys=False), end="")
     print("---")
-    print(f"{doc.where()}: FineTuneJob {name}: {words}. Those fields cannot change on a FineTuneJob that exists: "
-          f"`kubectl delete ftj {name}`, then `kubectl apply -f` the printed manifest (or rename it)",
-          file=sys.stderr)  # fmt: skip
+    changed = sorted(k for k, v in after.items() if before.get(k) != v)
+    if changed == ["resources"]:  # resources may be edited on a job that exists: it is planned again
+        how = "`kubectl apply -f` the printed manifest: the job is planned again"
+    else:
+        how = (f"spec.{', spec.'.join(changed)} cannot change on a FineTuneJob that exists: `kubectl delete ftj "
+               f"{name}`, then `kubectl apply -f` the printed manifest (or give it another name)")  # fmt: skip
+    print(f"{doc.where()}: FineTuneJob {name}: {words}. {how}", file=sys.stderr)
     return 0
 
 

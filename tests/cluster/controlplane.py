@@ -85,7 +85,9 @@ def _kubernetes_replaces(env: dict[str, str]) -> list[str]:
     return mods
 
 
-def _build_kubernetes(dest: Path, work: Path, env: dict[str, str]) -> None:
+def _build_kubernetes(dest: Path, work: Path, env: dict[str, str], commands: tuple[str, ...] = KUBE_COMMANDS) -> None:
+    """k8s.io/kubernetes' `commands` (cmd/<name>) at KUBERNETES_VERSION into `dest` (the kind tier builds the
+    node's kubelet, kubeadm, kubectl and kube-proxy with it too: tests/e2e/kindcluster.py)."""
     mod = work / "kube"
     mod.mkdir()
     replaces = _kubernetes_replaces(env)
@@ -99,7 +101,7 @@ def _build_kubernetes(dest: Path, work: Path, env: dict[str, str]) -> None:
     ]
     lines += [f"replace {m} => {m} {STAGING_VERSION}" for m in replaces]
     (mod / "go.mod").write_text("\n".join(lines) + "\n")
-    pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in KUBE_COMMANDS]
+    pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in commands]
     _log(f"resolving k8s.io/kubernetes {KUBERNETES_VERSION} with {len(replaces)} staging modules at {STAGING_VERSION}")
     _run(["go", "get", *[f"{p}@{KUBERNETES_VERSION}" for p in pkgs]], cwd=mod, env=env)
     ldflags = (
@@ -107,7 +109,7 @@ def _build_kubernetes(dest: Path, work: Path, env: dict[str, str]) -> None:
         f" -X k8s.io/client-go/pkg/version.gitVersion={KUBERNETES_VERSION}"
         " -X k8s.io/component-base/version.gitTreeState=clean"
     )
-    for cmd in KUBE_COMMANDS:
+    for cmd in commands:
         t0 = time.monotonic()
         _log(f"building {cmd} {KUBERNETES_VERSION} ...")
         _run(

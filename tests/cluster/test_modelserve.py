@@ -210,17 +210,28 @@ def test_a_name_its_service_cannot_take_is_refused_at_apply(kube: Kube, ns: str,
     said = refused.value.body.decode() if isinstance(refused.value.body, bytes) else str(refused.value.body)
     assert refused.value.status == 422, said
     assert "metadata.name: a ModelServe's name is also its Service's" in said and "no dots" in said, said
-    # The same words from `modelforge validate`, before any cluster.
-    job = finetunejob(ns, name="job.v2", serve={})
-    with pytest.raises(ApiException) as job_refused:
-        kube.create(job)
-    assert "spec.serve.name: the ModelServe of spec.serve takes the job's name" in str(job_refused.value.body)
+
+
+def test_a_job_whose_serve_would_take_an_invalid_name_is_refused_before_any_pod(kube: Kube, operator: OperatorProcess,
+                                                                                 claims: str) -> None:  # fmt: skip
+    """spec.serve without a name takes the job's: refused before any GPU (InvalidSpec), not after training."""
+    ns = claims
+    kube.create(finetunejob(ns, name="job.v2", serve={}))
+
+    def validated() -> dict[str, Any] | None:
+        st = (kube.get("FineTuneJob", ns, "job.v2") or {}).get("status") or {}
+        return next((c for c in st.get("conditions") or [] if c["type"] == "Validated"), None)
+
+    refused = kube.wait_for(validated, 30, "the job judged")
+    assert (refused["status"], refused["reason"]) == ("False", "InvalidSpec"), refused
+    assert "spec.serve.name: the ModelServe of spec.serve takes the job's name, 'job.v2'" in refused["message"]
+    assert kube.list("Job", ns) == []
 
 
 def test_a_refused_child_write_reaches_the_conditions_in_the_servers_words(kube: Kube, operator: OperatorProcess,
                                                                           ns: str) -> None:  # fmt: skip
-    """A ResourceQuota refuses the serve's Service: Ready False, ChildRefused, with the API server's message;
-    once the quota is gone the operator's retry creates it."""
+    """A ResourceQuota refuses the serve's Service: ChildrenApplied False, ChildRefused, with the API server's
+    message, and a phase (never blank); once the quota is gone the operator's retry creates it."""
     kube.create({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-services", "namespace": ns},
                  "spec": {"hard": {"services": "0"}}})  # fmt: skip
     kube.wait_for(lambda: (kube.get("ResourceQuota", ns, "no-services") or {}).get("status", {}).get("hard"), 30,
@@ -228,14 +239,14 @@ def test_a_refused_child_write_reaches_the_conditions_in_the_servers_words(kube:
     kube.create(serve(ns))
 
     def refused() -> dict[str, Any] | None:
-        ready = next((c for c in serve_status(kube, ns).get("conditions") or [] if c["type"] == "Ready"), None)
-        return ready if ready and ready["reason"] == "ChildRefused" else None
+        conditions = serve_status(kube, ns).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "ChildrenApplied" and c["status"] == "False"), None)
 
-    ready = kube.wait_for(refused, 30, "Ready False ChildRefused")
-    assert ready["status"] == "False", ready
-    assert "exceeded quota: no-services" in ready["message"] and "services=1" in ready["message"], ready
+    said = kube.wait_for(refused, 30, "ChildrenApplied False")
+    assert said["reason"] == "ChildRefused", said
+    assert "exceeded quota: no-services" in said["message"] and "services=1" in said["message"], said
     assert serve_status(kube, ns)["phase"] == "Pending"
     assert kube.get("Service", ns, "chat") is None
     kube.delete("ResourceQuota", ns, "no-services")
     kube.wait_for(lambda: kube.get("Service", ns, "chat"), 90, "the Service, once the quota is gone")
-    kube.wait_for(lambda: refused() is None, 30, "the ChildRefused condition replaced")
+    kube.wait_for(lambda: refused() is None, 30, "the refusal gone from the conditions")

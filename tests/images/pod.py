@@ -239,7 +239,10 @@ class PodRunner:
         if argv:
             args += ["--entrypoint", argv[0]]
         args += [image or container["image"], *argv[1:]]
-        docker(*args, env={**os.environ, **self._env})
+        # The container's env reaches `docker run` through the CLI's environment (`--env NAME`: no value in
+        # argv); the CLI's own settings stay this machine's (the container's HOME is not the CLI's).
+        config = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+        docker(*args, env={**os.environ, **self._env, "DOCKER_CONFIG": config})
         self.names.append(cid)
         return cid
 

@@ -198,7 +198,11 @@ def test_restart_limit():
     failed = Observed(JOB, (terminated("Failed", {"reason": "NCCL", "retryable": True, "message": "m"}),))
     d = decide(spec(), [], {**RUNNING_STATUS, "restarts": 3}, failed, NOW)
     assert d.wire["phase"] == "Failed" and conditions(d.status)["Failed"][1] == "RestartLimitExceeded"
-    assert d.delete_attempt is None  # the last attempt's pods keep their logs until the job is deleted
+    assert d.delete_attempt == 1  # the Job has not failed yet: ranks may still run on GPUs
+    failed_job = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
+    job_failed = {**JOB, "status": {"conditions": failed_job}}
+    kept = decide(spec(), [], {**RUNNING_STATUS, "restarts": 3}, Observed(job_failed, failed.pods), NOW)
+    assert kept.wire["phase"] == "Failed" and kept.delete_attempt is None  # its failed pods keep their logs
 
 
 @pytest.mark.parametrize(

@@ -193,3 +193,21 @@ def test_an_adapters_file_the_agent_cannot_read_is_said_in_status():
                                                             agent_reports=(report,)), NOW, 1)  # fmt: skip
     assert d.wire["phase"] == "Ready", d.wire
     assert "serve agent: /etc/modelforge/adapters/adapters.json: cannot read" in json.dumps(d.wire["conditions"])
+
+
+def test_a_refused_write_is_said_beside_the_lifecycles_conditions_never_instead_of_them():
+    from datetime import datetime
+
+    from modelforge.plan.phases import refused_status, without_refusals
+
+    now = datetime(2026, 12, 7, 9, 0, 0)
+    restarting = {"phase": "Restarting", "attempt": 1, "conditions": [cond("Running", False, "Restarting")]}
+    said = refused_status("FineTuneJob", restarting, 'configmaps "sft-a2" is forbidden: exceeded quota', now, 3)
+    assert said["phase"] == "Restarting"  # the lifecycle's state is untouched: attempt 2 is still what comes next
+    refusal = next(c for c in said["conditions"] if c["type"] == "ChildrenApplied")
+    assert (refusal["status"], refusal["reason"]) == ("False", "ChildRefused")
+    assert "exceeded quota" in refusal["message"]
+    assert job_phase(said["conditions"]) == JobPhase.RESTARTING
+    assert without_refusals(said["conditions"]) == restarting["conditions"]
+    fresh = refused_status("ModelServe", {}, 'services "chat" is forbidden', now, 1)
+    assert fresh["phase"] == "Pending"  # never a blank phase

@@ -335,3 +335,15 @@ def test_plan_fix_prints_a_manifest_that_fits_and_says_how_to_apply_it(capsys):
     assert (fixed.spec.lora.rank, fixed.spec.hyperparameters.max_length) == (16, 512)
     assert fixed.spec.datasets == parse_resource(yaml.safe_load(example.read_text())).spec.datasets
     assert plan(fixed.spec, QWEN3_8B).fits is True
+
+
+def test_the_smaller_batch_fix_keeps_the_global_batch():
+    from modelforge.plan.capacity import _changes
+
+    spec = parse_resource(yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "qwen3-8b-qlora" /
+                                          "finetunejob.yaml").read_text())).spec  # fmt: skip
+    spec = spec.model_copy(update={"hyperparameters": spec.hyperparameters.model_copy(
+        update={"batch_size_per_device": 4, "gradient_accumulation": 4})})  # fmt: skip
+    words, apply = next(c for c in _changes(spec) if c[0].startswith("hyperparameters.batchSizePerDevice: 1"))
+    fixed = apply(spec).hyperparameters
+    assert "gradientAccumulation: 16" in words and (fixed.batch_size_per_device, fixed.gradient_accumulation) == (1, 16)

@@ -49,11 +49,15 @@ def test_a_failing_reconcile_backs_off_and_says_so_once() -> None:
     r = Reconcilers(m, {"finetunejobs": broken})
     r.on_event("finetunejobs", {"type": "ADDED", "object": job()})
     r.on_event("finetunejobs", {"type": "MODIFIED", "object": job()})
+    assert len(calls) == 1  # an event about the same spec waits for the backoff (the poller retries it)
+    r.run(("finetunejobs", "n", "j"))  # the poller, once the backoff has run out
     assert len(calls) == 2
     count, retry_at, error = r.failures[("finetunejobs", "n", "j")]
     assert count == 2 and retry_at > time.monotonic() + 15 and "KeyError" in error  # 10 s x 2^1
     assert [e[1] for e in m.kube.events] == ["ReconcileFailed"], m.kube.events  # the same error: one Event
     assert "KeyError: 'spec.model'" in m.kube.events[0][2]
+    r.on_event("finetunejobs", {"type": "MODIFIED", "object": job(generation=2)})
+    assert len(calls) == 3  # an edited spec is tried at once, backoff or not
 
 
 def test_finished_jobs_are_not_polled_but_an_unobserved_spec_is() -> None:

@@ -8,6 +8,7 @@ from datetime import datetime
 import kubernetes_validate
 import pytest
 
+from modelforge.api.finetunejob import ServeTemplate
 from modelforge.api.modelserve import ModelServeSpec, ServePhase
 from modelforge.plan.models import architecture, lookup
 from modelforge.plan.phases import serve_phase
@@ -349,3 +350,19 @@ def test_model_available_says_serving_only_once_the_engine_lists_it(observed, st
     d = decide_serve("s", "ns", spec(), [], {}, observed, NOW)
     available = next(c for c in d.wire["conditions"] if c["type"] == "ModelAvailable")
     assert (available["status"], available["reason"]) == (status, reason), available
+
+
+def test_a_job_whose_serve_would_take_an_invalid_name_is_refused_before_any_pod_but_never_mid_run():
+    from modelforge.plan.capacity import PlanSettings
+    from modelforge.plan.lifecycle import Observed
+    from modelforge.render.desired import desired_finetunejob
+
+    job = finetunejobs()["qwen3-8b-base-formats-merge"].model_copy(update={"serve": ServeTemplate()})
+    owner = Owner("FineTuneJob", "support.v2", "ns", "uid")
+    new = desired_finetunejob(owner, job, [], {}, Observed(), NOW, 1, PlanSettings(), RenderSettings())
+    failed = {c["type"]: c for c in new.status.to_wire()["conditions"]}["Validated"]
+    assert failed["reason"] == "InvalidSpec" and "spec.serve.name: the ModelServe of spec.serve" in failed["message"]
+    assert new.children == []
+    running = {"phase": "Running", "attempt": 1, "startTime": "2026-12-07T08:00:00Z"}
+    kept = desired_finetunejob(owner, job, [], running, Observed(), NOW, 1, PlanSettings(), RenderSettings())
+    assert "InvalidSpec" not in json.dumps(kept.status.to_wire())

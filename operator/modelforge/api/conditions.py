@@ -21,6 +21,9 @@ class ConditionType(StrEnum):
     MODEL_AVAILABLE = "ModelAvailable"
     READY = "Ready"
     DEGRADED = "Degraded"
+    # Both: False while the API server refuses a write of the operator (its words); gone once one gets through.
+    # Not part of either kind's phase (a refusal says nothing of what training or serving did).
+    CHILDREN_APPLIED = "ChildrenApplied"
 
 
 class Reason(StrEnum):

@@ -34,18 +34,11 @@ class Resource:
 
 # A name that is valid for the object but not for its children is refused when it is applied, not later
 # when the operator's Service write fails: the endpoint is http://NAME.NAMESPACE.svc.
-_NAME_OK = f"size(self.metadata.name) <= 63 && self.metadata.name.matches('{DNS_1035}')"
 SERVE_NAME = CelRule(
-    _NAME_OK,
+    f"size(self.metadata.name) <= 63 && self.metadata.name.matches('{DNS_1035}')",
     "metadata.name: a ModelServe's name is also its Service's (http://NAME.NAMESPACE.svc:8000): use "
     + SERVE_NAME_RULES,
 )
-JOB_SERVE_NAME = CelRule(
-    f"!has(self.spec.serve) || has(self.spec.serve.name) || {_NAME_OK}",
-    "spec.serve.name: the ModelServe of spec.serve takes the job's name, which is not a valid ModelServe name "
-    f"(a Service's: {SERVE_NAME_RULES}); set spec.serve.name",
-)
-
 FINETUNEJOB = Resource(
     kind="FineTuneJob",
     plural="finetunejobs",
@@ -63,7 +56,6 @@ FINETUNEJOB = Resource(
         {"name": "Model", "type": "string", "jsonPath": ".spec.model.source", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ),
-    rules=(JOB_SERVE_NAME,),
 )
 
 MODELSERVE = Resource(

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .base import API_VERSION, DNS_LABEL, DNS_SUBDOMAIN
+from .base import API_VERSION, DNS_1035, DNS_LABEL, DNS_SUBDOMAIN, SERVE_NAME_RULES
 from .cel import Problem, check_rules, join_path
 from .crd import RESOURCES_BY_KIND, Resource, openapi_schema
 
@@ -200,9 +200,25 @@ def _check(doc: Any, old: dict[str, Any] | None) -> tuple[Any, list[Problem]]:
     return (None if problems else spec), problems
 
 
+def serve_name_problems(doc: Any) -> list[Problem]:
+    """A FineTuneJob whose spec.serve has no name gives its ModelServe the job's name, which must then be a
+    Service name too. Not a CRD rule: a job that already trains under such a name must keep training (its
+    status writes would be refused); the operator refuses it before any pod (render/desired.py), `modelforge
+    validate` before `kubectl apply`."""
+    if not isinstance(doc, dict) or doc.get("kind") != "FineTuneJob":
+        return []
+    serve = (doc.get("spec") or {}).get("serve")
+    name = str((doc.get("metadata") or {}).get("name") or "")
+    if not isinstance(serve, dict) or serve.get("name") or (len(name) <= 63 and re.match(DNS_1035, name)):
+        return []
+    return [Problem("spec.serve.name", f"the ModelServe of spec.serve takes the job's name, {name!r}, which is not "
+                    f"a valid ModelServe name (a Service's: {SERVE_NAME_RULES}); set spec.serve.name")]  # fmt: skip
+
+
 def validate_document(doc: Any, old: dict[str, Any] | None = None) -> list[Problem]:
     """Every problem in one document; `old` (the stored object) enables the immutability rules."""
-    return _check(doc, old)[1]
+    problems = _check(doc, old)[1]
+    return problems or serve_name_problems(doc)
 
 
 def parse_resource(doc: Any) -> Parsed:

@@ -81,7 +81,7 @@ def api_refusal(exc: BaseException) -> str | None:
     found, a conflict, throttling, a namespace being deleted, or not an API error at all)."""
     if not isinstance(exc, ApiException) or exc.status is None or not 400 <= exc.status < 500:
         return None
-    if exc.status in (404, 409, 429):
+    if exc.status in (401, 404, 409, 429):  # credentials, gone, a race, throttling: not the owner's to fix
         return None
     body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or "")
     if "NamespaceTerminating" in body:

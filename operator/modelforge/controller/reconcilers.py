@@ -80,6 +80,7 @@ class Reconcilers:
         self.objects: dict[Key, dict[str, Any]] = {}
         self.locks: dict[Key, threading.Lock] = {}
         self.failures: dict[Key, tuple[int, float, str]] = {}  # (failures in a row, retry after, last error)
+        self.failed_generations: dict[Key, Any] = {}  # the metadata.generation whose reconcile failed last
         self.guard = threading.Lock()
         self.stopped = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=memo.config.workers, thread_name_prefix="reconcile")
@@ -106,6 +107,7 @@ class Reconcilers:
             with self.guard:
                 self.objects.pop(key, None)
                 self.failures.pop(key, None)
+                self.failed_generations.pop(key, None)
             if plural == "finetunejobs":
                 self.memo.metrics.observe_phase(f"{key[1]}/{key[2]}", None)
             else:
@@ -117,8 +119,18 @@ class Reconcilers:
         else:
             self.memo.metrics.observe_serve(key[1], key[2], obj.get("status") or {})
         self._store(key, obj)
-        if _needs_reconcile(plural, obj, initial):
+        if _needs_reconcile(plural, obj, initial) and not self._backing_off(key, obj):
             self.run(key)
+
+    def _backing_off(self, key: Key, obj: dict[str, Any]) -> bool:
+        """A reconcile of this spec failed and its backoff has not run out: the poller retries it then. (Our own
+        status write about a refusal is an event too: reconciling on it at once would retry without backoff.)
+        A new spec (generation) is reconciled at once."""
+        with self.guard:
+            _, retry_at, _ = self.failures.get(key, (0, 0.0, ""))
+            failed_generation = self.failed_generations.get(key)
+        generation = obj.get("metadata", {}).get("generation")
+        return retry_at > time.monotonic() and failed_generation == generation
 
     def _store(self, key: Key, obj: dict[str, Any], only_update: bool = False) -> None:
         """Cache `obj`; `only_update`: only if the cached object is the same one (uid) and older, so a status
@@ -166,6 +178,7 @@ class Reconcilers:
             for kind, reason, message in patch.events:
                 self.memo.kube.post_event(body, kind, reason, message)
             self.failures.pop(key, None)
+            self.failed_generations.pop(key, None)
         except Exception as exc:  # an API hiccup, or a bug: retried with backoff, and said once as an Event
             self._failed(key, body, exc, logger)
 
@@ -176,6 +189,7 @@ class Reconcilers:
         refusal = api_refusal(exc)  # the API server refused a write: its whole message, never a first line
         error = refusal or f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         self.failures[key] = (count + 1, time.monotonic() + delay, error)
+        self.failed_generations[key] = body.get("metadata", {}).get("generation")
         logger.warning(f"reconcile of {plural} {namespace}/{name} failed ({count + 1} in a row), "
                        f"retrying in {delay:.0f} s: {error}")  # fmt: skip
         if refusal is not None:

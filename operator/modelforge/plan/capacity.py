@@ -229,8 +229,11 @@ def _changes(spec: FineTuneJobSpec) -> list[Change]:
         )
     if hp.batch_size_per_device > 1:
         accumulation = (hp.gradient_accumulation or 1) * hp.batch_size_per_device
+        # The same global batch: a globalBatchSize is resolved again; otherwise the accumulation takes it up.
+        keep = {} if hp.global_batch_size else {"gradient_accumulation": accumulation}
+        same_batch = hp.model_copy(update={"batch_size_per_device": 1, **keep})
         out.append((f"hyperparameters.batchSizePerDevice: 1 and gradientAccumulation: {accumulation} (same batch)",
-                    _set("hyperparameters", "batch_size_per_device", 1)))  # fmt: skip
+                    lambda s: s.model_copy(update={"hyperparameters": same_batch})))  # fmt: skip
     if spec.performance == Performance.NONE:
         out.append(("performance: auto", lambda s: s.model_copy(update={"performance": Performance.AUTO})))
     if spec.distributed.deepspeed not in (DeepSpeed.AUTO, DeepSpeed.ZERO3_OFFLOAD) and spec.method != Method.QLORA:

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.conditions import OUTCOME_PREFIX, RETRYABLE_REASONS, ConditionType, Reason
-from ..api.finetunejob import LOSS_HISTORY_POINTS, DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase, Runtime
+from ..api.finetunejob import LOSS_HISTORY_POINTS, DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase
 from ..api.redact import redact
 from .capacity import PlanSettings, plan
 from .models import guess
-from .phases import job_phase_of, set_condition, timestamp
+from .phases import job_phase_of, set_condition, timestamp, without_refusals
 from .pods import pod_trouble
 from .resolve import PlanError
 
@@ -283,6 +283,8 @@ class _Builder:
 
     def __init__(self, status: dict[str, Any], now: datetime):
         self.status = json.loads(json.dumps(status))  # a deep copy we can edit
+        if self.status.get("conditions"):
+            self.status["conditions"] = without_refusals(self.status["conditions"])
         self.now = now
         self.create_attempt: int | None = None
         self.delete_attempt: int | None = None
@@ -420,14 +422,17 @@ def _completed(b: _Builder, attempt: int, outcome: dict[str, Any] | None) -> Non
     b.announce(Reason.COMPLETED, message)
 
 
-def _failed_attempt(b: _Builder, spec: FineTuneJobSpec, cause: Cause, attempt: int, restarts: int) -> None:
+def _failed_attempt(
+    b: _Builder, spec: FineTuneJobSpec, cause: Cause, attempt: int, restarts: int, job_failed: bool = False
+) -> None:
     """The attempt failed: a new one after the backoff when the cause is retryable and restarts are left."""
     now = b.now
     _record_outcome(b, cause.outcome)
-    # A next attempt replaces this one; a final failure keeps it (torchrun): the Job controller has stopped
-    # its other pods, and the failed ones keep their logs for `kubectl logs` / `modelforge logs` until the
-    # FineTuneJob is deleted. A RayJob is deleted either way (its Ray cluster would keep running).
-    if (cause.retryable and restarts < spec.failure_policy.max_restarts) or spec.distributed.runtime == Runtime.RAY:
+    # A next attempt replaces this one. A final failure keeps it once the Job has failed (torchrun): the Job
+    # controller has stopped its other pods, and the failed ones keep their logs for `kubectl logs` and
+    # `modelforge logs` until the FineTuneJob is deleted. A cause seen before the Job failed (a node lost,
+    # a disruption) may leave ranks running on GPUs, and a RayJob's Ray cluster would keep running: deleted.
+    if (cause.retryable and restarts < spec.failure_policy.max_restarts) or not job_failed:
         b.delete_attempt = attempt
     if cause.retryable and restarts < spec.failure_policy.max_restarts:
         delay = min(MAX_BACKOFF_SECONDS, spec.failure_policy.backoff_seconds * 2**restarts)
@@ -617,7 +622,8 @@ def decide(
             causes.append(Cause(Reason.UNKNOWN, f"the Job failed: {job_failed.get('message') or reason}", True))
     if causes:
         # A permanent cause anywhere decides; otherwise the first retryable one.
-        _failed_attempt(b, spec, next((c for c in causes if not c.retryable), causes[0]), attempt, restarts)
+        cause = next((c for c in causes if not c.retryable), causes[0])
+        _failed_attempt(b, spec, cause, attempt, restarts, job_failed=job_failed is not None)
         return b.done()
 
     problem = pod_trouble(observed.pods)

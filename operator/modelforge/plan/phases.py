@@ -117,12 +117,16 @@ def refused_status(
     kind: str, status: dict[str, Any], message: str, now: datetime, generation: int | None
 ) -> dict[str, Any]:
     """The status of a FineTuneJob or ModelServe whose reconcile the API server refused a write of (a child
-    object: a quota, a name, a webhook): the condition that says it in the server's own words (Running for a
-    job, Ready for a serve) with reason ChildRefused, and the phase from the conditions. The next reconcile that
-    gets through replaces the condition with what it observes."""
-    kind_condition = ConditionType.RUNNING if kind == "FineTuneJob" else ConditionType.READY
-    conditions = set_condition(list(status.get("conditions") or []), kind_condition, False, Reason.CHILD_REFUSED,
-                               f"the API server refused a write of the operator, which retries: {message}", now,
-                               generation)  # fmt: skip
-    phase = job_phase(conditions) if kind == "FineTuneJob" else serve_phase(conditions)
-    return {**status, "conditions": conditions, "phase": phase.value}
+    object: a quota, a name, a webhook): condition ChildrenApplied False, reason ChildRefused, with the server's
+    own words. The other conditions (and so the phase) are left as they are: they are the lifecycle's state.
+    An object never reconciled before gets the phase its conditions give (Pending), never a blank one."""
+    conditions = set_condition(list(status.get("conditions") or []), ConditionType.CHILDREN_APPLIED, False,
+                               Reason.CHILD_REFUSED, f"the API server refused a request of the operator, "
+                               f"which retries: {message}", now, generation)  # fmt: skip
+    phase = status.get("phase") or (job_phase(conditions) if kind == "FineTuneJob" else serve_phase(conditions)).value
+    return {**status, "conditions": conditions, "phase": phase}
+
+
+def without_refusals(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Conditions less ChildrenApplied: a reconcile says it afresh (the shell adds it again if a write fails)."""
+    return [c for c in conditions if c.get("type") != ConditionType.CHILDREN_APPLIED]

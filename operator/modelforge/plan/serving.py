@@ -15,7 +15,7 @@ from ..api.modelserve import Engine, ModelServeSpec, ModelServeStatus, ServePhas
 from ..paths import split_uri
 from .adapters import LOADED, LOADING, AdapterResult, combine
 from .models import Architecture, architecture
-from .phases import serve_phase, set_condition
+from .phases import serve_phase, set_condition, without_refusals
 from .pods import pod_trouble
 
 SERVE_OOM_ADVICE = "raise resources.memory, lower maxModelLen or gpuMemoryUtilization, or raise tensorParallel"
@@ -285,6 +285,8 @@ class _ServeBuilder:
     def __init__(self, current: ModelServeStatus, now: datetime, generation: int | None):
         self.old = current.to_wire()
         self.status = json.loads(json.dumps(self.old))
+        if self.status.get("conditions"):
+            self.status["conditions"] = without_refusals(self.status["conditions"])
         self.now = now
         if generation is not None:
             self.status["observedGeneration"] = generation

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..api.finetunejob import FineTuneJobSpec, FineTuneJobStatus, JobPhase, Method, Outputs, Runtime
 from ..api.modelserve import ModelServeSpec, ModelServeStatus
+from ..api.validate import serve_name_problems
 from ..paths import RUN_DIR
 from ..plan.capacity import PlanSettings
 from ..plan.lifecycle import Decision, Observed, decide, with_planned_deepspeed
@@ -60,6 +61,10 @@ def desired_finetunejob(
     problems = [*problems, *image_problems(spec.resources.image if spec else None, settings)]
     if spec is not None and spec.serve is not None:  # said before training, not after its GPU hours
         problems += image_problems(spec.serve.spec.resources.image, settings, "spec.serve.spec.resources.image")
+        started = (current.get("attempt") if isinstance(current, Mapping) else current.attempt) or 0
+        if not started:  # a job that already trains under such a name keeps training (its serve is then refused)
+            job = {"kind": "FineTuneJob", "metadata": {"name": owner.name}, "spec": {"serve": spec.serve.to_wire()}}
+            problems += [str(p) for p in serve_name_problems(job)]
     decision = decide(spec, problems, current, observed, now, generation, plan_settings)
     desired = DesiredJob(decision)
     if decision.create_attempt and spec is not None:
