@@ -1,15 +1,15 @@
-"""End to end on a kind cluster: build and load the images, install the chart, fine-tune the tiny model to
-Succeeded with progress observed, serve it with the swift engine, and ask it a question.
+"""End to end on a kind cluster built here (tests/e2e/kindcluster.py): the images `make images` built, loaded
+into the node; the chart installed; the tiny model fine-tuned to Succeeded with progress observed in a real
+container on a local-path claim; served with the swift engine; a question answered through port-forward.
 
-Run with `make e2e` where Docker and kind exist. It has NOT been executed in this project's CI (no Docker
-engine there); it skips with the precise reason. KEEP_CLUSTER=1 keeps the cluster for debugging.
+Run with `make e2e` (MODELFORGE_E2E=1). Not yet part of `make test` and CI (issue 27: the rest of the story,
+and the CI budget with it); there it skips with that reason. KEEP_CLUSTER=1 keeps the cluster for debugging.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,21 +18,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import kindcluster
+from tests.images.pod import docker, image_name
+
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-CLUSTER = "modelforge-e2e"
 NS = "e2e"
-TAG = "e2e"
-HELM = str(ROOT / ".tools" / "bin" / "helm") if (ROOT / ".tools" / "bin" / "helm").exists() else "helm"
+HELM = str(ROOT / ".tools" / "bin" / "helm")
+IMAGES = ("operator", "trainer-cpu")
 
 
 def _missing() -> str | None:
-    for tool in ("docker", "kind", "kubectl"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
-        return "docker is installed but no Docker engine answers (`docker info` fails)"
-    return None
+    if not os.environ.get("MODELFORGE_E2E"):
+        return "the kind e2e runs with `make e2e` (MODELFORGE_E2E=1); not yet in `make test` and CI (issue 27)"
+    if docker("info", check=False).returncode != 0:
+        return "no Docker engine answers: run scripts/docker.sh up (as root)"
+    absent = [image_name(n) for n in IMAGES if docker("image", "inspect", image_name(n), check=False).returncode]
+    return f"images not built: {', '.join(absent)}: run make images BASE=local" if absent else None
 
 
 REASON = _missing()
@@ -42,11 +44,12 @@ if REASON:
 
 def sh(*args: str, timeout: float = 900, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
     print("+", " ".join(args), flush=True)
-    return subprocess.run(list(args), text=True, capture_output=True, timeout=timeout, check=check, **kw)
+    env = {**os.environ, "KUBECONFIG": str(kindcluster.kubeconfig_path())}
+    return subprocess.run(list(args), text=True, capture_output=True, timeout=timeout, check=check, env=env, **kw)
 
 
 def kubectl(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return sh("kubectl", "--context", f"kind-{CLUSTER}", *args, **kw)
+    return sh(str(kindcluster.bin_dir() / "kubectl"), *args, **kw)
 
 
 def apply(manifest: dict | str) -> None:
@@ -71,26 +74,23 @@ def status(kind: str, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
-    sh("kind", "create", "cluster", "--name", CLUSTER, "--wait", "120s")
+    kindcluster.up()
     try:
-        for image in ("operator", "trainer-cpu"):
-            sh("docker", "build", "-f", f"images/{image}/Dockerfile", "-t", f"modelforge/{image}:{TAG}", ".",
-               cwd=ROOT, timeout=3600)  # fmt: skip
-            sh("kind", "load", "docker-image", f"modelforge/{image}:{TAG}", "--name", CLUSTER)
+        kindcluster.load([image_name(n) for n in IMAGES])
         node = kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}").stdout
         # A fake GPU: the CPU trainer ignores it, but the scheduler sees the capacity jobs ask for.
         kubectl("patch", "node", node, "--subresource=status", "--type=json", "-p",
                 json.dumps([{"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": "4"}]))  # fmt: skip
         kubectl("create", "namespace", NS)
-        sh(HELM, "install", "modelforge", str(ROOT / "helm" / "modelforge"), "--kube-context", f"kind-{CLUSTER}",
-           "--namespace", "modelforge-system", "--create-namespace", "--wait", "--timeout", "5m",
-           "--set", f"image.repository=modelforge/operator,image.tag={TAG},image.pullPolicy=Never",
-           "--set", f"trainer.image=modelforge/trainer-cpu:{TAG},serving.swiftImage=modelforge/trainer-cpu:{TAG}",
+        # The chart's own image names are what `make images` tags: only the CPU trainer is set.
+        sh(HELM, "install", "modelforge", str(ROOT / "helm" / "modelforge"), "--namespace", "modelforge-system",
+           "--create-namespace", "--wait", "--timeout", "5m",
+           "--set", f"trainer.image={image_name('trainer-cpu')},serving.swiftImage={image_name('trainer-cpu')}",
            "--set", "operator.pollSeconds=3")  # fmt: skip
         yield
     finally:
         if not os.environ.get("KEEP_CLUSTER"):
-            sh("kind", "delete", "cluster", "--name", CLUSTER, check=False)
+            kindcluster.down()
 
 
 def test_finetune_then_serve_then_chat(cluster):
@@ -99,7 +99,7 @@ def test_finetune_then_serve_then_chat(cluster):
     # Init step: build the tiny model and its data on the claim (no hub anywhere).
     apply({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "tiny-model"}, "spec": {"backoffLimit": 0,
            "template": {"spec": {"restartPolicy": "Never", "containers": [{
-               "name": "build", "image": f"modelforge/trainer-cpu:{TAG}", "imagePullPolicy": "Never",
+               "name": "build", "image": image_name("trainer-cpu"), "imagePullPolicy": "Never",
                "command": ["modelforge", "tiny-model", "/mnt/models/tiny", "--dataset", "/mnt/models/data/chat.jsonl"],
                "volumeMounts": [{"name": "models", "mountPath": "/mnt/models"}]}],
                "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}]}}}})  # fmt: skip
@@ -124,10 +124,16 @@ def test_finetune_then_serve_then_chat(cluster):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    forward = subprocess.Popen(["kubectl", "--context", f"kind-{CLUSTER}", "-n", NS, "port-forward", "svc/tiny",
-                                f"{port}:8000"])  # fmt: skip
+    env = {**os.environ, "KUBECONFIG": str(kindcluster.kubeconfig_path())}
+    forward = subprocess.Popen([str(kindcluster.bin_dir() / "kubectl"), "-n", NS, "port-forward", "svc/tiny",
+                                f"{port}:8000"], env=env)  # fmt: skip
     try:
-        time.sleep(3)
+
+        def listening() -> bool:
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for("the port-forward", listening, timeout=60, every=0.5)
         answer = sh(sys.executable, "-m", "modelforge.cli", "chat", "--endpoint", f"http://127.0.0.1:{port}/v1",
                     "--max-new-tokens", "16", "How do I reset my password?", timeout=300)  # fmt: skip
         assert answer.returncode == 0 and "[tiny:" in answer.stderr
