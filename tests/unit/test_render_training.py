@@ -148,3 +148,22 @@ def test_the_sigterm_save_fits_the_pods_grace_period(grace, save):
     assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == int(grace or 120)
     assert env_of(job)["MODELFORGE_SAVE_GRACE_SECONDS"] == save
     assert _save_grace({SAVE_GRACE_ENV: save}) == float(save)  # what the launcher in the pod reads
+
+
+def test_a_claim_both_read_and_written_is_one_writable_volume():
+    """The kubelet mounts a claim once per pod: a second, read-only volume of the output's claim made the output
+    read-only too (found on kind: EROFS on /mnt/output/run). The source stays read-only at its mount."""
+    from modelforge.render.manifests import render_resource
+    from modelforge.render.settings import RenderSettings
+
+    doc = {"apiVersion": "modelforge.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "tiny"},
+           "spec": {"model": {"source": "pvc://models/tiny"}, "datasets": [{"source": "pvc://data/chat.jsonl"}],
+                    "hyperparameters": {"maxSteps": 6},
+                    "output": {"claimName": "models", "subPath": "jobs/tiny"}}}  # fmt: skip
+    job = next(c for c in render_resource(doc, RenderSettings()) if c["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    claims = [v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"claimName": "models"}, {"claimName": "data", "readOnly": True}]
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["/mnt/output"]["name"] == mounts["/mnt/pvc/models"]["name"] == "output"
+    assert mounts["/mnt/pvc/models"]["readOnly"] is True and not mounts["/mnt/output"].get("readOnly")

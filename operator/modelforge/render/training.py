@@ -189,7 +189,18 @@ def pod_volumes(owner: Owner, spec: FineTuneJobSpec, attempt: int) -> tuple[list
             cache_mount["subPath"] = spec.cache.sub_path
         mounts.append(cache_mount)
     source_volumes, source_mounts = _source_volumes(spec)
-    volumes += source_volumes
+    # A claim the pod also writes (output, cache) is one volume: the kubelet mounts a claim once per pod, so a
+    # second, read-only volume of it would make the writable mount read-only too (found on kind: the output's
+    # `run` directory refused with EROFS). Its source mount stays read-only, through the writable volume.
+    writable = {v["persistentVolumeClaim"]["claimName"]: v["name"] for v in volumes if "persistentVolumeClaim" in v}
+    for volume in source_volumes:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim in writable:
+            for mount in source_mounts:
+                if mount["name"] == volume["name"]:
+                    mount["name"] = writable[claim]
+        else:
+            volumes.append(volume)
     mounts += source_mounts
     return volumes, mounts
 
