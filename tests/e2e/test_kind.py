@@ -144,6 +144,8 @@ def test_finetune_then_serve_then_chat(cluster):
         wait_for("the port-forward", listening, timeout=60, every=0.5)
         answer = sh(sys.executable, "-m", "modelforge.cli", "chat", "--endpoint", f"http://127.0.0.1:{port}/v1",
                     "--max-new-tokens", "16", "How do I reset my password?", timeout=300)  # fmt: skip
-        assert answer.returncode == 0 and "[tiny:" in answer.stderr
+        assert answer.returncode == 0 and "[tiny:" in answer.stderr, answer.stderr
+        assert answer.stdout.strip(), "the fine-tuned model gave an empty answer"
     finally:
         forward.terminate()
+        forward.wait(30)
