@@ -112,7 +112,13 @@ def test_finetune_then_serve_then_chat(cluster):
             "spec": {
                 "model": {"source": "pvc://models/tiny", "modelType": "qwen3", "template": "qwen3"},
                 "datasets": [{"source": "pvc://models/data/chat.jsonl"}],
-                "hyperparameters": {"maxSteps": 60, "batchSizePerDevice": 2, "maxLength": 256, "loggingSteps": 2},
+                "hyperparameters": {
+                    "maxSteps": 60,
+                    "learningRate": 5e-3,
+                    "batchSizePerDevice": 2,
+                    "maxLength": 256,
+                    "loggingSteps": 2,
+                },
                 "checkpointing": {"saveSteps": 20},
                 "output": {"claimName": "models", "subPath": "jobs/tiny", "merge": True},
                 "resources": {"memory": "4Gi", "cpu": "1"},
