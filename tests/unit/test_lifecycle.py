@@ -188,6 +188,28 @@ def test_retryable_failure_restarts_with_backoff_then_attempt_two():
     assert "nextAttemptTime" not in later.wire
 
 
+def test_the_next_attempt_waits_for_a_stopping_pod_of_the_last_one():
+    """An evicted (or `kubectl delete`d) trainer saves a checkpoint in its grace period: the next attempt starts
+    once its pod is gone, so that it resumes from that checkpoint and never shares the run directory with it."""
+    evicted = pod(
+        "Running", conditions=[{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]
+    )
+    d = decide(spec(failure_policy__backoff_seconds=0), [], RUNNING_STATUS, Observed(JOB, (evicted,)), NOW)
+    assert d.delete_attempt == 1 and d.wire["phase"] == "Restarting"
+    saving = {
+        **evicted,
+        "metadata": {**evicted["metadata"], "deletionTimestamp": timestamp(NOW + timedelta(seconds=20))},
+    }
+    waiting = decide(spec(), [], d.status, Observed(None, (saving,)), NOW + timedelta(seconds=5))
+    assert waiting.create_attempt is None and waiting.wire["phase"] == "Restarting"
+    said = conditions_message(waiting.status, "Running")
+    assert "attempt 2 waits for attempt 1's pod(s) tiny-a1-0-x to stop" in said, said
+    assert decide(spec(), [], d.status, Observed(None, ()), NOW + timedelta(seconds=25)).create_attempt == 2
+    # A pod whose node stopped reporting stays "Running" forever: not waited for past its deadline.
+    lost = decide(spec(), [], d.status, Observed(None, (saving,)), NOW + timedelta(seconds=51))
+    assert lost.create_attempt == 2
+
+
 def test_backoff_doubles():
     failed = Observed(JOB, (terminated("Failed", {"reason": "Rendezvous", "retryable": True, "message": "m"}),))
     d = decide(spec(), [], {**RUNNING_STATUS, "restarts": 2}, failed, NOW)
@@ -237,6 +259,32 @@ def test_disruptions_are_retryable(condition_reason, reason):
     disrupted = pod("Failed", conditions=[{"type": "DisruptionTarget", "status": "True", "reason": condition_reason}])
     cause = pod_failure_cause(disrupted)
     assert cause is not None and cause.reason == reason and cause.retryable
+
+
+# The Job controller's own words (pkg/controller/job/pod_failure_policy.go) for the rules render/training.py sets.
+DELETED = (
+    "PodFailurePolicy",
+    "Container trainer for pod ml/tiny-a1-0-x failed with exit code 75 matching FailJob rule at index 1",
+)
+DRAINED = ("PodFailurePolicy", "Pod ml/tiny-a1-0-x has condition DisruptionTarget matching FailJob rule at index 0")
+
+
+@pytest.mark.parametrize(("failed", "reason", "says"), [
+    (DELETED, "Interrupted", "pod ml/tiny-a1-0-x was stopped (SIGTERM"),
+    (DRAINED, "Evicted", "pod ml/tiny-a1-0-x was disrupted"),
+    (("BackoffLimitExceeded", "Job has reached the specified backoff limit"), "Unknown", "backoff limit"),
+])  # fmt: skip
+def test_a_job_whose_pods_are_gone_is_explained_by_its_failure_policy(failed, reason, says):
+    """A deleted or evicted pod vanishes with its termination message: the Job's Failed condition remains."""
+    job = {**JOB, "status": {"conditions": [{"type": "Failed", "status": "True", "reason": failed[0],
+                                             "message": failed[1]}]}}  # fmt: skip
+    reported = {**RUNNING_STATUS, "latestCheckpoint": "pvc://m/run/checkpoint-50"}
+    d = decide(spec(), [], reported, Observed(job, ()), NOW)
+    assert d.create_attempt is None and d.delete_attempt == 1 and d.wire["restarts"] == 1
+    running = conditions_message(d.status, "Running")
+    assert f"attempt 1 failed ({reason}: " in running and says in running, running
+    # The pod may have saved a newer checkpoint in its grace period: the message does not claim which.
+    assert "from the newest checkpoint (the last reported: pvc://m/run/checkpoint-50)" in running, running
 
 
 def test_suspend_deletes_the_attempt_and_resume_starts_the_next():

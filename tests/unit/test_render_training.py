@@ -7,6 +7,7 @@ import json
 import kubernetes_validate
 import pytest
 
+from modelforge.api.conditions import EXIT_RETRYABLE
 from modelforge.cli import main
 from modelforge.launcher.run import SAVE_GRACE_ENV, _save_grace
 from modelforge.render.names import MAX_ATTEMPT_NAME, attempt_name
@@ -167,3 +168,14 @@ def test_a_claim_both_read_and_written_is_one_writable_volume():
     mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["/mnt/output"]["name"] == mounts["/mnt/pvc/models"]["name"] == "output"
     assert mounts["/mnt/pvc/models"]["readOnly"] is True and not mounts["/mnt/output"].get("readOnly")
+
+
+def test_the_job_names_a_deleted_or_evicted_pods_exit_in_its_failed_condition():
+    """backoffLimit 0 fails the Job at once; the rules only make the Job's Failed condition carry the evidence
+    (plan/lifecycle.py job_failure_cause reads it once the pod is gone)."""
+    job = render("job", "qwen3-8b-qlora-8gb")["Job"]
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert rules[0]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+    assert rules[1]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [EXIT_RETRYABLE]}
+    assert {r["action"] for r in rules} == {"FailJob"}

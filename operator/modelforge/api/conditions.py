@@ -90,6 +90,12 @@ RETRYABLE_REASONS = frozenset(
     }
 )
 
+# The launcher's exit codes: the contract between a training pod and the operator (the Job's podFailurePolicy
+# names EXIT_RETRYABLE, so the evidence survives a deleted pod).
+EXIT_OK = 0
+EXIT_PERMANENT = 1
+EXIT_RETRYABLE = 75  # EX_TEMPFAIL: a fresh attempt from the newest checkpoint can succeed
+
 # The launcher's last line as the driver of a RayJob (distributed.runtime: ray): KubeRay copies the tail of a
 # failed job's log into the RayJob's status.message, where the operator finds the outcome after this prefix.
 OUTCOME_PREFIX = "modelforge outcome: "

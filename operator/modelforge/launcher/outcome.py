@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..api.conditions import EXIT_OK as EXIT_OK  # re-exported: the launcher's callers import them from here
+from ..api.conditions import EXIT_PERMANENT as EXIT_PERMANENT
+from ..api.conditions import EXIT_RETRYABLE as EXIT_RETRYABLE
 from ..api.conditions import RETRYABLE_REASONS, Reason
 from ..api.redact import redact
 
-EXIT_OK = 0
-EXIT_PERMANENT = 1
-EXIT_RETRYABLE = 75
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps
 
 # (reason, pattern) in priority order: the first reason with a matching line wins.

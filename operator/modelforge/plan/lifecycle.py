@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..api.conditions import OUTCOME_PREFIX, RETRYABLE_REASONS, ConditionType, Reason
+from ..api.conditions import EXIT_RETRYABLE, OUTCOME_PREFIX, RETRYABLE_REASONS, ConditionType, Reason
 from ..api.finetunejob import LOSS_HISTORY_POINTS, DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase
 from ..api.redact import redact
 from .capacity import PlanSettings, plan
@@ -101,6 +102,26 @@ class Cause:
     outcome: dict[str, Any] | None = None  # the launcher's termination message, when there is one
 
 
+# How long past its deletion deadline a pod may still report Running before the next attempt stops waiting
+# for it (its node is gone, and nobody will ever report it stopped).
+STOPPING_MARGIN = timedelta(seconds=30)
+
+
+def still_stopping(pods: tuple[dict[str, Any], ...], now: datetime) -> list[str]:
+    """Pods of a failed attempt that may still be running, e.g. saving a checkpoint after an eviction's or a
+    `kubectl delete`'s SIGTERM: the next attempt starts once they are gone, so that it resumes from what they
+    save and never writes the same run directory at the same time. A pod past its deletion deadline (plus a
+    margin) on a node that no longer reports is not waited for."""
+    names = []
+    for pod in pods:
+        if pod.get("status", {}).get("phase") not in ("Pending", "Running"):
+            continue
+        deadline = parse_time(pod.get("metadata", {}).get("deletionTimestamp"))
+        if deadline is None or now < deadline + STOPPING_MARGIN:
+            names.append(pod.get("metadata", {}).get("name", "?"))
+    return names
+
+
 def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -160,6 +181,27 @@ def pod_failure_cause(pod: dict[str, Any]) -> Cause | None:
     tail = (terminated or {}).get("message") or ""
     message = f"pod {pod['metadata']['name']} failed (exit code {code})" + (f": {tail[-300:]}" if tail else "")
     return Cause(Reason.UNKNOWN, message, Reason.UNKNOWN in RETRYABLE_REASONS)
+
+
+# The Job controller's words when a rule of render/training.py's POD_FAILURE_POLICY failed the Job.
+_POLICY_EXIT = re.compile(r"Container (?P<container>\S+) for pod (?P<pod>\S+) failed with exit code (?P<code>\d+)")
+_POLICY_CONDITION = re.compile(r"Pod (?P<pod>\S+) has condition DisruptionTarget")
+
+
+def job_failure_cause(failed: dict[str, Any]) -> Cause:
+    """Why the Job failed, from its Failed condition alone: what is left when its pods are gone (deleted by
+    `kubectl delete pod` or evicted, their termination messages with them)."""
+    reason, message = failed.get("reason", ""), failed.get("message") or failed.get("reason", "")
+    if reason == "DeadlineExceeded":
+        return Cause(Reason.DEADLINE_EXCEEDED, message or "deadline exceeded", False)
+    if reason == "PodFailurePolicy":
+        if match := _POLICY_CONDITION.search(message):
+            return Cause(Reason.EVICTED, f"pod {match['pod']} was disrupted (evicted, preempted or its node drained; "
+                                         "it was given its grace period to save a checkpoint)", True)  # fmt: skip
+        if (match := _POLICY_EXIT.search(message)) and int(match["code"]) == EXIT_RETRYABLE:
+            return Cause(Reason.INTERRUPTED, f"pod {match['pod']} was stopped (SIGTERM: deleted, or its node shut "
+                                             "down) and exited retryable, after saving a checkpoint", True)  # fmt: skip
+    return Cause(Reason.UNKNOWN, f"the Job failed: {message}", True)
 
 
 def _job_condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
@@ -440,6 +482,8 @@ def _failed_attempt(
         b.status["nextAttemptTime"] = timestamp(now + timedelta(seconds=delay))
         checkpoint = b.status.get("latestCheckpoint")
         resume = f" from {checkpoint}" if checkpoint else ""
+        if checkpoint and cause.outcome is None:  # the pod's own report is gone: it may have saved a newer one
+            resume = f" from the newest checkpoint (the last reported: {checkpoint})"
         message = (
             f"attempt {attempt} failed ({cause.reason}: {cause.message}); attempt {attempt + 1} "
             f"starts in {delay} s{resume} (restart {restarts + 1} of {spec.failure_policy.max_restarts})"
@@ -564,6 +608,13 @@ def decide(
         if observed.job is not None:
             b.delete_attempt = attempt  # the old attempt is still being torn down
             return b.done()
+        stopping = still_stopping(observed.pods, now)
+        if stopping:
+            message = (f"attempt {attempt + 1} waits for attempt {attempt}'s pod(s) {', '.join(stopping)} to stop: "
+                       "a stopped trainer saves a checkpoint within its grace period, and the next attempt resumes "
+                       "from the newest one")  # fmt: skip
+            b.condition(ConditionType.RUNNING, False, Reason.RESTARTING, message)
+            return b.done()
         _start_attempt(b, spec, attempt + 1)
         return b.done()
 
@@ -615,11 +666,7 @@ def decide(
     causes = [c for c in (pod_failure_cause(p) for p in observed.pods) if c is not None]
     job_failed = _job_condition(observed.job, "Failed")
     if job_failed and not causes:
-        reason = job_failed.get("reason", "")
-        if reason == "DeadlineExceeded":
-            causes.append(Cause(Reason.DEADLINE_EXCEEDED, job_failed.get("message", "deadline exceeded"), False))
-        else:
-            causes.append(Cause(Reason.UNKNOWN, f"the Job failed: {job_failed.get('message') or reason}", True))
+        causes.append(job_failure_cause(job_failed))
     if causes:
         # A permanent cause anywhere decides; otherwise the first retryable one.
         cause = next((c for c in causes if not c.retryable), causes[0])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.base import API_VERSION
+from ..api.conditions import EXIT_RETRYABLE
 from ..api.finetunejob import FineTuneJobSpec, Hub, Runtime
 from ..paths import CACHE_ROOT, CONFIGMAP_ROOT, JOB_CONFIG, OUTPUT_ROOT, PVC_ROOT, TRUST_REMOTE_CODE_ENV, split_uri
 from .names import attempt_name, label_value
@@ -268,11 +269,28 @@ def render_job(
         "completions": resources.nodes,
         "parallelism": resources.nodes,
         "backoffLimit": 0,
+        "podFailurePolicy": POD_FAILURE_POLICY,
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
     if queue:
         job_spec["suspend"] = True  # Kueue unsuspends it on admission
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_metadata, "spec": job_spec}
+
+
+# backoffLimit 0 already fails the Job at its first failed pod; these rules only name the evidence in the Job's
+# Failed condition (reason PodFailurePolicy), which outlives the pod: a pod deleted by `kubectl delete` or an
+# eviction is gone within seconds, its termination message (the launcher's outcome) with it, and without them
+# the operator would only read "the Job has reached the specified backoff limit" (plan/lifecycle.py reads
+# these messages: job_failure_cause). A disruption first: an evicted trainer also exits 75 after its save.
+POD_FAILURE_POLICY = {
+    "rules": [
+        {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [EXIT_RETRYABLE]},
+        },
+    ]
+}
 
 
 def render_attempt(
