@@ -504,12 +504,14 @@ mv /etc/cni/net.d/10-modelforge-bridge.conflist.tmp /etc/cni/net.d/10-modelforge
 
 
 EGRESS_CHAIN = "MODELFORGE-EGRESS"
+EGRESS_LIST = "modelforge-egress"
 
 
 def egress_guard() -> None:
     """Every node rejects (and counts) packets it would send or forward beyond this machine's own networks:
     loopback, the pod and Service ranges, the kind network. The e2e asserts the counts stay zero."""
-    allowed = {4: ["127.0.0.0/8", POD_SUBNET, SERVICE_SUBNET], 6: ["::1/128", "fe80::/10", "ff00::/8"]}
+    # 224.0.0.0/24 and ff00::/8: multicast that never leaves a link (IGMP and MLD reports of new interfaces).
+    allowed = {4: ["127.0.0.0/8", POD_SUBNET, SERVICE_SUBNET, "224.0.0.0/24"], 6: ["::1/128", "fe80::/10", "ff00::/8"]}
     for subnet in kind_subnets():
         allowed[6 if ":" in subnet else 4].append(subnet)
     for node in (n["name"] for n in _nodes()):
@@ -517,6 +519,8 @@ def egress_guard() -> None:
         for version, tool in ((4, "iptables"), (6, "ip6tables")):
             rules = [f"{tool} -N {EGRESS_CHAIN} 2>/dev/null || {tool} -F {EGRESS_CHAIN}"]
             rules += [f"{tool} -A {EGRESS_CHAIN} -d {net} -j RETURN" for net in allowed[version]]
+            # The destinations, for the report (xt_recent keeps the last 100 addresses it saw).
+            rules.append(f"{tool} -A {EGRESS_CHAIN} -m recent --name {EGRESS_LIST}{version} --rdest --set")
             rules.append(f"{tool} -A {EGRESS_CHAIN} -j REJECT")
             for hook in ("OUTPUT", "FORWARD"):
                 rules.append(f"{tool} -C {hook} -j {EGRESS_CHAIN} 2>/dev/null || {tool} -I {hook} 1 -j {EGRESS_CHAIN}")
@@ -538,17 +542,18 @@ def egress_guard() -> None:
     _log(f"egress guard: only {', '.join(allowed[4] + allowed[6])}")
 
 
-def egress_report() -> dict[str, int]:
-    """Packets each node rejected for leaving this machine's networks (IPv4 + IPv6)."""
-    counts = {}
+def egress_report() -> dict[str, dict]:
+    """Per node: packets rejected for leaving this machine's networks (IPv4 + IPv6), and where they went."""
+    report = {}
     for node in (n["name"] for n in _nodes()):
-        total = 0
-        for tool in ("iptables", "ip6tables"):
+        total, seen = 0, []
+        for version, tool in ((4, "iptables"), (6, "ip6tables")):
             out = _node_exec(node, f"{tool} -L {EGRESS_CHAIN} -v -n -x 2>/dev/null || true")
-            rejects = [line.split() for line in out.splitlines() if "REJECT" in line]
-            total += sum(int(fields[0]) for fields in rejects)
-        counts[node] = total
-    return counts
+            total += sum(int(line.split()[0]) for line in out.splitlines() if "REJECT" in line)
+            listed = _node_exec(node, f"cat /proc/net/xt_recent/{EGRESS_LIST}{version} 2>/dev/null || true")
+            seen += [line.split()[0].removeprefix("src=") for line in listed.splitlines() if line.strip()]
+        report[node] = {"packets": total, "to": seen}
+    return report
 
 
 def up() -> Path:
@@ -565,9 +570,12 @@ def up() -> Path:
     server = json.loads(kubectl("config", "view", "--minify", "-o", "json"))["clusters"][0]["cluster"]["server"]
     if not server.startswith("https://127.0.0.1:"):
         raise SystemExit(f"[kind] the API server is published at {server}, not on this machine's loopback")
+    # The guard first: CoreDNS and everything else start once network() gives the nodes their CNI, and a
+    # CoreDNS started with kubeadm's Corefile forwards (its loop check included) through Docker's embedded DNS
+    # to this machine's resolver (found by the guard's counters).
+    egress_guard()
     network()
     kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s")
-    egress_guard()
     kubectl("rollout", "status", "deployment/coredns", "-n", "kube-system", "--timeout=180s")
     _log(f"cluster {CLUSTER} up in {time.monotonic() - t0:.0f} s: export KUBECONFIG={kubeconfig_path()}")
     return kubeconfig_path()
@@ -641,9 +649,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "kubeconfig":
         print(kubeconfig_path())
     elif args.command == "egress":
-        counts = egress_report()
-        print(json.dumps(counts))
-        return 1 if any(counts.values()) else 0
+        report = egress_report()
+        print(json.dumps(report))
+        return 1 if any(r["packets"] for r in report.values()) else 0
     else:
         load(args.images)
     return 0

@@ -206,6 +206,7 @@ def test_no_checkpoints(tmp_path):
         ("torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError", Reason.RENDEZVOUS),
         ("pyarrow.lib.ArrowInvalid: JSON parse error: Missing a name for object member", Reason.DATA_ERROR),
         ("ValueError: remaining_argv: ['--bogus']", Reason.CONFIG_ERROR),
+        ("[rank1]: RuntimeError: Error building extension 'deepspeed_shm_comm': [1/3] c++ -MMD", Reason.CONFIG_ERROR),
         ("Segmentation fault (core dumped)", Reason.UNKNOWN),
     ],
 )

@@ -35,7 +35,10 @@ PATTERNS: tuple[tuple[Reason, re.Pattern[str]], ...] = tuple(
         (Reason.DATA_ERROR, r"pyarrow\.lib\.Arrow\w+|JSONDecodeError|StopIteration|ZeroDivisionError|"
                             r"DatasetNotFoundError|FileNotFoundError.*(?:dataset|\.jsonl?)"),
         (Reason.CONFIG_ERROR, r"remaining_argv|unrecognized arguments|HFValidationError|is not a valid model|"
-                              r"does not appear to have a file named|ValueError|KeyError|TypeError|AssertionError"),
+                              r"does not appear to have a file named|ValueError|KeyError|TypeError|AssertionError|"
+                              # a DeepSpeed/torch op compiled at run time, in an image with no compiler for it
+                              # (found on kind: ZeRO on the CPU image builds deepspeed_shm_comm): same every time
+                              r"Error building extension"),
         # A process of the gang died: its own torchrun sees the signal, its peers see their connection drop.
         # After data and config errors: a rank's own deterministic error makes its peers lose it too.
         (Reason.RANK_FAILED, r"Signal \d+ \(SIG\w+\) received by PID|Connection closed by peer|"
