@@ -226,7 +226,9 @@ def _state_file() -> Path:
 
 # kwok's stages (its Stage API), written for this tier. Without any stage kwok v0.8 refuses to start.
 # Nodes: initialize to Ready (the capacity we set is kept), kwok renews their Leases. Pods: scheduled ->
-# Running + Ready with a podIP from the node's podCIDR; deleted -> gone. There is deliberately NO
+# Running + Ready with a podIP from the node's podCIDR; deleted -> stopped (Failed, exit 143, as a kubelet
+# reports a container ended by SIGTERM: the Job controller keeps its finalizer on a deleted pod until the pod
+# is terminal, since the Jobs have a podFailurePolicy) -> gone. There is deliberately NO
 # "complete" stage: a training pod runs until the test plays the kubelet and reports its exit
 # (tests/cluster/kube.py: `finish_pod`), exactly as a real container would end.
 KWOK_CONFIG = """\
@@ -349,6 +351,41 @@ spec:
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
+  name: pod-stop
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'Exists'
+    - key: '.status.phase'
+      operator: 'NotIn'
+      values: ['Succeeded', 'Failed']
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          running: null
+          terminated:
+            exitCode: 143
+            reason: Error
+            startedAt: {{ $now | Quote }}
+            finishedAt: {{ $now | Quote }}
+      {{ end }}
+      phase: Failed
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
   name: pod-delete
 spec:
   resourceRef:
@@ -358,6 +395,9 @@ spec:
     matchExpressions:
     - key: '.metadata.deletionTimestamp'
       operator: 'Exists'
+    - key: '.status.phase'
+      operator: 'In'
+      values: ['Succeeded', 'Failed']
   next:
     delete: true
 """

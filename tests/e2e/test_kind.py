@@ -14,8 +14,9 @@ ModelServe here. The story, in order (the tests share one cluster, and each asse
 4. a two-node FineTuneJob: two pods, MASTER_ADDR by the headless Service's DNS name, gloo over the pod
    network, one model (the ranks' identical-weights check), Succeeded;
 5. `helm uninstall` leaves nothing of the release behind;
-6. nothing dialed beyond this machine: the nodes' egress counters are zero, and this process dialed only
-   loopback.
+6. nothing dialed beyond this machine: the nodes' egress counters are zero; this process's own connections
+   (the port-forward checks) went to loopback, and its kubectl, helm and CLI subprocesses to the API server
+   published on 127.0.0.1 and port-forward's 127.0.0.1 port.
 
 `make e2e` runs this tier alone; it is part of `make test` and CI, where a skip is a failure. KEEP_CLUSTER=1
 keeps the cluster, and REUSE_CLUSTER=1 runs the next time on that one (its namespaces recreated: no build, no
@@ -67,7 +68,8 @@ def _missing() -> str | None:
     return None
 
 
-e2e_gate(_missing())
+if not os.environ.get("CI"):
+    e2e_gate(_missing())  # elsewhere: a skip with what to run
 
 
 def sh(*args: str, timeout: float = 900, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
@@ -197,20 +199,26 @@ def _diagnose() -> None:
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest) -> Iterator[None]:
+    missing = _missing()  # in CI a failure of this tier's tests, not a collection error that hides the others
+    if missing:
+        e2e_gate(missing)
     RECORDING[0] = True
     reuse = os.environ.get("REUSE_CLUSTER") and kindcluster.status() == 0  # a cluster KEEP_CLUSTER=1 kept
+    started = False
     try:
-        if reuse:
-            sh(HELM, "uninstall", "modelforge", "--namespace", SYSTEM, "--wait", check=False)
-            for namespace in (NS, SYSTEM):
-                kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", timeout=300)
-            kubectl("uncordon", kindcluster.WORKER)
-        else:
-            kindcluster.up()
-        kindcluster.load([image_name(n) for n in IMAGES])  # kind skips an image the node has
-    except SystemExit as exc:  # kindcluster's one-line errors
-        pytest.fail(f"the kind cluster could not start: {exc}", pytrace=False)
-    try:
+        try:
+            if reuse:
+                sh(HELM, "uninstall", "modelforge", "--namespace", SYSTEM, "--wait", check=False)
+                for namespace in (NS, SYSTEM):
+                    kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", timeout=300)
+                kubectl("uncordon", kindcluster.WORKER)
+                kindcluster.egress_guard()  # the counters start from zero for this run
+            else:
+                kindcluster.up()
+            kindcluster.load([image_name(n) for n in IMAGES])  # an image the worker has is skipped
+        except SystemExit as exc:  # kindcluster's one-line errors
+            pytest.fail(f"the kind cluster could not start: {exc}", pytrace=False)
+        started = True
         # A fake GPU: the CPU trainer ignores it, but the scheduler sees the capacity jobs ask for.
         kubectl("patch", "node", kindcluster.WORKER, "--subresource=status", "--type=json", "-p",
                 json.dumps([{"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": "4"}]))  # fmt: skip
@@ -223,12 +231,25 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[None]:
            "--set", f"serving.swiftImage={image_name('trainer-cpu')}", "--set", "operator.pollSeconds=3")  # fmt: skip
         kubectl("rollout", "status", "-n", SYSTEM, f"deployment/{OPERATOR}", "--timeout=180s", timeout=200)
         yield
+    except BaseException:
+        request.session.stash.setdefault(FAILED, []).append("the kind cluster's setup")
+        raise
     finally:
-        if request.session.stash.get(FAILED, []):
-            _diagnose()
         RECORDING[0] = False
+        try:
+            if started and request.session.stash.get(FAILED, []):
+                _diagnose()
+        except Exception as exc:  # the cluster is deleted whatever the diagnosis did
+            print(f"the diagnosis failed: {exc}")
         if not os.environ.get("KEEP_CLUSTER"):
             kindcluster.down()
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running(cluster: None) -> Iterator[None]:
+    """A test that failed half-way leaves no training or serving pod to starve the next of the worker's CPUs."""
+    yield
+    kubectl("delete", "-n", NS, "ftj,mserve", "--all", "--wait=true", timeout=300, check=False)
 
 
 def test_operator_runs_as_the_charts_deployment(cluster: None) -> None:
@@ -266,11 +287,13 @@ def models(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_finetune_in_a_container_then_serve_then_chat(models: str) -> None:
-    apply(finetunejob("tiny", 80, checkpointing={"saveSteps": 20}, output={"merge": True},
+    apply(finetunejob("tiny", 800, checkpointing={"saveSteps": 200}, output={"merge": True},
                       serve={"spec": {"engine": "swift", "resources": {"gpusPerReplica": 0}}}))  # fmt: skip
-    step = wait_for("progress", lambda: status("ftj", "tiny").get("progress", {}).get("step"),
-                    show=lambda: status("ftj", "tiny"))  # fmt: skip
-    assert step >= 1
+    wait_for("progress with a loss", lambda: status("ftj", "tiny").get("progress", {}).get("loss") is not None,
+             show=lambda: status("ftj", "tiny"))  # fmt: skip
+    header, row = kubectl("get", "ftj", "tiny", "-n", NS).stdout.splitlines()[:2]
+    assert header.split()[4:6] == ["PROGRESS", "LOSS"], header  # the printer columns, with values
+    assert re.search(r" Running .* \d+/800 \(\d+%\) +\d+\.\d+ ", row), row
     pod = get("pod", running_pod("tiny"))
     context = {**pod["spec"].get("securityContext", {}), **pod["spec"]["containers"][0].get("securityContext", {})}
     assert context.get("runAsUser") == 10001 and context.get("fsGroup") == 10001, context
@@ -284,11 +307,16 @@ def test_finetune_in_a_container_then_serve_then_chat(models: str) -> None:
     after = json.loads(kubectl("get", "pods", "-n", SYSTEM, "-l", "app.kubernetes.io/name=modelforge", "-o",
                                "json").stdout)["items"]  # fmt: skip
     assert after and not {p["metadata"]["name"] for p in after} & before, "helm upgrade did not roll the operator"
+    upgraded = status("ftj", "tiny")
+    assert upgraded.get("phase") == "Running", upgraded  # still training: the new operator picks it up
+    at_upgrade = upgraded.get("progress", {}).get("step", 0)
+    wait_for("progress reported by the new operator", lambda: status("ftj", "tiny").get("phase") == "Succeeded"
+             or status("ftj", "tiny").get("progress", {}).get("step", 0) > at_upgrade)  # fmt: skip
 
     final = ftj_done("tiny")
     assert final["phase"] == "Succeeded", final
     assert final["outputs"]["mergedModel"] == "pvc://models/jobs/tiny/merged"
-    assert checkpoint_step(final.get("latestCheckpoint")) >= 60, final
+    assert checkpoint_step(final.get("latestCheckpoint")) >= 600, final
     logs = modelforge("logs", "tiny", "-n", NS)
     assert re.search(r"'loss': '?[0-9.]+", logs.stdout), logs.stdout[-3000:]
 
@@ -320,8 +348,9 @@ def resumed_from(name: str) -> int:
 
 
 def test_sigterm_then_drain_each_resume_from_their_checkpoint(models: str) -> None:
-    # The tiny model trains ~14 steps/s on the worker: long enough to be interrupted twice, deleted after.
-    apply(finetunejob("faults", 20000, checkpointing={"saveSteps": 50}, failurePolicy={"backoffSeconds": 0}))
+    # The tiny model trains ~14 steps/s on the worker: long enough to be interrupted twice, deleted after. No
+    # periodic checkpoint: every checkpoint there is to resume from is one a stopped trainer saved.
+    apply(finetunejob("faults", 20000, checkpointing={"saveSteps": 100000}, failurePolicy={"backoffSeconds": 0}))
     wait_for("step 60", lambda: status("ftj", "faults").get("progress", {}).get("step", 0) >= 60,
              show=lambda: status("ftj", "faults"))  # fmt: skip
     # 1. kubectl delete pod: the kubelet's SIGTERM; the trainer saves at the step reached and exits retryable,
@@ -337,7 +366,7 @@ def test_sigterm_then_drain_each_resume_from_their_checkpoint(models: str) -> No
              and status("ftj", "faults").get("progress", {}).get("step", 0) > step_before,
              show=lambda: status("ftj", "faults"))  # fmt: skip
     saved = resumed_from("faults")  # saved at the step the signal found, in the grace period
-    assert saved >= step_before, (saved, step_before)
+    assert saved >= step_before > 0, (saved, step_before)
 
     # 2. kubectl drain of the worker (its training pods): an eviction, the disruption in status, a resume once
     # the node takes pods again, from what the evicted trainer saved in its grace period: attempt 3 waited for
@@ -346,9 +375,9 @@ def test_sigterm_then_drain_each_resume_from_their_checkpoint(models: str) -> No
              > saved + 10, show=lambda: status("ftj", "faults"))  # fmt: skip
     pod = running_pod("faults")
     step_before = status("ftj", "faults")["progress"]["step"]
-    drained = kubectl("drain", kindcluster.WORKER, "--pod-selector=modelforge.io/job=faults",
-                      "--delete-emptydir-data", "--ignore-daemonsets", "--timeout=180s", timeout=240)  # fmt: skip
     try:
+        drained = kubectl("drain", kindcluster.WORKER, "--pod-selector=modelforge.io/job=faults",
+                          "--delete-emptydir-data", "--ignore-daemonsets", "--timeout=180s", timeout=240)  # fmt: skip
         assert f"pod/{pod} evicted" in drained.stdout, drained.stdout
         event = wait_for("the restart after the drain", lambda: restarting("faults", 2))
         assert "(Evicted: " in event, event
@@ -357,6 +386,7 @@ def test_sigterm_then_drain_each_resume_from_their_checkpoint(models: str) -> No
     wait_for("attempt 3's progress", lambda: status("ftj", "faults").get("attempt") == 3
              and status("ftj", "faults").get("progress", {}).get("step", 0) > step_before,
              show=lambda: status("ftj", "faults"))  # fmt: skip
+    # Only the evicted trainer's save is newer than `saved`: attempt 3 resumed from it, so it waited for it.
     at_drain = resumed_from("faults")
     assert at_drain >= step_before > saved, (at_drain, step_before, saved)
     kubectl("delete", "-n", NS, "ftj/faults", "--wait=true")

@@ -270,7 +270,7 @@ DRAINED = ("PodFailurePolicy", "Pod ml/tiny-a1-0-x has condition DisruptionTarge
 
 
 @pytest.mark.parametrize(("failed", "reason", "says"), [
-    (DELETED, "Interrupted", "pod ml/tiny-a1-0-x was stopped (SIGTERM"),
+    (DELETED, "Interrupted", "pod ml/tiny-a1-0-x exited with the launcher's retryable code 75"),
     (DRAINED, "Evicted", "pod ml/tiny-a1-0-x was disrupted"),
     (("BackoffLimitExceeded", "Job has reached the specified backoff limit"), "Unknown", "backoff limit"),
 ])  # fmt: skip
@@ -285,6 +285,14 @@ def test_a_job_whose_pods_are_gone_is_explained_by_its_failure_policy(failed, re
     assert f"attempt 1 failed ({reason}: " in running and says in running, running
     # The pod may have saved a newer checkpoint in its grace period: the message does not claim which.
     assert "from the newest checkpoint (the last reported: pvc://m/run/checkpoint-50)" in running, running
+
+
+def test_the_jobs_failure_target_is_read_before_it_is_failed():
+    """Since Kubernetes 1.31 the Job controller sets FailureTarget first; Failed waits for every pod to stop."""
+    job = {**JOB, "status": {"conditions": [{"type": "FailureTarget", "status": "True", "reason": DELETED[0],
+                                             "message": DELETED[1]}]}}  # fmt: skip
+    d = decide(spec(), [], RUNNING_STATUS, Observed(job, ()), NOW)
+    assert d.wire["phase"] == "Restarting" and "(Interrupted: " in conditions_message(d.status, "Running")
 
 
 def test_suspend_deletes_the_attempt_and_resume_starts_the_next():

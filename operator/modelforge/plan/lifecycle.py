@@ -107,7 +107,7 @@ class Cause:
 STOPPING_MARGIN = timedelta(seconds=30)
 
 
-def still_stopping(pods: tuple[dict[str, Any], ...], now: datetime) -> list[str]:
+def still_stopping(pods: tuple[dict[str, Any], ...], now: datetime, deleted_only: bool = False) -> list[str]:
     """Pods of a failed attempt that may still be running, e.g. saving a checkpoint after an eviction's or a
     `kubectl delete`'s SIGTERM: the next attempt starts once they are gone, so that it resumes from what they
     save and never writes the same run directory at the same time. A pod past its deletion deadline (plus a
@@ -117,9 +117,24 @@ def still_stopping(pods: tuple[dict[str, Any], ...], now: datetime) -> list[str]
         if pod.get("status", {}).get("phase") not in ("Pending", "Running"):
             continue
         deadline = parse_time(pod.get("metadata", {}).get("deletionTimestamp"))
+        if deadline is None and deleted_only:
+            continue
         if deadline is None or now < deadline + STOPPING_MARGIN:
             names.append(pod.get("metadata", {}).get("name", "?"))
     return names
+
+
+def _waits_for_stopping(b: _Builder, observed: Observed, attempt: int, starting: int, reason: Reason) -> bool:
+    """Whether attempt `starting` must wait for pods of attempt `attempt` that are still stopping (said so).
+    Recreating a lost attempt waits only for pods being deleted: orphans of a Job deleted with
+    `--cascade=orphan` would never stop."""
+    stopping = still_stopping(observed.pods, b.now, deleted_only=starting == attempt)
+    if stopping:
+        message = (f"attempt {starting} waits for attempt {attempt}'s pod(s) {', '.join(stopping)} to stop: a "
+                   "stopped trainer saves a checkpoint within its grace period, and the next attempt resumes from "
+                   "the newest one")  # fmt: skip
+        b.condition(ConditionType.RUNNING, False, reason, message)
+    return bool(stopping)
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -199,8 +214,9 @@ def job_failure_cause(failed: dict[str, Any]) -> Cause:
             return Cause(Reason.EVICTED, f"pod {match['pod']} was disrupted (evicted, preempted or its node drained; "
                                          "it was given its grace period to save a checkpoint)", True)  # fmt: skip
         if (match := _POLICY_EXIT.search(message)) and int(match["code"]) == EXIT_RETRYABLE:
-            return Cause(Reason.INTERRUPTED, f"pod {match['pod']} was stopped (SIGTERM: deleted, or its node shut "
-                                             "down) and exited retryable, after saving a checkpoint", True)  # fmt: skip
+            return Cause(Reason.INTERRUPTED, f"pod {match['pod']} exited with the launcher's retryable code "
+                                             f"{EXIT_RETRYABLE} (most often stopped by SIGTERM: deleted, or its node "
+                                             "shut down) and is gone with its own report", True)  # fmt: skip
     return Cause(Reason.UNKNOWN, f"the Job failed: {message}", True)
 
 
@@ -593,6 +609,8 @@ def decide(
         b.announce(Reason.SUSPENDED, message)
         return b.done()
     if phase == JobPhase.SUSPENDED:
+        if _waits_for_stopping(b, observed, attempt, attempt + 1, Reason.SUSPENDED):
+            return b.done()
         b.condition(ConditionType.SUSPENDED, False, Reason.STARTING, "resumed")
         _start_attempt(b, spec, attempt + 1)
         return b.done()
@@ -608,17 +626,14 @@ def decide(
         if observed.job is not None:
             b.delete_attempt = attempt  # the old attempt is still being torn down
             return b.done()
-        stopping = still_stopping(observed.pods, now)
-        if stopping:
-            message = (f"attempt {attempt + 1} waits for attempt {attempt}'s pod(s) {', '.join(stopping)} to stop: "
-                       "a stopped trainer saves a checkpoint within its grace period, and the next attempt resumes "
-                       "from the newest one")  # fmt: skip
-            b.condition(ConditionType.RUNNING, False, Reason.RESTARTING, message)
+        if _waits_for_stopping(b, observed, attempt, attempt + 1, Reason.RESTARTING):
             return b.done()
         _start_attempt(b, spec, attempt + 1)
         return b.done()
 
     if observed.job is None:
+        if _waits_for_stopping(b, observed, attempt, attempt, Reason.STARTING):
+            return b.done()  # a Job deleted by hand: its pods, same labels, may still be saving
         b.create_attempt = attempt  # lost or never created (operator restart): recreate, same name
         return b.done()
 
@@ -664,7 +679,9 @@ def decide(
         return b.done()
 
     causes = [c for c in (pod_failure_cause(p) for p in observed.pods) if c is not None]
-    job_failed = _job_condition(observed.job, "Failed")
+    # FailureTarget: the Job controller's decision (since Kubernetes 1.31), before Failed, which waits for every
+    # pod to stop; a deleted pod can be gone while only FailureTarget is set.
+    job_failed = _job_condition(observed.job, "Failed") or _job_condition(observed.job, "FailureTarget")
     if job_failed and not causes:
         causes.append(job_failure_cause(job_failed))
     if causes:

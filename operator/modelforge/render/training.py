@@ -6,6 +6,7 @@ result; `modelforge render` prints it.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -269,7 +270,7 @@ def render_job(
         "completions": resources.nodes,
         "parallelism": resources.nodes,
         "backoffLimit": 0,
-        "podFailurePolicy": POD_FAILURE_POLICY,
+        "podFailurePolicy": copy.deepcopy(POD_FAILURE_POLICY),
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
     if queue:
