@@ -547,6 +547,11 @@ def egress_report() -> dict[str, dict]:
     report = {}
     for node in (n["name"] for n in _nodes()):
         total, seen = 0, []
+        # No guard, no evidence: a node whose OUTPUT and FORWARD do not pass through the chain fails the report.
+        hooked = _docker("exec", node, "sh", "-c", f"iptables -C OUTPUT -j {EGRESS_CHAIN} && "
+                         f"iptables -C FORWARD -j {EGRESS_CHAIN}", check=False)  # fmt: skip
+        if hooked.returncode:
+            raise SystemExit(f"[kind] {node} has no egress guard (python -m tests.e2e.kindcluster up installs it)")
         for version, tool in ((4, "iptables"), (6, "ip6tables")):
             out = _node_exec(node, f"{tool} -L {EGRESS_CHAIN} -v -n -x 2>/dev/null || true")
             total += sum(int(line.split()[0]) for line in out.splitlines() if "REJECT" in line)
