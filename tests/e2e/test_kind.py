@@ -26,6 +26,7 @@ image loads); after a failure the operator's log, the events and the failing pod
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -445,6 +446,13 @@ def test_nothing_dialed_beyond_this_machine(cluster: None) -> None:
     rejected = {node: r for node, r in report.items() if r["packets"]}
     assert report and not rejected, f"packets for addresses beyond this machine, rejected: {rejected}"
     assert not not_local(DIALED), f"this test process dialed {not_local(DIALED)}"
+    # The private ranges the nodes allow are this run's own cluster's: its Service range and its nodes' pod ranges
+    # (they exist only inside the kind nodes, on the kind bridge this run created).
+    service_ip = ipaddress.ip_address(kubectl("get", "svc", "kubernetes", "-n", "default", "-o",
+                                              "jsonpath={.spec.clusterIP}").stdout)  # fmt: skip
+    assert service_ip in ipaddress.ip_network(kindcluster.SERVICE_SUBNET), service_ip
+    cidrs = kubectl("get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}").stdout.split()
+    assert cidrs and all(ipaddress.ip_network(c).subnet_of(ipaddress.ip_network(kindcluster.POD_SUBNET)) for c in cidrs)
     # kubectl and helm dial only the kubeconfig's server: the API server's port published on loopback.
     server = kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
     assert re.fullmatch(r"https://127\.0\.0\.1:\d+", server), server
