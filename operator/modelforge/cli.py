@@ -382,14 +382,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
     client = make_api_client(None)
     obj = _fetch(args, CustomObjectsApi(client)) or {}
     core = CoreV1Api(client)
-    selector = log_selector(obj)
+    selector = log_selector(obj, args.attempt)
     pods: list[dict[str, Any]] = []
     if selector:
         labels = ",".join(f"{k}={v}" for k, v in selector.items())
         listed: Any = core.list_namespaced_pod(args.namespace, label_selector=labels, _request_timeout=30)
         pods = [cast(dict[str, Any], client.sanitize_for_serialization(p)) for p in listed.items]
     try:
-        target = log_target(obj, pods, args.rank)
+        target = log_target(obj, pods, args.rank, args.attempt)
     except NoLogs as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -531,8 +531,8 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
             data = write_image_dataset(Path(args.dataset), args.rows)
             print(f"wrote {args.rows} image rows to {data} (images under {data.parent / 'images'})")
         return 0
-    path = build_tiny_model(Path(args.path))
-    print(f"wrote a tiny random Qwen3 model and tokenizer to {path}")
+    path = build_tiny_model(Path(args.path), hidden=args.hidden)
+    print(f"wrote a tiny random Qwen3 model (hidden size {args.hidden}) and tokenizer to {path}")
     if args.dataset:
         print(f"wrote {args.rows} chat rows to {write_chat_dataset(Path(args.dataset), args.rows)}")
     return 0
@@ -794,6 +794,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", type=_at_least(0), default=0, metavar="N",
                    help="a FineTuneJob's node rank (the pod of that index; its processes share its log), or a "
                         "ModelServe's replica (oldest first)")  # fmt: skip
+    p.add_argument("--attempt", type=_at_least(1), metavar="N",
+                   help="a FineTuneJob's attempt (default: the current one). A retried attempt's pods are deleted; "
+                        "a finally failed attempt's are kept until the job is deleted")  # fmt: skip
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the pod ends")
     p.add_argument("--tail", type=_at_least(-1), default=-1, metavar="LINES",
                    help="only the last LINES lines (-1: all)")  # fmt: skip
@@ -824,6 +827,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="directory to write the model into")
     p.add_argument("--dataset", help="also write a chat dataset (JSONL, messages format) here")
     p.add_argument("--rows", type=int, default=64, help="rows of the dataset")
+    p.add_argument("--hidden", type=_at_least(16), default=64, metavar="SIZE",
+                   help="hidden size (4 attention heads of SIZE/4 each); 128 or more for vLLM's CPU build, "
+                        "whose attention needs a head size of at least 32 (default: 64)")  # fmt: skip
     p.add_argument(
         "--vision",
         action="store_true",

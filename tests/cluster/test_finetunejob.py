@@ -97,6 +97,32 @@ def test_children_pods_and_progress(kube: Kube, operator: OperatorProcess, claim
     assert {"Starting", "Training", "Completed"} <= reasons, reasons
 
 
+def test_progress_silent_past_the_stall_timeout_is_a_warning(
+    kube: Kube, operator: OperatorProcess, claims: str, progress_log: Path, kubeconfig: Path
+) -> None:
+    """kwok's pods run no launcher, so rank 0's /progress never answers: past stallTimeoutSeconds the job says
+    so (ProgressReported=False, one Warning event) and stays Running; a progress server on rank 0's IP makes it
+    True again."""
+    ns = claims
+    kube.create(finetunejob(ns, failurePolicy={"stallTimeoutSeconds": 4}))
+    (pod,) = running_pods(kube, ns, "sft", 1, 1)
+    silent = kube.wait_for(lambda: (c := condition(kube, ns, "ProgressReported")) and c, 40, "ProgressReported")
+    assert (silent["status"], silent["reason"]) == ("False", "NoProgressReport"), silent
+    assert "longer than failurePolicy.stallTimeoutSeconds (4 s); no report in this attempt" in silent["message"]
+    assert status(kube, ns)["phase"] == "Running"
+    described = kubectl(kubeconfig, "describe", "ftj", "sft", "-n", ns).stdout
+    assert "ProgressReported" in described and "NoProgressReport" in described, described
+    warned = [e for e in kube.events(ns, "sft") if e["reason"] == "NoProgressReport"]
+    assert [(e["type"], e.get("count", 1)) for e in warned] == [("Warning", 1)], warned
+    tracker = ProgressTracker(progress_log, tokens_per_step=2000)
+    server = ProgressServer(tracker, port=8090, host=pod["status"]["podIP"]).start()
+    try:
+        kube.wait_for(lambda: condition(kube, ns, "ProgressReported").get("status") == "True", 30, "ProgressResumed")
+        assert condition(kube, ns, "ProgressReported")["reason"] == "ProgressResumed"
+    finally:
+        server.stop()
+
+
 def retryable(message: str = "NCCL watchdog timeout") -> dict[str, Any]:
     return {"outcome": "Failed", "reason": "NCCL", "message": message, "retryable": True,
             "last_checkpoint": "pvc://models/sft/run/checkpoint-40"}  # fmt: skip

@@ -55,3 +55,32 @@ def test_logs_of_a_job_with_no_pod_says_why(kube: Kube, operator: OperatorProces
     assert shown.returncode == 1, shown
     assert "FineTuneJob sft has started no training pod yet (phase Suspended)" in shown.stderr, shown.stderr
     assert "Traceback" not in shown.stderr
+
+
+def test_logs_attempt_reads_the_kept_failed_attempt_and_explains_a_retried_one(
+    kube: Kube, operator: OperatorProcess, claims: str, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Attempt 1 is retried (its pods deleted), attempt 2 fails for good (its pod kept): `--attempt 2` reads the
+    kept pod's log after the failure, `--attempt 1` says where its cause is instead."""
+    ns = claims
+    kube.create(finetunejob(ns, failurePolicy={"maxRestarts": 1, "backoffSeconds": 0}))
+    (first,) = running_pods(kube, ns, "sft", 1, 1)
+    retryable = {"outcome": "Failed", "reason": "NCCL", "message": "NCCL watchdog timeout", "retryable": True}
+    kube.finish_pod(ns, first["metadata"]["name"], 75, message=retryable)
+    (second,) = running_pods(kube, ns, "sft", 2, 1)
+    log = tmp_path / second["metadata"]["name"] / "trainer.log"
+    kube.serve_container_log(ns, second["metadata"]["name"], log)
+    env = {**os.environ, **container_env(second)}
+    assert run_logged([sys.executable, "-c", "print('chat.jsonl:7: invalid JSON')"], env, log, 60) == 0
+    data_error = {"outcome": "Failed", "reason": "DataError", "message": "chat.jsonl:7: invalid JSON",
+                  "retryable": False}  # fmt: skip
+    kube.finish_pod(ns, second["metadata"]["name"], 1, message=data_error)
+    kube.wait_for(lambda: (kube.get("FineTuneJob", ns, "sft") or {}).get("status", {}).get("phase") == "Failed", 30,
+                  "phase Failed")  # fmt: skip
+    kept = logs(kubeconfig, ns, "--attempt", "2")
+    assert (kept.returncode, kept.stdout) == (0, "chat.jsonl:7: invalid JSON\n"), kept
+    assert f"==> pod {second['metadata']['name']}, container trainer (Failed)" in kept.stderr, kept.stderr
+    gone = logs(kubeconfig, ns, "--attempt", "1")
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr, gone
+    assert "attempt 1 of FineTuneJob sft has no pods any more" in gone.stderr, gone.stderr
+    assert "--field-selector involvedObject.name=sft,reason=Restarting" in gone.stderr, gone.stderr

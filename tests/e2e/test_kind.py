@@ -8,6 +8,9 @@ ModelServe here. The story, in order (the tests share one cluster, and each asse
    (docs/air-gapped.md); a FineTuneJob trains it in a real container as UID 10001 while `helm upgrade` rolls
    the operator; it ends Succeeded, `modelforge logs` shows its loss; its spec.serve ModelServe (swift) is
    Ready and `modelforge chat` answers through `kubectl port-forward`;
+   then a vLLM (CPU image) ModelServe serves two of that job's checkpoints as live adapters, with its API key
+   from a Secret; one removed from the spec is unloaded once the kubelet refreshes the mounted ConfigMap,
+   in the same pod (the delay is printed);
 3. the kubelet's own faults: `kubectl delete pod` of a running rank (SIGTERM: a checkpoint at the step
    reached, the next attempt resumes from it), `kubectl drain` of the worker (the disruption in status, a
    resume once it is uncordoned), a memory limit below need (OOMKilled);
@@ -35,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,7 +54,7 @@ NS = "e2e"
 SYSTEM = "modelforge-system"
 OPERATOR = "modelforge-operator"  # the chart's name for the Deployment, its ServiceAccount and Services
 HELM = str(ROOT / ".tools" / "bin" / "helm")
-IMAGES = ("operator", "trainer-cpu")
+IMAGES = ("operator", "trainer-cpu", "vllm-cpu")
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -73,9 +77,10 @@ if not os.environ.get("CI"):
     e2e_gate(_missing())  # elsewhere: a skip with what to run
 
 
-def sh(*args: str, timeout: float = 900, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
+def sh(*args: str, timeout: float = 900, check: bool = True, env_extra: dict[str, str] | None = None,
+       **kw) -> subprocess.CompletedProcess[str]:  # fmt: skip
     print("+", " ".join(args), flush=True)
-    env = {**os.environ, "KUBECONFIG": str(kindcluster.kubeconfig_path())}
+    env = {**os.environ, "KUBECONFIG": str(kindcluster.kubeconfig_path()), **(env_extra or {})}
     result = subprocess.run(list(args), text=True, capture_output=True, timeout=timeout, check=False, env=env, **kw)
     if check and result.returncode:
         raise AssertionError(f"{' '.join(args[:4])} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -229,7 +234,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[None]:
         # The chart's image names are what `make images` tags: only the CPU trainer is set.
         sh(HELM, "install", "modelforge", str(ROOT / "helm" / "modelforge"), "--namespace", SYSTEM, "--wait",
            "--timeout", "5m", "--set", f"trainer.image={image_name('trainer-cpu')}",
-           "--set", f"serving.swiftImage={image_name('trainer-cpu')}", "--set", "operator.pollSeconds=3")  # fmt: skip
+           "--set", f"serving.swiftImage={image_name('trainer-cpu')}",
+           "--set", f"serving.vllmImage={image_name('vllm-cpu')}", "--set", "operator.pollSeconds=3")  # fmt: skip
         kubectl("rollout", "status", "-n", SYSTEM, f"deployment/{OPERATOR}", "--timeout=180s", timeout=200)
         yield
     except BaseException:
@@ -274,7 +280,8 @@ def test_operator_runs_as_the_charts_deployment(cluster: None) -> None:
 def models(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The air-gapped recipe (docs/air-gapped.md): a claim, a loader pod, `kubectl cp` of the model and data."""
     local = tmp_path_factory.mktemp("models")
-    modelforge("tiny-model", str(local / "tiny"), "--dataset", str(local / "data" / "chat.jsonl"))
+    # hidden 128: vLLM's CPU attention needs a head size of 32 or more (the vLLM step serves this model too)
+    modelforge("tiny-model", str(local / "tiny"), "--hidden", "128", "--dataset", str(local / "data" / "chat.jsonl"))
     loader = (ROOT / "docs" / "manifests" / "model-loader.yaml").read_text().replace(
         "ghcr.io/modelforge/trainer:0.1.0", image_name("trainer-cpu"))  # fmt: skip
     kubectl("apply", "-n", NS, "-f", "-", input=loader)
@@ -335,6 +342,68 @@ def test_finetune_in_a_container_then_serve_then_chat(models: str) -> None:
     assert "[tiny:" in answer.stderr, answer.stderr
     assert answer.stdout.strip(), "the fine-tuned model gave an empty answer"
     kubectl("delete", "-n", NS, "mserve/tiny", "--wait=true")  # its CPU for the next tests
+
+
+KEY = "e2e-serve-key-not-a-secret"  # a throwaway key for a Service that only port-forward reaches
+
+
+def served_models(port: int) -> list[str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return sorted(m["id"] for m in json.load(response)["data"])
+
+
+def serve_pods(name: str) -> list[dict]:
+    listed = kubectl("get", "pods", "-n", NS, "-l", f"modelforge.io/serve={name}", "-o", "json").stdout
+    return json.loads(listed)["items"]
+
+
+def test_vllm_serves_two_live_adapters_and_unloads_one_without_a_restart(models: str) -> None:
+    """The fine-tune above kept its last two checkpoints (saveSteps 200, keepLast 2 of 800 steps): each is an
+    adapter. vLLM's CPU build sizes its KV cache from the node's memory, not the pod's limit, so the spec
+    gives it one explicitly (docs/serving.md)."""
+    kubectl("create", "secret", "generic", "lora-key", "-n", NS, f"--from-literal=key={KEY}")
+    run = "pvc://models/jobs/tiny/run"
+    apply({"apiVersion": API, "kind": "ModelServe", "metadata": {"name": "lora"},
+           "spec": {"model": {"source": "pvc://models/tiny"}, "engine": "vllm", "maxModelLen": 512,
+                    "dtype": "float32", "maxLoraRank": 8,
+                    "adapters": [{"name": "early", "source": f"{run}/checkpoint-600"},
+                                 {"name": "late", "source": f"{run}/checkpoint-800"}],
+                    "apiKeySecretRef": {"name": "lora-key", "key": "key"},
+                    "resources": {"cpu": "1", "memory": "4Gi"},  # and the simulated GPU vLLM asks for
+                    "extraArgs": ["--kv-cache-memory-bytes", "512M"]}})  # fmt: skip
+
+    def loaded() -> list[tuple[str, str]]:
+        return [(a["name"], a["state"]) for a in status("mserve", "lora").get("adapters") or []]
+
+    wait_for("the vLLM ModelServe Ready with both adapters Loaded", lambda: status("mserve", "lora").get("phase")
+             == "Ready" and loaded() == [("early", "Loaded"), ("late", "Loaded")], timeout=600,
+             show=lambda: status("mserve", "lora"))  # fmt: skip
+    assert sorted(status("mserve", "lora")["models"]) == ["early", "late", "lora"], status("mserve", "lora")
+    (pod,) = serve_pods("lora")
+    with port_forward("svc/lora", 8000) as port:
+        assert served_models(port) == ["early", "late", "lora"]
+        answer = modelforge("chat", "--endpoint", f"http://127.0.0.1:{port}/v1", "--api-key-env", "LORA_KEY",
+                            "--model", "late", "--max-new-tokens", "8", "How do I reset my password?",
+                            timeout=300, env_extra={"LORA_KEY": KEY})  # fmt: skip
+        assert "[late:" in answer.stderr and answer.stdout.strip(), (answer.stdout, answer.stderr)
+
+        # Remove "early" from the spec: the operator rewrites the ConfigMap at once; the kubelet refreshes the
+        # pod's copy on its own schedule (its sync period, 1 min by default), then the agent unloads it.
+        removed = time.monotonic()
+        kubectl("patch", "mserve", "lora", "-n", NS, "--type=json", "-p",
+                json.dumps([{"op": "remove", "path": "/spec/adapters/0"}]))  # fmt: skip
+        wait_for("early unloaded from the engine", lambda: "early" not in (status("mserve", "lora").get("models")
+                 or ["early"]), timeout=240, show=lambda: status("mserve", "lora"))  # fmt: skip
+        delay = time.monotonic() - removed
+        assert served_models(port) == ["late", "lora"]
+    print(f"\nadapter removed from the spec -> unloaded by the engine: {delay:.0f} s (the kubelet's ConfigMap refresh)")
+    assert loaded() == [("late", "Loaded")], status("mserve", "lora")
+    (after,) = serve_pods("lora")
+    assert after["metadata"]["uid"] == pod["metadata"]["uid"], "the pod was replaced: not a live unload"
+    restarts = [(s["name"], s["restartCount"]) for s in after["status"]["containerStatuses"]]
+    assert all(count == 0 for _, count in restarts), restarts
+    kubectl("delete", "-n", NS, "mserve/lora", "secret/lora-key", "--wait=true")
 
 
 def restarting(name: str, attempt: int) -> str:

@@ -131,6 +131,41 @@ def test_running_pods_without_a_progress_report_say_so():
     assert "did not answer this time (last reported: 12/40 (30%))" in conditions_message(lost.status, "Running")
 
 
+def test_progress_silent_past_the_stall_timeout_is_a_warning_condition_until_it_answers():
+    """ProgressReported=False (one warning event) once rank 0's /progress has been silent for longer than
+    stallTimeoutSeconds, counted from the last report or from when every pod ran; True again when it answers;
+    gone when the attempt stops running."""
+    job = spec(failure_policy__stall_timeout_seconds=600)
+    running = decide(job, [], {**RUNNING_STATUS, "phase": "Starting"}, Observed(JOB, (pod("Running"),)), NOW)
+    silent = Observed(JOB, (pod("Running"),))
+    within = decide(job, [], running.wire, silent, NOW + timedelta(seconds=600))
+    assert "ProgressReported" not in conditions(within.status) and within.events == []
+    never = decide(job, [], within.wire, silent, NOW + timedelta(seconds=601))
+    assert conditions(never.status)["ProgressReported"] == ("False", "NoProgressReport")
+    assert "not answered for 601 s" in conditions_message(never.status, "ProgressReported")
+    assert "no report in this attempt" in conditions_message(never.status, "ProgressReported")
+    assert never.events == [("Warning", "NoProgressReport", conditions_message(never.status, "ProgressReported"))]
+    assert never.wire["phase"] == "Running"  # a warning, not a failure: the launcher's watchdog judges steps
+    again = decide(job, [], never.wire, silent, NOW + timedelta(seconds=700))
+    assert again.events == []  # said once
+    progress = {"step": 12, "total_steps": 40, "updated_at": timestamp(NOW + timedelta(seconds=710))}
+    back = decide(job, [], again.wire, Observed(JOB, (pod("Running"),), progress), NOW + timedelta(seconds=710))
+    assert conditions(back.status)["ProgressReported"] == ("True", "ProgressResumed")
+    # Silent again: counted from the last report (step 12), not from when the pods started.
+    quiet = decide(job, [], back.wire, silent, NOW + timedelta(seconds=1300))
+    assert conditions(quiet.status)["ProgressReported"] == ("True", "ProgressResumed")
+    lapsed = decide(job, [], quiet.wire, silent, NOW + timedelta(seconds=1311))
+    assert conditions(lapsed.status)["ProgressReported"] == ("False", "NoProgressReport")
+    assert f"last report: step 12 at {progress['updated_at']}" in conditions_message(lapsed.status, "ProgressReported")
+    assert [e[1] for e in lapsed.events] == ["NoProgressReport"]
+    # The watchdog off: no warning. An attempt that stops running takes the condition with it.
+    off = decide(spec(failure_policy__stall_timeout_seconds=0), [], running.wire, silent, NOW + timedelta(days=1))
+    assert "ProgressReported" not in conditions(off.status)
+    ended = Observed(JOB, (terminated("Succeeded", code=0),))
+    done = decide(job, [], lapsed.wire, ended, NOW + timedelta(seconds=1400))
+    assert done.wire["phase"] != "Running" and "ProgressReported" not in conditions(done.status)
+
+
 def test_progress_passes_the_loss_history_through():
     """lossHistory (the sparkline in `modelforge status`): finite numbers only; anything else is no history."""
     history = [7.61, 5, 3.2, 2.03]

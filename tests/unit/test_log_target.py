@@ -90,3 +90,24 @@ def test_a_serve_reads_a_replicas_engine_oldest_first() -> None:
         log_target(obj, pods, 2)
     with pytest.raises(NoLogs, match="has no engine pods"):
         log_target(obj, [], 0)
+
+
+def test_attempt_picks_a_kept_attempt_and_says_why_a_retried_one_has_no_log() -> None:
+    """`modelforge logs --attempt N`: the pods of attempt N (what is kept: the current attempt, or a finally
+    failed one); a retried attempt's pods were deleted, so the message points at its Restarting event."""
+    obj = job_obj("tiny-cpu", attempt=3, phase="Failed")
+    assert log_selector(obj, 3) == log_selector(obj) == {"modelforge.io/job": "sft", "modelforge.io/attempt": "3"}
+    assert log_selector(obj, 1) == {"modelforge.io/job": "sft", "modelforge.io/attempt": "1"}
+    job = next(o for o in render_attempt(OWNER, finetunejobs()["tiny-cpu"], 3, RenderSettings()) if o["kind"] == "Job")
+    kept = [pod_from(job["spec"]["template"], "sft-a3-0-x", phase="Failed")]
+    assert log_target(obj, kept, attempt=3).pod == "sft-a3-0-x"
+    with pytest.raises(NoLogs, match=r"attempt 1 of FineTuneJob sft has no pods any more: an attempt that is retried "
+                       r"is deleted .* involvedObject.name=sft,reason=Restarting"):  # fmt: skip
+        log_target(obj, [], attempt=1)
+    with pytest.raises(NoLogs, match=r"FineTuneJob sft has had attempts 1..3 \(phase Failed\); there is no attempt 4"):
+        log_target(obj, [], attempt=4)
+    with pytest.raises(NoLogs, match=r"has had no attempt yet"):
+        log_target(job_obj("tiny-cpu", attempt=None, phase="Pending"), [], attempt=1)
+    serve = {"kind": "ModelServe", "metadata": {"name": "chat"}, "status": {"phase": "Ready"}}
+    with pytest.raises(NoLogs, match="has replicas, not attempts"):
+        log_target(serve, [], attempt=1)

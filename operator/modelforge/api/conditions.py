@@ -14,6 +14,9 @@ class ConditionType(StrEnum):
     VALIDATED = "Validated"
     ADMITTED = "Admitted"
     RUNNING = "Running"
+    # False while rank 0's /progress has not answered for longer than failurePolicy.stallTimeoutSeconds (a
+    # warning: the training may go on unseen); True again once it answers. Only while an attempt runs.
+    PROGRESS_REPORTED = "ProgressReported"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
@@ -45,6 +48,8 @@ class Reason(StrEnum):
     MERGING = "Merging"
     RESTARTING = "Restarting"
     SPEC_CHANGED = "SpecChanged"  # a running attempt is replaced to apply a changed spec
+    NO_PROGRESS_REPORT = "NoProgressReport"  # ProgressReported=False: /progress silent past the stall timeout
+    PROGRESS_RESUMED = "ProgressResumed"  # ProgressReported=True: it answers again
     SUSPENDED = "Suspended"
     # Terminal
     COMPLETED = "Completed"

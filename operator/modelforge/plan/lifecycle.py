@@ -349,6 +349,7 @@ class _Builder:
         self._old_phase = job_phase_of(status)
         self._old_reasons = {c.get("type"): c.get("reason") for c in status.get("conditions") or []}
         self._event: tuple[str, str, bool] | None = None
+        self._warnings: list[tuple[str, str, str]] = []
 
     @property
     def current(self) -> JobPhase:
@@ -362,15 +363,24 @@ class _Builder:
         """The event for this step: posted when the derived phase changes, or a warning has a new reason."""
         self._event = (str(reason), message, warning)
 
+    def warn(self, kind: ConditionType, reason: Reason, message: str) -> None:
+        """A warning about `kind` besides the step's event: posted once, when that condition takes this reason."""
+        if self._old_reasons.get(kind.value) != reason:
+            self._warnings.append(("Warning", str(reason), message))
+
     def done(self) -> Decision:
         phase = self.current
         self.status["phase"] = phase.value
+        if phase != JobPhase.RUNNING:  # a statement about a running attempt's reports
+            conditions = self.status.get("conditions") or []
+            self.status["conditions"] = [c for c in conditions if c.get("type") != ConditionType.PROGRESS_REPORTED]
         events = []
         if self._event is not None:
             reason, message, warning = self._event
             new_warning = warning and self._old_reasons.get(ConditionType.RUNNING.value) != reason
             if self._old_phase != phase or new_warning:
                 events.append(("Warning" if warning else "Normal", reason, message))
+        events += self._warnings
         return Decision(FineTuneJobStatus.model_validate(self.status), self.create_attempt, self.delete_attempt,
                         events)  # fmt: skip
 
@@ -514,8 +524,43 @@ def _failed_attempt(
         _fail(b, cause.reason, cause.message)
 
 
-def _training(b: _Builder, observed: Observed, message: str, event: str) -> None:
+def _progress_reported(b: _Builder, spec: FineTuneJobSpec, observed: Observed) -> None:
+    """ProgressReported=False (and one warning event) once rank 0's /progress has been silent for longer than
+    failurePolicy.stallTimeoutSeconds while every pod runs; True again when it answers. Silence is counted from
+    the last report or from when this attempt's pods all ran, whichever is later. The launcher's own watchdog
+    fails a rank whose steps stop; this is the operator's view: a launcher it cannot reach (a NetworkPolicy,
+    a hung process) may be training unseen, or not at all."""
+    said = next((c for c in b.status.get("conditions") or [] if c.get("type") == ConditionType.PROGRESS_REPORTED), None)
+    if observed.progress is not None:
+        if said and said.get("status") == "False":
+            step = observed.progress.get("step", observed.progress.get("last_step"))
+            b.condition(ConditionType.PROGRESS_REPORTED, True, Reason.PROGRESS_RESUMED,
+                        f"rank 0's /progress answers again (step {step})")  # fmt: skip
+        return
+    timeout = spec.failure_policy.stall_timeout_seconds
+    running = next((c for c in b.status.get("conditions") or [] if c.get("type") == ConditionType.RUNNING), None)
+    since = [parse_time((b.status.get("progress") or {}).get("updatedAt"))]
+    if running and running.get("status") == "True":
+        since.append(parse_time(running.get("lastTransitionTime")))
+    last = max((t for t in since if t is not None), default=None)
+    if not timeout or last is None or (b.now - last).total_seconds() <= timeout:
+        return
+    progress = b.status.get("progress") or {}
+    seen = (f"last report: step {progress.get('step')} at {progress.get('updatedAt')}" if progress.get("updatedAt")
+            else "no report in this attempt")  # fmt: skip
+    message = (
+        f"rank 0's /progress has not answered for {int((b.now - last).total_seconds())} s, longer than "
+        f"failurePolicy.stallTimeoutSeconds ({timeout} s); {seen}. The training may go on unseen: check rank 0's "
+        "log (modelforge logs NAME) and that the operator can reach its pod's progress port (8090 by default; a "
+        "NetworkPolicy?)"
+    )
+    b.condition(ConditionType.PROGRESS_REPORTED, False, Reason.NO_PROGRESS_REPORT, message)
+    b.warn(ConditionType.PROGRESS_REPORTED, Reason.NO_PROGRESS_REPORT, message)
+
+
+def _training(b: _Builder, spec: FineTuneJobSpec, observed: Observed, message: str, event: str) -> None:
     """Every rank runs: Running, with rank 0's (or the Ray head's) progress when it could be read."""
+    _progress_reported(b, spec, observed)
     progress = progress_status(observed.progress)
     if progress:
         b.status["progress"] = progress
@@ -548,7 +593,7 @@ def _ray_attempt(b: _Builder, spec: FineTuneJobSpec, observed: Observed, attempt
         b.condition(ConditionType.RUNNING, False, problem[0], problem[1])
         b.announce(problem[0], problem[1], warning=True)
     elif deployment == "Running" and state == "RUNNING":
-        _training(b, observed, f"attempt {attempt}: training (Ray job running)",
+        _training(b, spec, observed, f"attempt {attempt}: training (Ray job running)",
                   f"attempt {attempt}: the Ray job is running on {spec.resources.nodes} worker pod(s)")  # fmt: skip
     else:
         said = RAY_STARTING.get(deployment, f"RayJob {deployment}, job {state or 'not submitted yet'}")
@@ -698,7 +743,7 @@ def decide(
         b.condition(ConditionType.RUNNING, False, problem[0], problem[1])
         b.announce(problem[0], problem[1], warning=True)
     elif observed.pods and len(running) >= spec.resources.nodes:
-        _training(b, observed, f"attempt {attempt}: training",
+        _training(b, spec, observed, f"attempt {attempt}: training",
                   f"attempt {attempt}: all {spec.resources.nodes} pod(s) running")  # fmt: skip
     else:
         message = f"attempt {attempt}: {len(running)}/{spec.resources.nodes} pod(s) running"

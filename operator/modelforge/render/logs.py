@@ -33,12 +33,13 @@ class LogTarget:
     phase: str  # the pod's phase when it was chosen
 
 
-def log_selector(obj: dict[str, Any]) -> dict[str, str] | None:
-    """The labels of the pods to choose from: the current attempt's, or the serve's. None: nothing started."""
+def log_selector(obj: dict[str, Any], attempt: int | None = None) -> dict[str, str] | None:
+    """The labels of the pods to choose from: the current attempt's (or `attempt`'s), or the serve's. None:
+    nothing started."""
     name = label_value(obj.get("metadata", {}).get("name", ""))
     if obj.get("kind") == "ModelServe":
         return {"modelforge.io/serve": name}
-    attempt = (obj.get("status") or {}).get("attempt")
+    attempt = attempt or (obj.get("status") or {}).get("attempt")
     if not attempt:
         return None
     return {"modelforge.io/job": name, "modelforge.io/attempt": str(attempt)}
@@ -61,12 +62,28 @@ def _none(phase: str, what: str) -> str:
     return f"no {what} any more" if phase in ("Succeeded", "Failed", "Suspended") else f"no {what}"
 
 
-def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None = None) -> LogTarget:
-    """The pod and container to read. `rank`: a FineTuneJob's node rank, a ModelServe's replica index."""
+def log_target(
+    obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None = None, attempt: int | None = None
+) -> LogTarget:
+    """The pod and container to read. `rank`: a FineTuneJob's node rank, a ModelServe's replica index.
+    `attempt`: a FineTuneJob's attempt (default the current one); `pods` are that attempt's."""
     kind, name = obj.get("kind", "FineTuneJob"), obj.get("metadata", {}).get("name", "?")
     status = obj.get("status") or {}
     phase = status.get("phase") or "Pending"
     live = [p for p in pods if not p.get("metadata", {}).get("deletionTimestamp")] or pods
+    if kind == "ModelServe" and attempt:
+        raise NoLogs(f"ModelServe {name} has replicas, not attempts: omit --attempt (--rank picks a replica)")
+    current = int(status.get("attempt") or 0)
+    if attempt and attempt != current:
+        if not 1 <= attempt < current:
+            had = f"attempts 1..{current}" if current > 1 else (f"attempt {current}" if current else "no attempt yet")
+            raise NoLogs(f"FineTuneJob {name} has had {had} (phase {phase}); there is no attempt {attempt}")
+        if not pods:
+            raise NoLogs(
+                f"attempt {attempt} of FineTuneJob {name} has no pods any more: an attempt that is retried is deleted "
+                f"with its pods (only a finally failed one is kept). Why it ended is in its Restarting event: kubectl "
+                f"get events --field-selector involvedObject.name={name},reason=Restarting"
+            )
     if kind == "ModelServe":
         replicas = sorted(live, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
         index = rank or 0
@@ -77,7 +94,7 @@ def log_target(obj: dict[str, Any], pods: list[dict[str, Any]], rank: int | None
     if log_selector(obj) is None:
         raise NoLogs(f"FineTuneJob {name} has started no training pod yet (phase {phase}): "
                      f"`modelforge status {name}` says why")  # fmt: skip
-    attempt = status["attempt"]
+    attempt = attempt or current
     if ((obj.get("spec") or {}).get("distributed") or {}).get("runtime") == "ray":
         if rank:
             raise NoLogs(f"FineTuneJob {name} runs on Ray: its workers print to the driver's log, which is rank "
