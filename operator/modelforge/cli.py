@@ -522,6 +522,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     from .testing import build_tiny_model, write_chat_dataset
 
+    if args.hidden is not None and (args.vision or args.hidden % 8):
+        why = "the vision model has its own sizes" if args.vision else f"{args.hidden} is not a multiple of 8"
+        print(f"modelforge tiny-model: --hidden: {why}", file=sys.stderr)
+        return 2
     if args.vision:
         from .testing_vl import build_tiny_vision_model, write_image_dataset
 
@@ -531,8 +535,9 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
             data = write_image_dataset(Path(args.dataset), args.rows)
             print(f"wrote {args.rows} image rows to {data} (images under {data.parent / 'images'})")
         return 0
-    path = build_tiny_model(Path(args.path), hidden=args.hidden)
-    print(f"wrote a tiny random Qwen3 model (hidden size {args.hidden}) and tokenizer to {path}")
+    hidden = args.hidden or 64
+    path = build_tiny_model(Path(args.path), hidden=hidden)
+    print(f"wrote a tiny random Qwen3 model (hidden size {hidden}) and tokenizer to {path}")
     if args.dataset:
         print(f"wrote {args.rows} chat rows to {write_chat_dataset(Path(args.dataset), args.rows)}")
     return 0
@@ -795,8 +800,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a FineTuneJob's node rank (the pod of that index; its processes share its log), or a "
                         "ModelServe's replica (oldest first)")  # fmt: skip
     p.add_argument("--attempt", type=_at_least(1), metavar="N",
-                   help="a FineTuneJob's attempt (default: the current one). A retried attempt's pods are deleted; "
-                        "a finally failed attempt's are kept until the job is deleted")  # fmt: skip
+                   help="a FineTuneJob's attempt (default: the current one). An attempt a newer one replaced is "
+                        "deleted with its pods; the last one stays until the job is deleted, if its pods ended "
+                        "(a torchrun job that failed for good)")  # fmt: skip
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the pod ends")
     p.add_argument("--tail", type=_at_least(-1), default=-1, metavar="LINES",
                    help="only the last LINES lines (-1: all)")  # fmt: skip
@@ -827,9 +833,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="directory to write the model into")
     p.add_argument("--dataset", help="also write a chat dataset (JSONL, messages format) here")
     p.add_argument("--rows", type=int, default=64, help="rows of the dataset")
-    p.add_argument("--hidden", type=_at_least(16), default=64, metavar="SIZE",
-                   help="hidden size (4 attention heads of SIZE/4 each); 128 or more for vLLM's CPU build, "
-                        "whose attention needs a head size of at least 32 (default: 64)")  # fmt: skip
+    p.add_argument("--hidden", type=_at_least(16), metavar="SIZE",
+                   help="hidden size of the text model, a multiple of 8 (4 attention heads of SIZE/4 each; default "
+                        "64); 128 or 256 for vLLM's CPU build, whose attention takes head sizes 32, 64, 80, ... "
+                        "only")  # fmt: skip
     p.add_argument(
         "--vision",
         action="store_true",

@@ -100,21 +100,29 @@ def test_children_pods_and_progress(kube: Kube, operator: OperatorProcess, claim
 def test_progress_silent_past_the_stall_timeout_is_a_warning(
     kube: Kube, operator: OperatorProcess, claims: str, progress_log: Path, kubeconfig: Path
 ) -> None:
-    """kwok's pods run no launcher, so rank 0's /progress never answers: past stallTimeoutSeconds the job says
-    so (ProgressReported=False, one Warning event) and stays Running; a progress server on rank 0's IP makes it
-    True again."""
+    """Rank 0's /progress answers (the launcher's real progress server on the pod's IP), then stops: past
+    stallTimeoutSeconds the job says so (ProgressReported=False, one Warning event) and stays Running; when it
+    answers again the condition is True."""
     ns = claims
     kube.create(finetunejob(ns, failurePolicy={"stallTimeoutSeconds": 4}))
     (pod,) = running_pods(kube, ns, "sft", 1, 1)
+    tracker = ProgressTracker(progress_log, tokens_per_step=2000)
+    server = ProgressServer(tracker, port=8090, host=pod["status"]["podIP"]).start()
+    try:
+        kube.wait_for(lambda: status(kube, ns).get("progress", {}).get("readAt"), 30, "a first progress read")
+    finally:
+        server.stop()
     silent = kube.wait_for(lambda: (c := condition(kube, ns, "ProgressReported")) and c, 40, "ProgressReported")
     assert (silent["status"], silent["reason"]) == ("False", "NoProgressReport"), silent
-    assert "longer than failurePolicy.stallTimeoutSeconds (4 s); no report in this attempt" in silent["message"]
+    read = status(kube, ns)["progress"]["readAt"]
+    assert f"has not answered since {read}, longer than failurePolicy.stallTimeoutSeconds (4 s); its last " \
+           "report: 30/100 (30%)" in silent["message"], silent  # fmt: skip
     assert status(kube, ns)["phase"] == "Running"
     described = kubectl(kubeconfig, "describe", "ftj", "sft", "-n", ns).stdout
     assert "ProgressReported" in described and "NoProgressReport" in described, described
-    warned = [e for e in kube.events(ns, "sft") if e["reason"] == "NoProgressReport"]
-    assert [(e["type"], e.get("count", 1)) for e in warned] == [("Warning", 1)], warned
-    tracker = ProgressTracker(progress_log, tokens_per_step=2000)
+    warned = kube.wait_for(lambda: [e for e in kube.events(ns, "sft") if e["reason"] == "NoProgressReport"], 30,
+                           "the NoProgressReport event")  # fmt: skip
+    assert [e["type"] for e in warned] == ["Warning"], warned
     server = ProgressServer(tracker, port=8090, host=pod["status"]["podIP"]).start()
     try:
         kube.wait_for(lambda: condition(kube, ns, "ProgressReported").get("status") == "True", 30, "ProgressResumed")

@@ -116,7 +116,8 @@ def test_running_with_progress():
     d = decide(spec(), [], {**RUNNING_STATUS, "phase": "Starting"}, Observed(JOB, (pod("Running"),), progress), NOW)
     assert d.wire["phase"] == "Running"
     assert d.wire["progress"] == {"step": 12, "totalSteps": 40, "percent": 30.0, "summary": "12/40 (30%)",
-                                    "loss": 1.5, "tokensPerSecond": 900.0, "eta": "1m00s"}  # fmt: skip
+                                    "loss": 1.5, "tokensPerSecond": 900.0, "eta": "1m00s",
+                                    "readAt": timestamp(NOW)}  # fmt: skip
     assert conditions(d.status)["Running"] == ("True", "Training")
 
 
@@ -132,45 +133,63 @@ def test_running_pods_without_a_progress_report_say_so():
 
 
 def test_progress_silent_past_the_stall_timeout_is_a_warning_condition_until_it_answers():
-    """ProgressReported=False (one warning event) once rank 0's /progress has been silent for longer than
-    stallTimeoutSeconds, counted from the last report or from when every pod ran; True again when it answers;
-    gone when the attempt stops running."""
+    """ProgressReported=False (one warning event) once rank 0's /progress, having answered in this attempt, has
+    not answered for longer than stallTimeoutSeconds since the operator's last read; True again when it answers;
+    gone when the timeout is turned off and when the attempt stops running."""
     job = spec(failure_policy__stall_timeout_seconds=600)
-    running = decide(job, [], {**RUNNING_STATUS, "phase": "Starting"}, Observed(JOB, (pod("Running"),)), NOW)
+    progress = {"step": 12, "total_steps": 40, "summary": "12/40 (30%)"}
+    reported = decide(job, [], {**RUNNING_STATUS, "phase": "Starting"}, Observed(JOB, (pod("Running"),), progress),
+                      NOW)  # fmt: skip
+    assert reported.wire["progress"]["readAt"] == timestamp(NOW)
     silent = Observed(JOB, (pod("Running"),))
-    within = decide(job, [], running.wire, silent, NOW + timedelta(seconds=600))
+    within = decide(job, [], reported.wire, silent, NOW + timedelta(seconds=600))
     assert "ProgressReported" not in conditions(within.status) and within.events == []
-    never = decide(job, [], within.wire, silent, NOW + timedelta(seconds=601))
-    assert conditions(never.status)["ProgressReported"] == ("False", "NoProgressReport")
-    assert "not answered for 601 s" in conditions_message(never.status, "ProgressReported")
-    assert "no report in this attempt" in conditions_message(never.status, "ProgressReported")
-    assert never.events == [("Warning", "NoProgressReport", conditions_message(never.status, "ProgressReported"))]
-    assert never.wire["phase"] == "Running"  # a warning, not a failure: the launcher's watchdog judges steps
-    again = decide(job, [], never.wire, silent, NOW + timedelta(seconds=700))
-    assert again.events == []  # said once
-    progress = {"step": 12, "total_steps": 40, "updated_at": timestamp(NOW + timedelta(seconds=710))}
+    lapsed = decide(job, [], within.wire, silent, NOW + timedelta(seconds=601))
+    assert conditions(lapsed.status)["ProgressReported"] == ("False", "NoProgressReport")
+    said = conditions_message(lapsed.status, "ProgressReported")
+    assert f"has not answered since {timestamp(NOW)}, longer than failurePolicy.stallTimeoutSeconds (600 s); its " \
+           "last report: 12/40 (30%)" in said, said  # fmt: skip
+    assert lapsed.events == [("Warning", "NoProgressReport", said)]
+    assert lapsed.wire["phase"] == "Running"  # a warning, not a failure: the launcher's watchdog judges steps
+    again = decide(job, [], lapsed.wire, silent, NOW + timedelta(seconds=700))
+    assert again.events == [] and conditions_message(again.status, "ProgressReported") == said  # said once, stable
     back = decide(job, [], again.wire, Observed(JOB, (pod("Running"),), progress), NOW + timedelta(seconds=710))
     assert conditions(back.status)["ProgressReported"] == ("True", "ProgressResumed")
-    # Silent again: counted from the last report (step 12), not from when the pods started.
-    quiet = decide(job, [], back.wire, silent, NOW + timedelta(seconds=1300))
+    assert conditions_message(back.status, "ProgressReported") == "rank 0's /progress answers again (step 12)"
+    # Silent again: counted from the last read (at 710 s), not from when the pods started.
+    quiet = decide(job, [], back.wire, silent, NOW + timedelta(seconds=1310))
     assert conditions(quiet.status)["ProgressReported"] == ("True", "ProgressResumed")
-    lapsed = decide(job, [], quiet.wire, silent, NOW + timedelta(seconds=1311))
-    assert conditions(lapsed.status)["ProgressReported"] == ("False", "NoProgressReport")
-    assert f"last report: step 12 at {progress['updated_at']}" in conditions_message(lapsed.status, "ProgressReported")
-    assert [e[1] for e in lapsed.events] == ["NoProgressReport"]
-    # The watchdog off: no warning. An attempt that stops running takes the condition with it.
-    off = decide(spec(failure_policy__stall_timeout_seconds=0), [], running.wire, silent, NOW + timedelta(days=1))
+    stale = decide(job, [], quiet.wire, silent, NOW + timedelta(seconds=1311))
+    assert conditions(stale.status)["ProgressReported"] == ("False", "NoProgressReport")
+    assert [e[1] for e in stale.events] == ["NoProgressReport"]
+    # The watchdog turned off while it warns: the warning goes. An attempt that stops running takes it too.
+    off = decide(spec(failure_policy__stall_timeout_seconds=0), [], stale.wire, silent, NOW + timedelta(days=1))
     assert "ProgressReported" not in conditions(off.status)
     ended = Observed(JOB, (terminated("Succeeded", code=0),))
-    done = decide(job, [], lapsed.wire, ended, NOW + timedelta(seconds=1400))
+    done = decide(job, [], stale.wire, ended, NOW + timedelta(seconds=1400))
     assert done.wire["phase"] != "Running" and "ProgressReported" not in conditions(done.status)
+
+
+def test_no_stall_warning_before_this_attempts_first_report():
+    """A new attempt (a restart, a resume after a suspend or a Kueue preemption) whose launcher is still in its
+    pre-flight has not answered yet: the previous attempt's last read, however old, is not silence."""
+    job = spec(failure_policy__stall_timeout_seconds=600)
+    old = {**RUNNING_STATUS, "attempt": 2, "phase": "Starting",
+           "progress": {"step": 40, "readAt": timestamp(NOW - timedelta(days=1))}}  # fmt: skip
+    silent = Observed(JOB, (pod("Running"),))
+    first = decide(job, [], old, silent, NOW)
+    later = decide(job, [], first.wire, silent, NOW + timedelta(hours=2))
+    for d in (first, later):
+        assert d.wire["phase"] == "Running" and "ProgressReported" not in conditions(d.status), d.wire
+        assert [e for e in d.events if e[1] == "NoProgressReport"] == []
+    assert "pods running, no progress reported yet" in conditions_message(later.status, "Running")  # not attempt 1's
 
 
 def test_progress_passes_the_loss_history_through():
     """lossHistory (the sparkline in `modelforge status`): finite numbers only; anything else is no history."""
     history = [7.61, 5, 3.2, 2.03]
     d = decide(spec(), [], RUNNING_STATUS, Observed(JOB, (pod("Running"),), {"step": 4, "loss_history": history}), NOW)
-    assert d.wire["progress"] == {"step": 4, "lossHistory": [7.61, 5.0, 3.2, 2.03]}
+    assert d.wire["progress"] == {"step": 4, "lossHistory": [7.61, 5.0, 3.2, 2.03], "readAt": timestamp(NOW)}
     assert progress_status({"loss_history": [7.6, float("nan"), 5.0, float("inf"), -float("inf")]}) == {
         "lossHistory": [7.6, 5.0]
     }
@@ -252,14 +271,22 @@ def test_backoff_doubles():
 
 
 def test_restart_limit():
-    failed = Observed(JOB, (terminated("Failed", {"reason": "NCCL", "retryable": True, "message": "m"}),))
-    d = decide(spec(), [], {**RUNNING_STATUS, "restarts": 3}, failed, NOW)
+    nccl = terminated("Failed", {"reason": "NCCL", "retryable": True, "message": "m"})
+    two = spec(resources__nodes=2)
+    rank1 = pod("Running", index=1)
+    d = decide(two, [], {**RUNNING_STATUS, "restarts": 3}, Observed(JOB, (nccl, rank1)), NOW)
     assert d.wire["phase"] == "Failed" and conditions(d.status)["Failed"][1] == "RestartLimitExceeded"
-    assert d.delete_attempt == 1  # the Job has not failed yet: ranks may still run on GPUs
+    assert d.delete_attempt == 1  # the Job has not failed yet and rank 1 runs: it may hold a GPU
     failed_job = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
     job_failed = {**JOB, "status": {"conditions": failed_job}}
-    kept = decide(spec(), [], {**RUNNING_STATUS, "restarts": 3}, Observed(job_failed, failed.pods), NOW)
+    kept = decide(two, [], {**RUNNING_STATUS, "restarts": 3}, Observed(job_failed, (nccl, rank1)), NOW)
     assert kept.wire["phase"] == "Failed" and kept.delete_attempt is None  # its failed pods keep their logs
+    # Before the Job controller's sync (a second after the pod changed): every pod has ended, nothing holds a
+    # GPU, so the attempt is kept as well; one being deleted is not counted as ended.
+    ended = decide(spec(), [], {**RUNNING_STATUS, "restarts": 3}, Observed(JOB, (nccl,)), NOW)
+    assert ended.wire["phase"] == "Failed" and ended.delete_attempt is None
+    deleting = {**nccl, "metadata": {**nccl["metadata"], "deletionTimestamp": timestamp(NOW)}}
+    assert decide(spec(), [], {**RUNNING_STATUS, "restarts": 3}, Observed(JOB, (deleting,)), NOW).delete_attempt == 1
 
 
 @pytest.mark.parametrize(

@@ -402,7 +402,9 @@ class FailurePolicy(ApiModel):
     stall_timeout_seconds: Annotated[int, Field(ge=0, le=86_400)] = Field(
         default=1800,
         description="Once training has begun, a process of the job that finishes no optimizer step for this long "
-        "fails the attempt with reason Stalled (retried from the newest checkpoint). 0 turns the watchdog off.",
+        "fails the attempt with reason Stalled (retried from the newest checkpoint). Also how long rank 0's "
+        "/progress may stay silent, once it has answered, before the job gets the warning condition "
+        "ProgressReported=False. 0 turns both off.",
     )
 
 
@@ -560,7 +562,12 @@ class Progress(ApiModel):
         default=None, description="Training throughput over all GPUs."
     )
     eta: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="Estimated time remaining.")
-    updated_at: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="When it was read.")
+    updated_at: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="When the launcher last updated it (its clock)."
+    )
+    read_at: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="When the operator last read it from rank 0's /progress (the operator's clock)."
+    )
 
 
 class PlanStatus(ApiModel):

@@ -491,16 +491,17 @@ def _completed(b: _Builder, attempt: int, outcome: dict[str, Any] | None) -> Non
 
 
 def _failed_attempt(
-    b: _Builder, spec: FineTuneJobSpec, cause: Cause, attempt: int, restarts: int, job_failed: bool = False
+    b: _Builder, spec: FineTuneJobSpec, cause: Cause, attempt: int, restarts: int, stopped: bool = False
 ) -> None:
     """The attempt failed: a new one after the backoff when the cause is retryable and restarts are left."""
     now = b.now
     _record_outcome(b, cause.outcome)
-    # A next attempt replaces this one. A final failure keeps it once the Job has failed (torchrun): the Job
-    # controller has stopped its other pods, and the failed ones keep their logs for `kubectl logs` and
-    # `modelforge logs` until the FineTuneJob is deleted. A cause seen before the Job failed (a node lost,
-    # a disruption) may leave ranks running on GPUs, and a RayJob's Ray cluster would keep running: deleted.
-    if (cause.retryable and restarts < spec.failure_policy.max_restarts) or not job_failed:
+    # A next attempt replaces this one. A final failure keeps it once it has stopped (torchrun): the Job has
+    # failed (the Job controller stops its other pods) or every pod has ended, and the failed ones keep their
+    # logs for `kubectl logs` and `modelforge logs` until the FineTuneJob is deleted. A cause seen while ranks
+    # still run (a node lost, a disruption, one rank of several) may leave them on GPUs, and a RayJob's Ray
+    # cluster would keep running: deleted.
+    if (cause.retryable and restarts < spec.failure_policy.max_restarts) or not stopped:
         b.delete_attempt = attempt
     if cause.retryable and restarts < spec.failure_policy.max_restarts:
         delay = min(MAX_BACKOFF_SECONDS, spec.failure_policy.backoff_seconds * 2**restarts)
@@ -525,34 +526,36 @@ def _failed_attempt(
 
 
 def _progress_reported(b: _Builder, spec: FineTuneJobSpec, observed: Observed) -> None:
-    """ProgressReported=False (and one warning event) once rank 0's /progress has been silent for longer than
-    failurePolicy.stallTimeoutSeconds while every pod runs; True again when it answers. Silence is counted from
-    the last report or from when this attempt's pods all ran, whichever is later. The launcher's own watchdog
-    fails a rank whose steps stop; this is the operator's view: a launcher it cannot reach (a NetworkPolicy,
-    a hung process) may be training unseen, or not at all."""
-    said = next((c for c in b.status.get("conditions") or [] if c.get("type") == ConditionType.PROGRESS_REPORTED), None)
+    """ProgressReported=False (and one Warning event) once rank 0's /progress, having answered in this attempt,
+    has not answered for longer than failurePolicy.stallTimeoutSeconds while every pod runs; True again when it
+    answers. Counted from the operator's last successful read (status.progress.readAt), so a launcher busy in a
+    long evaluation still counts as answering, and nothing is said before its first answer (the launcher serves
+    /progress only after its pre-flight, which may download a model: the Running condition says "no progress
+    reported yet"). The launcher's own watchdog fails a rank whose steps stop; this is the operator's view: a
+    launcher it can no longer reach (a NetworkPolicy, a hung process) may be training unseen, or not at all."""
+    conditions = b.status.get("conditions") or []
+    said = next((c for c in conditions if c.get("type") == ConditionType.PROGRESS_REPORTED), None)
     if observed.progress is not None:
         if said and said.get("status") == "False":
             step = observed.progress.get("step", observed.progress.get("last_step"))
-            b.condition(ConditionType.PROGRESS_REPORTED, True, Reason.PROGRESS_RESUMED,
-                        f"rank 0's /progress answers again (step {step})")  # fmt: skip
+            again = "rank 0's /progress answers again" + (f" (step {step})" if step is not None else "")
+            b.condition(ConditionType.PROGRESS_REPORTED, True, Reason.PROGRESS_RESUMED, again)
         return
     timeout = spec.failure_policy.stall_timeout_seconds
-    running = next((c for c in b.status.get("conditions") or [] if c.get("type") == ConditionType.RUNNING), None)
-    since = [parse_time((b.status.get("progress") or {}).get("updatedAt"))]
-    if running and running.get("status") == "True":
-        since.append(parse_time(running.get("lastTransitionTime")))
-    last = max((t for t in since if t is not None), default=None)
-    if not timeout or last is None or (b.now - last).total_seconds() <= timeout:
-        return
+    running: dict[str, Any] = next((c for c in conditions if c.get("type") == ConditionType.RUNNING), {})
     progress = b.status.get("progress") or {}
-    seen = (f"last report: step {progress.get('step')} at {progress.get('updatedAt')}" if progress.get("updatedAt")
-            else "no report in this attempt")  # fmt: skip
+    read, began = parse_time(progress.get("readAt")), parse_time(running.get("lastTransitionTime"))
+    silent = bool(timeout and read and began and read >= began and (b.now - read).total_seconds() > timeout)
+    if not silent:  # within the timeout, or it was raised or turned off (0) since: nothing to warn about
+        if said and said.get("status") == "False":
+            b.status["conditions"] = [c for c in conditions if c.get("type") != ConditionType.PROGRESS_REPORTED]
+        return
+    last = progress.get("summary") or (f"step {progress['step']}" if progress.get("step") is not None else "none")
     message = (
-        f"rank 0's /progress has not answered for {int((b.now - last).total_seconds())} s, longer than "
-        f"failurePolicy.stallTimeoutSeconds ({timeout} s); {seen}. The training may go on unseen: check rank 0's "
-        "log (modelforge logs NAME) and that the operator can reach its pod's progress port (8090 by default; a "
-        "NetworkPolicy?)"
+        f"rank 0's /progress has not answered since {progress['readAt']}, longer than "
+        f"failurePolicy.stallTimeoutSeconds ({timeout} s); its last report: {last}. The training may go on unseen: "
+        "check rank 0's log (modelforge logs JOB) and that the operator can reach the pod's progress port (8090 "
+        "by default; a NetworkPolicy?)"
     )
     b.condition(ConditionType.PROGRESS_REPORTED, False, Reason.NO_PROGRESS_REPORT, message)
     b.warn(ConditionType.PROGRESS_REPORTED, Reason.NO_PROGRESS_REPORT, message)
@@ -560,19 +563,26 @@ def _progress_reported(b: _Builder, spec: FineTuneJobSpec, observed: Observed) -
 
 def _training(b: _Builder, spec: FineTuneJobSpec, observed: Observed, message: str, event: str) -> None:
     """Every rank runs: Running, with rank 0's (or the Ray head's) progress when it could be read."""
-    _progress_reported(b, spec, observed)
     progress = progress_status(observed.progress)
     if progress:
-        b.status["progress"] = progress
+        b.status["progress"] = {**progress, "readAt": timestamp(b.now)}
     checkpoint = (observed.progress or {}).get("latest_checkpoint")
     if isinstance(checkpoint, str) and checkpoint:
         b.status["latestCheckpoint"] = checkpoint  # the newest whole one, while training (not only at the end)
     summary = (progress or {}).get("summary")
     if observed.progress is None:  # never claim training nobody has seen: say what was (not) reported
-        before = (b.status.get("progress") or {}).get("summary")
+        # What this attempt reported: a read since its pods all ran (an earlier attempt's is not this one's).
+        running: dict[str, Any] = next(
+            (c for c in b.status.get("conditions") or [] if c.get("type") == ConditionType.RUNNING), {}
+        )
+        began = parse_time(running.get("lastTransitionTime")) if running.get("status") == "True" else b.now
+        last = b.status.get("progress") or {}
+        read = parse_time(last.get("readAt"))
+        before = last.get("summary") if read and began and read >= began else None
         summary = (f"rank 0's /progress did not answer this time (last reported: {before})" if before
                    else "pods running, no progress reported yet (rank 0's /progress has not answered)")  # fmt: skip
     b.condition(ConditionType.RUNNING, True, Reason.TRAINING, message + (f", {summary}" if summary else ""))
+    _progress_reported(b, spec, observed)  # after Running: a new attempt's transition time counts
     b.announce(Reason.TRAINING, event)
 
 
@@ -732,7 +742,13 @@ def decide(
     if causes:
         # A permanent cause anywhere decides; otherwise the first retryable one.
         cause = next((c for c in causes if not c.retryable), causes[0])
-        _failed_attempt(b, spec, cause, attempt, restarts, job_failed=job_failed is not None)
+        # Stopped: the Job controller has failed the Job, or (it syncs a second after a pod changes) every pod
+        # of the gang has ended and none is being deleted: nothing of it holds a GPU any more.
+        ended = len(observed.pods) >= spec.resources.nodes and all(
+            p.get("status", {}).get("phase") in ("Succeeded", "Failed") and not p["metadata"].get("deletionTimestamp")
+            for p in observed.pods
+        )
+        _failed_attempt(b, spec, cause, attempt, restarts, stopped=job_failed is not None or ended)
         return b.done()
 
     problem = pod_trouble(observed.pods)

@@ -79,10 +79,12 @@ def log_target(
             had = f"attempts 1..{current}" if current > 1 else (f"attempt {current}" if current else "no attempt yet")
             raise NoLogs(f"FineTuneJob {name} has had {had} (phase {phase}); there is no attempt {attempt}")
         if not pods:
+            namespace = obj.get("metadata", {}).get("namespace", "default")
             raise NoLogs(
-                f"attempt {attempt} of FineTuneJob {name} has no pods any more: an attempt that is retried is deleted "
-                f"with its pods (only a finally failed one is kept). Why it ended is in its Restarting event: kubectl "
-                f"get events --field-selector involvedObject.name={name},reason=Restarting"
+                f"attempt {attempt} of FineTuneJob {name} has no pods any more: an attempt that a newer one replaced "
+                f"(a restart, a spec change, a suspend) is deleted with its pods. Why it ended is in the job's events "
+                f"while the API server keeps them (an hour by default): kubectl get events -n {namespace} "
+                f"--field-selector involvedObject.name={name}"
             )
     if kind == "ModelServe":
         replicas = sorted(live, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
