@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_lock import pins
+from tests.locks import locked as lock_of
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_the_gpu_path_was_imported_from_the_carried_wheels(rehearsal):
     _, _, report = rehearsal
     machine = report["machine"]
     versions = machine["versions"]
-    locked = pins()  # the carried wheels have the lock's versions, the venv's and the images'
+    locked = lock_of("cuda")  # the carried wheels have the lock's versions, the venv's and the images'
     for name in ("ms-swift", "peft", "liger-kernel", "bitsandbytes", "deepspeed", "pydantic", "trl"):
         assert versions[name] == locked[name], (name, versions[name], locked[name])
     assert any(lib.startswith("libbitsandbytes_cuda13") for lib in machine["bitsandbytes_libraries"])
