@@ -29,7 +29,7 @@ trap 'echo "wheels.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/../.."
 
 # Names only: the versions are the CUDA trainer image's lock (locks/cuda.txt), the same as the venv's and the
-# images'. Its hashes are not checked here (the device set is stripped and rebuilt; see below).
+# images'. Downloaded by name==version: the lock's hashes are not checked here (a known gap; the installs are).
 NAMES=(
   ms-swift trl datasets modelscope modelscope-hub cryptography cffi pycparser json-repair multiprocess dill
   pydantic pydantic-core annotated-types typing-inspection peft liger-kernel hjson common-expression-language

@@ -112,7 +112,7 @@ def test_progress_silent_past_the_stall_timeout_is_a_warning(
         kube.wait_for(lambda: status(kube, ns).get("progress", {}).get("readAt"), 30, "a first progress read")
     finally:
         server.stop()
-    silent = kube.wait_for(lambda: (c := condition(kube, ns, "ProgressReported")) and c, 40, "ProgressReported")
+    silent = kube.wait_for(lambda: condition(kube, ns, "ProgressReported"), 40, "ProgressReported")
     assert (silent["status"], silent["reason"]) == ("False", "NoProgressReport"), silent
     read = status(kube, ns)["progress"]["readAt"]
     assert f"has not answered since {read}, longer than failurePolicy.stallTimeoutSeconds (4 s); its last " \

@@ -363,6 +363,13 @@ class _Builder:
         """The event for this step: posted when the derived phase changes, or a warning has a new reason."""
         self._event = (str(reason), message, warning)
 
+    def said(self, kind: ConditionType) -> dict[str, Any]:
+        """The condition of that type as it stands now ({} when there is none)."""
+        return next((c for c in self.status.get("conditions") or [] if c.get("type") == kind), {})
+
+    def drop(self, kind: ConditionType) -> None:
+        self.status["conditions"] = [c for c in self.status.get("conditions") or [] if c.get("type") != kind]
+
     def warn(self, kind: ConditionType, reason: Reason, message: str) -> None:
         """A warning about `kind` besides the step's event: posted once, when that condition takes this reason."""
         if self._old_reasons.get(kind.value) != reason:
@@ -372,8 +379,7 @@ class _Builder:
         phase = self.current
         self.status["phase"] = phase.value
         if phase != JobPhase.RUNNING:  # a statement about a running attempt's reports
-            conditions = self.status.get("conditions") or []
-            self.status["conditions"] = [c for c in conditions if c.get("type") != ConditionType.PROGRESS_REPORTED]
+            self.drop(ConditionType.PROGRESS_REPORTED)
         events = []
         if self._event is not None:
             reason, message, warning = self._event
@@ -525,31 +531,37 @@ def _failed_attempt(
         _fail(b, cause.reason, cause.message)
 
 
-def _progress_reported(b: _Builder, spec: FineTuneJobSpec, observed: Observed) -> None:
-    """ProgressReported=False (and one Warning event) once rank 0's /progress, having answered in this attempt,
-    has not answered for longer than failurePolicy.stallTimeoutSeconds while every pod runs; True again when it
-    answers. Counted from the operator's last successful read (status.progress.readAt), so a launcher busy in a
-    long evaluation still counts as answering, and nothing is said before its first answer (the launcher serves
-    /progress only after its pre-flight, which may download a model: the Running condition says "no progress
-    reported yet"). The launcher's own watchdog fails a rank whose steps stop; this is the operator's view: a
-    launcher it can no longer reach (a NetworkPolicy, a hung process) may be training unseen, or not at all."""
-    conditions = b.status.get("conditions") or []
-    said = next((c for c in conditions if c.get("type") == ConditionType.PROGRESS_REPORTED), None)
+def _read_in_this_attempt(b: _Builder) -> datetime | None:
+    """When the operator last read rank 0's /progress in this attempt: status.progress.readAt, if it is not older
+    than the moment every pod of this attempt ran (Running turned True; before that, now). None: not yet."""
+    running = b.said(ConditionType.RUNNING)
+    began = parse_time(running.get("lastTransitionTime")) if running.get("status") == "True" else b.now
+    read = parse_time((b.status.get("progress") or {}).get("readAt"))
+    return read if read and began and read >= began else None
+
+
+def _progress_reported(b: _Builder, spec: FineTuneJobSpec, observed: Observed, read: datetime | None) -> None:
+    """ProgressReported=False (and one Warning event) once rank 0's /progress, having answered in this attempt
+    (last `read`), has not answered for longer than failurePolicy.stallTimeoutSeconds while every pod runs; True
+    again when it answers. Counted from the operator's last successful read (status.progress.readAt), so a
+    launcher busy in a long evaluation still counts as answering, and nothing is said before its first answer
+    (the launcher serves /progress only after its pre-flight, which may download a model: the Running condition
+    says "no progress reported yet"). The launcher's own watchdog fails a rank whose steps stop; this is the
+    operator's view: a launcher it can no longer reach (a NetworkPolicy, a hung process) may be training unseen,
+    or not at all."""
+    warned = b.said(ConditionType.PROGRESS_REPORTED).get("status") == "False"
     if observed.progress is not None:
-        if said and said.get("status") == "False":
+        if warned:
             step = observed.progress.get("step", observed.progress.get("last_step"))
             again = "rank 0's /progress answers again" + (f" (step {step})" if step is not None else "")
             b.condition(ConditionType.PROGRESS_REPORTED, True, Reason.PROGRESS_RESUMED, again)
         return
     timeout = spec.failure_policy.stall_timeout_seconds
-    running: dict[str, Any] = next((c for c in conditions if c.get("type") == ConditionType.RUNNING), {})
-    progress = b.status.get("progress") or {}
-    read, began = parse_time(progress.get("readAt")), parse_time(running.get("lastTransitionTime"))
-    silent = bool(timeout and read and began and read >= began and (b.now - read).total_seconds() > timeout)
-    if not silent:  # within the timeout, or it was raised or turned off (0) since: nothing to warn about
-        if said and said.get("status") == "False":
-            b.status["conditions"] = [c for c in conditions if c.get("type") != ConditionType.PROGRESS_REPORTED]
+    if not (timeout and read and (b.now - read).total_seconds() > timeout):
+        if warned:  # the timeout was raised or turned off (0) since: nothing to warn about any more
+            b.drop(ConditionType.PROGRESS_REPORTED)
         return
+    progress = b.status.get("progress") or {}
     last = progress.get("summary") or (f"step {progress['step']}" if progress.get("step") is not None else "none")
     message = (
         f"rank 0's /progress has not answered since {progress['readAt']}, longer than "
@@ -569,20 +581,14 @@ def _training(b: _Builder, spec: FineTuneJobSpec, observed: Observed, message: s
     checkpoint = (observed.progress or {}).get("latest_checkpoint")
     if isinstance(checkpoint, str) and checkpoint:
         b.status["latestCheckpoint"] = checkpoint  # the newest whole one, while training (not only at the end)
+    read = _read_in_this_attempt(b)
     summary = (progress or {}).get("summary")
-    if observed.progress is None:  # never claim training nobody has seen: say what was (not) reported
-        # What this attempt reported: a read since its pods all ran (an earlier attempt's is not this one's).
-        running: dict[str, Any] = next(
-            (c for c in b.status.get("conditions") or [] if c.get("type") == ConditionType.RUNNING), {}
-        )
-        began = parse_time(running.get("lastTransitionTime")) if running.get("status") == "True" else b.now
-        last = b.status.get("progress") or {}
-        read = parse_time(last.get("readAt"))
-        before = last.get("summary") if read and began and read >= began else None
+    if observed.progress is None:  # never claim training nobody has seen: say what this attempt (not) reported
+        before = (b.status.get("progress") or {}).get("summary") if read else None
         summary = (f"rank 0's /progress did not answer this time (last reported: {before})" if before
                    else "pods running, no progress reported yet (rank 0's /progress has not answered)")  # fmt: skip
     b.condition(ConditionType.RUNNING, True, Reason.TRAINING, message + (f", {summary}" if summary else ""))
-    _progress_reported(b, spec, observed)  # after Running: a new attempt's transition time counts
+    _progress_reported(b, spec, observed, read)
     b.announce(Reason.TRAINING, event)
 
 
