@@ -37,7 +37,7 @@ vllm: ## install the real vLLM server for the CPU into its own venv (~/.cache/mo
 	bash scripts/get-vllm.sh
 
 test: setup vllm images-for-tests kind-for-tests ## run the whole test suite (unit, cluster tier on the local control plane, integration with real ms-swift, vLLM and helm, the images and kind tiers)
-	PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$$PATH" $(PY) -m pytest
+	PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/.tools/bin:$$PATH" PY=$(PY) bash scripts/test.sh
 
 # The images tier needs a Docker engine and the images. Where no engine can run (not root, no Docker), the
 # tier skips with the reason, except in CI, where that is a failure. TEST_BASE=local: a Debian 12 base made

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (scripts/test.sh stopping its background pytest, a CI timeout) ends the run as Ctrl-C does: the
+    fixtures' teardowns stop the servers and process groups they started."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
 
 OFFLINE = {
     "USE_HF": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -31,3 +43,12 @@ def tiny_model(tmp_path_factory) -> Path:
     from modelforge.testing import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(tiny model with hidden 128, LoRA checkpoint at step 20, at step 40): one real `swift sft` run per
+    session, shared read-only by every tier that serves adapters (the cluster tier's live adapters, vLLM)."""
+    from tests.integration.vllm_stack import train_adapters
+
+    return train_adapters(tmp_path_factory.mktemp("tiny-adapters"))

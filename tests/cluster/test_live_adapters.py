@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from modelforge.render.serving import CHAT_TEMPLATE_MOUNT
+from modelforge.render.serving import ADAPTERS_DIGEST, CHAT_TEMPLATE_MOUNT, adapters_digest
 from tests.integration.vllm_stack import (
     API_KEY,
     MODELFORGE,
@@ -29,7 +29,6 @@ from tests.integration.vllm_stack import (
     VLLM_VENV,
     container_env,
     require_vllm,
-    train_adapters,
 )
 
 from .kube import Kube, stop_process_group
@@ -100,9 +99,9 @@ class Pod:
 
 
 @pytest.fixture(scope="module")
-def adapters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def adapters(tiny_adapters: tuple[Path, Path, Path]) -> tuple[Path, Path, Path]:
     require_vllm()
-    return train_adapters(tmp_path_factory.mktemp("live-adapters"))
+    return tiny_adapters
 
 
 @pytest.fixture
@@ -157,6 +156,16 @@ def test_live_adapters_behind_an_api_key(kube: Kube, operator: OperatorProcess, 
         kube.patch("ModelServe", ns, "chat", {"spec": {"adapters": [{"name": "late", "source": "pvc://models/late"}]}})
         changed = kube.wait_for(lambda: (c := kube.get("ConfigMap", ns, "chat-adapters")) and "early" not in
                                 c["data"]["adapters.json"] and c, 30, "the ConfigMap without early")  # fmt: skip
+        # The pod is annotated with the new list's digest: the patch is what makes a real kubelet refresh the
+        # mounted copy at once (tests/e2e times it); here the test plays the kubelet.
+        name = pod_object["metadata"]["name"]
+        digest = adapters_digest(changed)
+
+        def told() -> bool:
+            annotations = (kube.get("Pod", ns, name) or {}).get("metadata", {}).get("annotations") or {}
+            return annotations.get(ADAPTERS_DIGEST) == digest
+
+        kube.wait_for(told, 30, "the pod annotated with the new adapters' digest")
         pod.mount_config_map(changed)
 
         def unloaded() -> bool:

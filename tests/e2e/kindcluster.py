@@ -1,4 +1,5 @@
-"""A kind cluster built here, offline: `python -m tests.e2e.kindcluster build|up|down|status|kubeconfig|load`.
+"""A kind cluster built here, offline: `python -m tests.e2e.kindcluster build|up|down|status|kubeconfig|load`
+(`up IMAGE...` also loads those images into the worker).
 
 No image registry is reachable from these machines, so everything a kind node runs is built here from Debian
 packages and Go modules (../shared/REFERENCE.md, "kind offline on these machines", has the measured recipe):
@@ -656,12 +657,13 @@ def status() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kindcluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["build", "up", "down", "status", "kubeconfig", "load", "egress"])
-    parser.add_argument("images", nargs="*", help="for load: the images to load into the cluster's node")
+    parser.add_argument("images", nargs="*", help="for load, and up: the images to load into the cluster's worker")
     args = parser.parse_args(argv)
     if args.command == "build":
         print(build())
     elif args.command == "up":
         up()
+        load(args.images)
     elif args.command == "down":
         down()
     elif args.command == "status":

@@ -9,8 +9,8 @@ ModelServe here. The story, in order (the tests share one cluster, and each asse
    the operator; it ends Succeeded, `modelforge logs` shows its loss; its spec.serve ModelServe (swift) is
    Ready and `modelforge chat` answers through `kubectl port-forward`;
    then a vLLM (CPU image) ModelServe serves two of that job's checkpoints as live adapters, with its API key
-   from a Secret; one removed from the spec is unloaded once the kubelet refreshes the mounted ConfigMap,
-   in the same pod (the delay is printed);
+   from a Secret; one removed from the spec is unloaded within seconds (the operator annotates the pod, so
+   its kubelet refreshes the mounted ConfigMap at once), in the same pod (the delay is printed);
 3. the kubelet's own faults: `kubectl delete pod` of a running rank (SIGTERM: a checkpoint at the step
    reached, the next attempt resumes from it), `kubectl drain` of the worker (the disruption in status, a
    resume once it is uncordoned), a memory limit below need (OOMKilled);
@@ -29,6 +29,7 @@ image loads); after a failure the operator's log, the events and the failing pod
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -46,15 +47,14 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import kindcluster
-from tests.e2e.conftest import DIALED, FAILED, RECORDING, e2e_gate, not_local
-from tests.images.pod import docker, image_name
+from tests.e2e.conftest import BACKGROUND, DIALED, FAILED, IMAGES, RECORDING, e2e_gate, missing, not_local
+from tests.images.pod import image_name
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "e2e"
 SYSTEM = "modelforge-system"
 OPERATOR = "modelforge-operator"  # the chart's name for the Deployment, its ServiceAccount and Services
 HELM = str(ROOT / ".tools" / "bin" / "helm")
-IMAGES = ("operator", "trainer-cpu", "vllm-cpu")
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -62,19 +62,8 @@ RESTRICTED = {
 API = "modelforge.io/v1alpha1"
 
 
-def _missing() -> str | None:
-    if docker("info", check=False).returncode != 0:
-        return "no Docker engine answers: run scripts/docker.sh up (as root)"
-    absent = [image_name(n) for n in IMAGES if docker("image", "inspect", image_name(n), check=False).returncode]
-    if absent:
-        return f"images not built: {', '.join(absent)}: run make images BASE=local"
-    if os.geteuid() != 0 and not (kindcluster.bin_dir() / "kind").exists():
-        return "kind is not built and building its node image needs root (debootstrap): run make kind as root"
-    return None
-
-
 if not os.environ.get("CI"):
-    e2e_gate(_missing())  # elsewhere: a skip with what to run
+    e2e_gate(missing())  # elsewhere: a skip with what to run
 
 
 def sh(*args: str, timeout: float = 900, check: bool = True, env_extra: dict[str, str] | None = None,
@@ -205,9 +194,9 @@ def _diagnose() -> None:
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest) -> Iterator[None]:
-    missing = _missing()  # in CI a failure of this tier's tests, not a collection error that hides the others
-    if missing:
-        e2e_gate(missing)
+    lacking = missing()  # in CI a failure of this tier's tests, not a collection error that hides the others
+    if lacking:
+        e2e_gate(lacking)
     RECORDING[0] = True
     reuse = os.environ.get("REUSE_CLUSTER") and kindcluster.status() == 0  # a cluster KEEP_CLUSTER=1 kept
     started = False
@@ -219,6 +208,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[None]:
                     kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", timeout=300)
                 kubectl("uncordon", kindcluster.WORKER)
                 kindcluster.egress_guard()  # the counters start from zero for this run
+            elif BACKGROUND:
+                BACKGROUND[0].wait()  # started when collection ended (conftest.py)
             else:
                 kindcluster.up()
             kindcluster.load([image_name(n) for n in IMAGES])  # an image the worker has is skipped
@@ -388,8 +379,9 @@ def test_vllm_serves_two_live_adapters_and_unloads_one_without_a_restart(models:
                             timeout=300, env_extra={"LORA_KEY": KEY})  # fmt: skip
         assert "[late:" in answer.stderr and answer.stdout.strip(), (answer.stdout, answer.stderr)
 
-        # Remove "early" from the spec: the operator rewrites the ConfigMap at once; the kubelet refreshes the
-        # pod's copy on its own schedule (its sync period, 1 min by default), then the agent unloads it.
+        # Remove "early" from the spec: the operator rewrites the ConfigMap and annotates the pod with the new
+        # list's digest, which makes the kubelet refresh the pod's copy at once (left to its periodic sync, 72
+        # and 85 s were measured here); then one agent pass unloads it.
         removed = time.monotonic()
         kubectl("patch", "mserve", "lora", "-n", NS, "--type=json", "-p",
                 json.dumps([{"op": "remove", "path": "/spec/adapters/0"}]))  # fmt: skip
@@ -397,10 +389,16 @@ def test_vllm_serves_two_live_adapters_and_unloads_one_without_a_restart(models:
                  or ["early"]), timeout=240, show=lambda: status("mserve", "lora"))  # fmt: skip
         delay = time.monotonic() - removed
         assert served_models(port) == ["late", "lora"]
-    print(f"\nadapter removed from the spec -> unloaded by the engine: {delay:.0f} s (the kubelet's ConfigMap refresh)")
+    print(f"\nadapter removed from the spec -> unloaded by the engine: {delay:.0f} s")
+    # Not a timing target (that is docs/benchmarks.md's): the kubelet's periodic sync alone takes 60-90 s, so
+    # a delay under 45 s is the annotation's refresh, and the digest on the pod is the new list's.
+    assert delay < 45, f"{delay:.0f} s: the pod annotation did not make the kubelet refresh the ConfigMap"
     assert loaded() == [("late", "Loaded")], status("mserve", "lora")
     (after,) = serve_pods("lora")
     assert after["metadata"]["uid"] == pod["metadata"]["uid"], "the pod was replaced: not a live unload"
+    config = get("configmap", "lora-adapters")
+    digest = after["metadata"]["annotations"]["modelforge.io/adapters-digest"]
+    assert digest == hashlib.sha256(config["data"]["adapters.json"].encode()).hexdigest()[:16], (digest, config)
     restarts = [(s["name"], s["restartCount"]) for s in after["status"]["containerStatuses"]]
     assert all(count == 0 for _, count in restarts), restarts
     kubectl("delete", "-n", NS, "mserve/lora", "secret/lora-key", "--wait=true")

@@ -20,7 +20,7 @@ import pytest
 
 from modelforge.plan.serving import ServeObserved, decide_serve
 
-from .vllm_stack import API_KEY, SYSTEM_PROMPT, Stack, require_vllm, serve_spec, train_adapters
+from .vllm_stack import API_KEY, SYSTEM_PROMPT, Stack, require_vllm, serve_spec
 
 pytestmark = pytest.mark.vllm
 MODELFORGE = [sys.executable, "-m", "modelforge.cli"]
@@ -28,10 +28,10 @@ NOW = datetime(2026, 12, 1, 12, 0, 0)
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, tiny_adapters: tuple[Path, Path, Path]) -> Iterator[Stack]:
     require_vllm()
     root = tmp_path_factory.mktemp("vllm")
-    model, early, late = train_adapters(root)
+    model, early, late = tiny_adapters
     assert (early / "adapter_config.json").exists() and (late / "adapter_config.json").exists()
     s = Stack(serve_spec(model, {"early": early, "late": late}), root)
     try:

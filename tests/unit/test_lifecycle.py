@@ -170,6 +170,24 @@ def test_progress_silent_past_the_stall_timeout_is_a_warning_condition_until_it_
     assert done.wire["phase"] != "Running" and "ProgressReported" not in conditions(done.status)
 
 
+def test_an_unchanged_report_does_not_rewrite_read_at_on_every_poll():
+    """readAt is refreshed for a new report at once, for the same report once a minute (a quarter of the stall
+    timeout when that is shorter): a job in a long evaluation costs no status write per poll."""
+    progress = {"step": 12, "total_steps": 40, "summary": "12/40 (30%)"}
+    running = Observed(JOB, (pod("Running"),), progress)
+    first = decide(spec(), [], {**RUNNING_STATUS, "phase": "Starting"}, running, NOW)
+    same = decide(spec(), [], first.wire, running, NOW + timedelta(seconds=59))
+    assert same.wire == first.wire  # nothing to write
+    refreshed = decide(spec(), [], same.wire, running, NOW + timedelta(seconds=60))
+    assert refreshed.wire["progress"]["readAt"] == timestamp(NOW + timedelta(seconds=60))
+    moved = Observed(JOB, (pod("Running"),), {**progress, "step": 13, "summary": "13/40 (32%)"})
+    stepped = decide(spec(), [], first.wire, moved, NOW + timedelta(seconds=3))
+    assert stepped.wire["progress"]["readAt"] == timestamp(NOW + timedelta(seconds=3))
+    short = spec(failure_policy__stall_timeout_seconds=20)
+    quick = decide(short, [], first.wire, running, NOW + timedelta(seconds=5))
+    assert quick.wire["progress"]["readAt"] == timestamp(NOW + timedelta(seconds=5))
+
+
 def test_no_stall_warning_before_this_attempts_first_report():
     """A new attempt (a restart, a resume after a suspend or a Kueue preemption) whose launcher is still in its
     pre-flight has not answered yet: the previous attempt's last read, however old, is not silence."""

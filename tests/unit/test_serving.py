@@ -22,9 +22,12 @@ from modelforge.plan.serving import (
 )
 from modelforge.render.security import HOME_DIR
 from modelforge.render.serving import (
+    ADAPTERS_DIGEST,
     CHAT_TEMPLATE,
     CHAT_TEMPLATE_MOUNT,
     ResolvedModel,
+    adapters_digest,
+    pods_to_nudge,
     render_serve,
     startup_budget_seconds,
 )
@@ -125,6 +128,16 @@ def test_two_adapters_and_an_api_key():
     # Another adapter list: the same Deployment (same hash, no rollout), another ConfigMap.
     one = render(s, ResolvedModel("Qwen/Qwen3-8B", (("support", "pvc://models/support/run/last-checkpoint"),)))
     assert one.spec_hash == objects.spec_hash and one.adapters != objects.adapters
+    # The pods behind the ConfigMap's new list are annotated (their kubelet then refreshes it at once); a pod
+    # already told, or terminating, is not.
+    new = adapters_digest(one.adapters)
+    assert new != adapters_digest(objects.adapters)
+    pods = [{"metadata": {"name": "a", "annotations": {ADAPTERS_DIGEST: adapters_digest(objects.adapters)}}},
+            {"metadata": {"name": "b"}},
+            {"metadata": {"name": "c", "annotations": {ADAPTERS_DIGEST: new}}},
+            {"metadata": {"name": "d", "deletionTimestamp": "2026-12-07T00:00:00Z"}}]  # fmt: skip
+    assert pods_to_nudge(one.adapters, pods) == {"a": new, "b": new}
+    assert pods_to_nudge(None, pods) == {}
 
 
 def test_swift_engine_on_cpu():

@@ -47,10 +47,11 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "create", "patch", "delete"]
-# Application: observe training and serving pods; the last log line of a crashing engine.
+# Application: observe training and serving pods; the last log line of a crashing engine; annotate serving
+# pods with their live adapters' digest (patch: their kubelet then refreshes the mounted list at once).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "patch"]
 # Application: why the Job controller could not create pods (its FailedCreate events: quota, PodSecurity).
 - apiGroups: [""]
   resources: ["events"]

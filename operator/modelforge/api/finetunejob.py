@@ -566,7 +566,9 @@ class Progress(ApiModel):
         default=None, description="When the launcher last updated it (its clock)."
     )
     read_at: Annotated[str, Field(max_length=64)] | None = Field(
-        default=None, description="When the operator last read it from rank 0's /progress (the operator's clock)."
+        default=None,
+        description="When the operator last read it from rank 0's /progress (the operator's clock); while the "
+        "report is unchanged, refreshed once a minute (or a quarter of failurePolicy.stallTimeoutSeconds).",
     )
 
 

@@ -35,7 +35,7 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "services", ("get", "create", "patch", "delete")),  # get, patch: keeping the serving Service as specified
     # get: the spec a running attempt was started with; patch: a serve's live adapters (server-side apply)
     ("", "configmaps", ("get", "create", "patch", "delete")),
-    ("", "pods", ("list",)),
+    ("", "pods", ("list", "patch")),  # patch: the adapters digest annotation on serving pods
     ("", "events", ("list",)),
     ("", "pods/log", ("get",)),
     ("modelforge.io", "finetunejobs", ("get",)),
@@ -167,6 +167,17 @@ class Kube:
             name, namespace, [{"op": "replace", "path": "/spec/ports", "value": ports}],
             field_manager=FIELD_MANAGER, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
         )  # fmt: skip
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """A merge patch of the pod's annotations; a pod gone meanwhile is fine."""
+        try:
+            self.core.patch_namespaced_pod(
+                name, namespace, {"metadata": {"annotations": annotations}},
+                field_manager=FIELD_MANAGER, _preload_content=False, _request_timeout=REQUEST_TIMEOUT,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def attempt_spec(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The spec an attempt was started with: its ConfigMap's job.json."""

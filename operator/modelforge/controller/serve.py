@@ -14,7 +14,7 @@ from ..api.validate import SpecError, parse_resource
 from ..plan.serving import ServeObserved, jobs_named
 from ..render.desired import desired_modelserve
 from ..render.names import label_value
-from ..render.serving import AGENT_PORT, API_PORT
+from ..render.serving import ADAPTERS_DIGEST, AGENT_PORT, API_PORT
 from ..render.training import Owner
 from .bodies import document_of, patch_changed
 from .kube import Kube, fetch_json
@@ -78,6 +78,8 @@ def reconcile_serve(body: kopf.Body, patch: StatusPatch, memo: Any, logger: Any 
         # ConfigMap first: the pods mount it, and the serve agent in each pod loads what it lists.
         if desired.adapters is not None:
             kube.apply(desired.adapters)
+            for pod, digest in desired.nudge.items():  # their kubelets refresh the mounted copy now
+                kube.annotate_pod(namespace, pod, {ADAPTERS_DIGEST: digest})
         kube.apply(desired.deployment)
         _keep_ports(kube, namespace, name, desired.service["spec"]["ports"])
         kube.apply(desired.service)

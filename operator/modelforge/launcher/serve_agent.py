@@ -3,7 +3,8 @@ and reports what the engine serves, so that the operator never needs the API key
 
 - Desired adapters: a JSON file (the `<serve>-adapters` ConfigMap the operator applies, mounted into the
   pod), `[{"name": ..., "path": ...}]`. Read on every pass, so a ConfigMap update reaches a running pod
-  without a restart (the kubelet refreshes mounted ConfigMaps, typically within a minute).
+  without a restart (the operator annotates the pods it serves on, so their kubelet refreshes the mounted
+  ConfigMap within seconds instead of at its next periodic sync, up to a minute or more).
 - The engine: `/v1/models`, `/v1/load_lora_adapter`, `/v1/unload_lora_adapter` on 127.0.0.1 (the same
   pod), with the API key from the environment variable the engine reads (the same Secret reference). A
   restarted engine has lost its runtime adapters; the next pass loads them again.

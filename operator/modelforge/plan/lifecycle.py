@@ -573,11 +573,29 @@ def _progress_reported(b: _Builder, spec: FineTuneJobSpec, observed: Observed, r
     b.warn(ConditionType.PROGRESS_REPORTED, Reason.NO_PROGRESS_REPORT, message)
 
 
+# An unchanged report (a long evaluation, steps slower than the poll) refreshes readAt at most this often (and
+# at most every quarter of the stall timeout), so a quiet job costs no status write per poll; the stall warning
+# may then come that much early.
+READ_AT_REFRESH_SECONDS = 60
+
+
+def _read_at(b: _Builder, progress: dict[str, Any], stall_timeout: int) -> str:
+    """status.progress.readAt for a report read now: now, or the stored one while the report is unchanged
+    and the stored one is recent enough."""
+    before = dict(b.status.get("progress") or {})
+    stored = before.pop("readAt", None)
+    read = parse_time(stored)
+    refresh = min(READ_AT_REFRESH_SECONDS, stall_timeout / 4) if stall_timeout else READ_AT_REFRESH_SECONDS
+    if before == progress and read and 0 <= (b.now - read).total_seconds() < refresh:
+        return str(stored)
+    return timestamp(b.now)
+
+
 def _training(b: _Builder, spec: FineTuneJobSpec, observed: Observed, message: str, event: str) -> None:
     """Every rank runs: Running, with rank 0's (or the Ray head's) progress when it could be read."""
     progress = progress_status(observed.progress)
     if progress:
-        b.status["progress"] = {**progress, "readAt": timestamp(b.now)}
+        b.status["progress"] = {**progress, "readAt": _read_at(b, progress, spec.failure_policy.stall_timeout_seconds)}
     checkpoint = (observed.progress or {}).get("latest_checkpoint")
     if isinstance(checkpoint, str) and checkpoint:
         b.status["latestCheckpoint"] = checkpoint  # the newest whole one, while training (not only at the end)

@@ -21,7 +21,7 @@ from ..plan.lifecycle import Decision, Observed, decide, with_planned_deepspeed
 from ..plan.serving import ServeObserved, decide_serve
 from .names import label_value
 from .security import image_problems
-from .serving import SPEC_HASH, render_serve
+from .serving import SPEC_HASH, pods_to_nudge, render_serve
 from .settings import RenderSettings
 from .training import Owner, output_uri, render_attempt
 
@@ -123,6 +123,9 @@ class DesiredServe:
     deployment: dict[str, Any] | None = None
     service: dict[str, Any] | None = None
     adapters: dict[str, Any] | None = None  # the ConfigMap of live adapters, applied before the Deployment
+    # Serving pods to annotate with the adapters' digest once the ConfigMap is applied (name -> digest): the
+    # patch makes their kubelet refresh the mounted copy now (render/serving.py ADAPTERS_DIGEST).
+    nudge: dict[str, str] = field(default_factory=dict)
 
     @property
     def children(self) -> list[dict[str, Any]]:
@@ -146,6 +149,7 @@ def desired_modelserve(
         return desired
     objects = render_serve(owner, spec, decision.model, settings)
     desired.deployment, desired.service, desired.adapters = objects.deployment, objects.service, objects.adapters
+    desired.nudge = pods_to_nudge(objects.adapters, observed.pods)
     rolled = (observed.deployment or {}).get("metadata", {}).get("annotations", {}).get(SPEC_HASH)
     if observed.deployment is not None and rolled != objects.spec_hash:
         desired.events.append(("Normal", "Rolling", "the spec changed: rolling the Deployment"))

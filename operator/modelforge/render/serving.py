@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -146,6 +147,29 @@ def adapters_config(owner: Owner, model: ResolvedModel, labels: dict[str, str]) 
         "metadata": {"name": adapters_name(owner.name), "namespace": owner.namespace, "labels": labels,
                      "ownerReferences": [owner.reference()]},
         "data": {"adapters.json": json.dumps(desired, indent=1) + "\n"},
+    }  # fmt: skip
+
+
+# On each serving pod (not its template: a change there would roll the pods): the digest of the adapters list it
+# was last told about. Patching a pod makes its kubelet sync it now, which refreshes the mounted ConfigMap at
+# once instead of at the kubelet's next periodic sync (up to ~90 s with the defaults: measured in kind).
+ADAPTERS_DIGEST = "modelforge.io/adapters-digest"
+
+
+def adapters_digest(config_map: dict[str, Any]) -> str:
+    return hashlib.sha256(config_map["data"]["adapters.json"].encode()).hexdigest()[:16]
+
+
+def pods_to_nudge(config_map: dict[str, Any] | None, pods: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """The serving pods (name -> digest) whose annotation is behind the adapters ConfigMap; terminating pods
+    are left alone."""
+    if config_map is None:
+        return {}
+    digest = adapters_digest(config_map)
+    return {
+        pod["metadata"]["name"]: digest for pod in pods
+        if not pod["metadata"].get("deletionTimestamp")
+        and (pod["metadata"].get("annotations") or {}).get(ADAPTERS_DIGEST) != digest
     }  # fmt: skip
 
 
