@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -47,8 +50,22 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_adapters(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """(tiny model with hidden 128, LoRA checkpoint at step 20, at step 40): one real `swift sft` run per
-    session, shared read-only by every tier that serves adapters (the cluster tier's live adapters, vLLM)."""
+    """(tiny model with hidden 128, LoRA checkpoint at step 20, at step 40): one real `swift sft` run per test
+    run, shared read-only by every tier that serves adapters (the cluster tier's live adapters, vLLM).
+    scripts/test.sh's two pytest processes share it through MODELFORGE_TEST_SHARED, a directory it makes for
+    the run: the first to get there trains under a file lock, the other waits and reads."""
     from tests.integration.vllm_stack import train_adapters
 
-    return train_adapters(tmp_path_factory.mktemp("tiny-adapters"))
+    shared = os.environ.get("MODELFORGE_TEST_SHARED")
+    if not shared:
+        return train_adapters(tmp_path_factory.mktemp("tiny-adapters"))
+    root, done = Path(shared) / "tiny-adapters", Path(shared) / "tiny-adapters.json"
+    with open(Path(shared) / "tiny-adapters.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when a holder dies
+        if done.exists():
+            model, early, late = (Path(p) for p in json.loads(done.read_text()))
+            return model, early, late
+        shutil.rmtree(root, ignore_errors=True)  # a holder that died half-way
+        trained = train_adapters(root)
+        done.write_text(json.dumps([str(p) for p in trained]))
+        return trained

@@ -115,8 +115,8 @@ def test_progress_silent_past_the_stall_timeout_is_a_warning(
     silent = kube.wait_for(lambda: condition(kube, ns, "ProgressReported"), 40, "ProgressReported")
     assert (silent["status"], silent["reason"]) == ("False", "NoProgressReport"), silent
     read = status(kube, ns)["progress"]["readAt"]
-    assert f"has not answered since {read}, longer than failurePolicy.stallTimeoutSeconds (4 s); its last " \
-           "report: 30/100 (30%)" in silent["message"], silent  # fmt: skip
+    assert "has been silent for longer than failurePolicy.stallTimeoutSeconds (4 s) (its last answer recorded " \
+           f"at {read}); its last report: 30/100 (30%)" in silent["message"], silent  # fmt: skip
     assert status(kube, ns)["phase"] == "Running"
     described = kubectl(kubeconfig, "describe", "ftj", "sft", "-n", ns).stdout
     assert "ProgressReported" in described and "NoProgressReport" in described, described

@@ -99,9 +99,9 @@ class Pod:
 
 
 @pytest.fixture(scope="module")
-def adapters(tiny_adapters: tuple[Path, Path, Path]) -> tuple[Path, Path, Path]:
-    require_vllm()
-    return tiny_adapters
+def adapters(request: pytest.FixtureRequest) -> tuple[Path, Path, Path]:
+    require_vllm()  # before training: a missing vLLM is said at once
+    return request.getfixturevalue("tiny_adapters")
 
 
 @pytest.fixture

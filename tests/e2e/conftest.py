@@ -86,10 +86,11 @@ class Background:
         self.claimed = True
         waited = time.monotonic()
         try:
-            code = self.process.wait(timeout=1200)
+            code: int | None = self.process.wait(timeout=1200)
         except subprocess.TimeoutExpired:
-            self.stop()
             code = None
+        finally:
+            self.stop()  # timed out, or interrupted while waiting (Ctrl-C does not reach its own session)
         tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
         if code != 0:
             raise SystemExit(f"`kindcluster up` in the background {'timed out' if code is None else f'exited {code}'}"
@@ -117,7 +118,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     cluster under REUSE_CLUSTER=1)."""
     if session.config.option.collectonly or not any(_is_e2e(item) for item in session.items):
         return
-    if (os.environ.get("REUSE_CLUSTER") and kindcluster.status() == 0) or missing() is not None:
+    try:
+        if (os.environ.get("REUSE_CLUSTER") and kindcluster.status() == 0) or missing() is not None:
+            return
+    except Exception:  # a hung or absent Docker CLI: the fixture reports it as the tier's failure
         return
     log = kindcluster.cache_dir() / "run" / "background-up.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +130,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                     *(image_name(n) for n in IMAGES)],
                                    cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     BACKGROUND.append(Background(process, log, time.monotonic()))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"kind cluster starting in the background for tests/e2e (log: {log})")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
@@ -135,12 +142,12 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """A cluster started for a tier that never ran (stopped by -x, interrupted) is stopped and deleted."""
+    """The background start is stopped whatever happened; a cluster started for a tier that never ran (stopped
+    by -x, interrupted) is deleted (the tier's fixture deletes its own), unless KEEP_CLUSTER=1."""
     for background in BACKGROUND:
-        if not background.claimed:
-            background.stop()
-            if not os.environ.get("KEEP_CLUSTER"):
-                kindcluster.down()
+        background.stop()
+        if not background.claimed and not os.environ.get("KEEP_CLUSTER"):
+            kindcluster.down()
 
 
 @pytest.hookimpl(wrapper=True)

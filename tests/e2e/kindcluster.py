@@ -663,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
         print(build())
     elif args.command == "up":
         up()
-        load(args.images)
+        if args.images:
+            load(args.images)
     elif args.command == "down":
         down()
     elif args.command == "status":

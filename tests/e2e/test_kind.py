@@ -198,7 +198,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[None]:
     if lacking:
         e2e_gate(lacking)
     RECORDING[0] = True
-    reuse = os.environ.get("REUSE_CLUSTER") and kindcluster.status() == 0  # a cluster KEEP_CLUSTER=1 kept
+    # A cluster KEEP_CLUSTER=1 kept (conftest.py starts none in the background then)
+    reuse = not BACKGROUND and os.environ.get("REUSE_CLUSTER") and kindcluster.status() == 0
     started = False
     try:
         try:

@@ -28,10 +28,10 @@ NOW = datetime(2026, 12, 1, 12, 0, 0)
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, tiny_adapters: tuple[Path, Path, Path]) -> Iterator[Stack]:
-    require_vllm()
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    require_vllm()  # before training: a missing vLLM is said at once
     root = tmp_path_factory.mktemp("vllm")
-    model, early, late = tiny_adapters
+    model, early, late = request.getfixturevalue("tiny_adapters")
     assert (early / "adapter_config.json").exists() and (late / "adapter_config.json").exists()
     s = Stack(serve_spec(model, {"early": early, "late": late}), root)
     try:

@@ -404,7 +404,8 @@ class FailurePolicy(ApiModel):
         description="Once training has begun, a process of the job that finishes no optimizer step for this long "
         "fails the attempt with reason Stalled (retried from the newest checkpoint). Also how long rank 0's "
         "/progress may stay silent, once it has answered, before the job gets the warning condition "
-        "ProgressReported=False. 0 turns both off.",
+        "ProgressReported=False (counted from status.progress.readAt, plus the up to a minute, or a quarter of "
+        "this timeout if shorter, that readAt may lag an unchanged report by). 0 turns both off.",
     )
 
 
@@ -568,7 +569,8 @@ class Progress(ApiModel):
     read_at: Annotated[str, Field(max_length=64)] | None = Field(
         default=None,
         description="When the operator last read it from rank 0's /progress (the operator's clock); while the "
-        "report is unchanged, refreshed once a minute (or a quarter of failurePolicy.stallTimeoutSeconds).",
+        "report is unchanged, refreshed once a minute (or every quarter of failurePolicy.stallTimeoutSeconds, "
+        "whichever is shorter).",
     )
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from ..api.modelserve import ModelServeSpec
 from ..api.validate import SpecError, parse_resource
@@ -78,13 +79,31 @@ def reconcile_serve(body: kopf.Body, patch: StatusPatch, memo: Any, logger: Any 
         # ConfigMap first: the pods mount it, and the serve agent in each pod loads what it lists.
         if desired.adapters is not None:
             kube.apply(desired.adapters)
-            for pod, digest in desired.nudge.items():  # their kubelets refresh the mounted copy now
-                kube.annotate_pod(namespace, pod, {ADAPTERS_DIGEST: digest})
         kube.apply(desired.deployment)
         _keep_ports(kube, namespace, name, desired.service["spec"]["ports"])
         kube.apply(desired.service)
+        _nudge(kube, namespace, desired.nudge, logger)
     patch.events.extend(desired.events)  # posted once the status is written
     patch_changed(patch, status, desired.status.to_wire())
+
+
+_WARNED: set[tuple[str, str, str]] = set()  # said once per pod and list, not on every reconcile
+
+
+def _nudge(kube: Kube, namespace: str, pods: dict[str, str], logger: Any) -> None:
+    """Annotate the pods behind a changed adapters list: their kubelets refresh the mounted copy at once. Only
+    a speed-up: a refusal (RBAC without pods/patch, a policy webhook) leaves it to the kubelet's periodic sync."""
+    for pod, digest in pods.items():
+        try:
+            kube.annotate_pod(namespace, pod, {ADAPTERS_DIGEST: digest})
+        except ApiException as exc:
+            if logger is not None and (namespace, pod, digest) not in _WARNED:
+                _WARNED.add((namespace, pod, digest))
+                logger.warning(
+                    f"could not annotate pod {pod} with its adapters' digest ({exc.status} {exc.reason}); "
+                    "its kubelet refreshes the adapters list on its next periodic sync (about a minute)"
+                )
+            return
 
 
 def _keep_ports(kube: Kube, namespace: str, name: str, desired: list[dict[str, Any]]) -> None:

@@ -557,15 +557,17 @@ def _progress_reported(b: _Builder, spec: FineTuneJobSpec, observed: Observed, r
             b.condition(ConditionType.PROGRESS_REPORTED, True, Reason.PROGRESS_RESUMED, again)
         return
     timeout = spec.failure_policy.stall_timeout_seconds
-    if not (timeout and read and (b.now - read).total_seconds() > timeout):
+    # readAt may lag the last answer by up to the refresh period (an unchanged report is re-recorded that
+    # often): counting from it plus that period never warns early.
+    if not (timeout and read and (b.now - read).total_seconds() > timeout + _read_at_refresh(timeout)):
         if warned:  # the timeout was raised or turned off (0) since: nothing to warn about any more
             b.drop(ConditionType.PROGRESS_REPORTED)
         return
     progress = b.status.get("progress") or {}
     last = progress.get("summary") or (f"step {progress['step']}" if progress.get("step") is not None else "none")
     message = (
-        f"rank 0's /progress has not answered since {progress['readAt']}, longer than "
-        f"failurePolicy.stallTimeoutSeconds ({timeout} s); its last report: {last}. The training may go on unseen: "
+        f"rank 0's /progress has been silent for longer than failurePolicy.stallTimeoutSeconds ({timeout} s) (its "
+        f"last answer recorded at {progress['readAt']}); its last report: {last}. The training may go on unseen: "
         "check rank 0's log (modelforge logs JOB) and that the operator can reach the pod's progress port (8090 "
         "by default; a NetworkPolicy?)"
     )
@@ -573,10 +575,14 @@ def _progress_reported(b: _Builder, spec: FineTuneJobSpec, observed: Observed, r
     b.warn(ConditionType.PROGRESS_REPORTED, Reason.NO_PROGRESS_REPORT, message)
 
 
-# An unchanged report (a long evaluation, steps slower than the poll) refreshes readAt at most this often (and
-# at most every quarter of the stall timeout), so a quiet job costs no status write per poll; the stall warning
-# may then come that much early.
+# An unchanged report (a long evaluation, steps slower than the poll) re-records readAt at most this often (a
+# quarter of the stall timeout when that is shorter), so a quiet job costs no status write per poll; the stall
+# warning counts that period on top of the timeout.
 READ_AT_REFRESH_SECONDS = 60
+
+
+def _read_at_refresh(stall_timeout: int) -> float:
+    return min(READ_AT_REFRESH_SECONDS, stall_timeout / 4) if stall_timeout else READ_AT_REFRESH_SECONDS
 
 
 def _read_at(b: _Builder, progress: dict[str, Any], stall_timeout: int) -> str:
@@ -585,8 +591,7 @@ def _read_at(b: _Builder, progress: dict[str, Any], stall_timeout: int) -> str:
     before = dict(b.status.get("progress") or {})
     stored = before.pop("readAt", None)
     read = parse_time(stored)
-    refresh = min(READ_AT_REFRESH_SECONDS, stall_timeout / 4) if stall_timeout else READ_AT_REFRESH_SECONDS
-    if before == progress and read and 0 <= (b.now - read).total_seconds() < refresh:
+    if before == progress and read and 0 <= (b.now - read).total_seconds() < _read_at_refresh(stall_timeout):
         return str(stored)
     return timestamp(b.now)
 
