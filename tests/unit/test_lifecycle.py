@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from modelforge.api.finetunejob import JobPhase
+from modelforge.api.finetunejob import FineTuneJobStatus, JobPhase
 from modelforge.plan.lifecycle import Observed, decide, pod_failure_cause, progress_status, timestamp
 from tests.launcher_specs import finetunejobs
 
@@ -199,6 +199,34 @@ def test_an_unchanged_report_does_not_rewrite_read_at_on_every_poll():
     assert "ProgressReported" not in conditions(early.status)
     late = decide(job, [], early.wire, silent, NOW + timedelta(seconds=661))
     assert conditions(late.status)["ProgressReported"] == ("False", "NoProgressReport")
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        {"outputs": {"adapter": "pvc://models/x/run/checkpoint-40", "evalReport": "pvc://models/x/eval.json"}},
+        {"outputs": {"adapter": ["not", "a", "path"], "model": 7}, "last_checkpoint": {"step": 3}},
+        {"outputs": "pvc://models/x", "last_step": "40", "total_steps": True},
+        {"last_step": 40, "total_steps": -1, "outputs": {"adapter": "x" * 4096}},
+        {"garbage": "x" * 4096, "outputs": {"adapter": "pvc://models/x/run/checkpoint-40"}, "finished": "yes"},
+    ],
+    ids=["a-newer-launchers-extra-output", "wrong-types", "strings-for-numbers", "out-of-range", "unknown-keys"],
+)
+def test_an_outcome_of_another_launcher_version_never_breaks_the_reconcile(outcome):
+    """A trainer image of another version (or a user's own) writes keys or types this operator does not know:
+    the known, well-typed parts reach status, the rest is dropped, and the status stays valid."""
+    outcome = {"outcome": "Succeeded", "reason": "Completed", "message": "trained", **outcome}
+    done = {**JOB, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    d = decide(spec(), [], RUNNING_STATUS, Observed(done, (terminated("Succeeded", outcome, "Completed", 0),)), NOW)
+    FineTuneJobStatus.model_validate(d.wire)  # what the operator writes must be a valid status
+    assert d.wire["phase"] == "Succeeded", d.wire
+    outputs = d.wire.get("outputs") or {}
+    assert set(outputs) <= {"outputDir", "adapter", "mergedModel", "model", "lossPlot"}, outputs
+    assert all(isinstance(v, str) and len(v) <= 1024 for v in outputs.values()), outputs
+    if "evalReport" in str(outcome):  # the known output kept beside the unknown one
+        assert outputs == {"adapter": "pvc://models/x/run/checkpoint-40"}
+    assert not isinstance(d.wire.get("latestCheckpoint"), dict)
+    assert decide(spec(), [], d.status, Observed(done), NOW).events == []  # and the next reconcile is quiet
 
 
 def test_no_stall_warning_before_this_attempts_first_report():

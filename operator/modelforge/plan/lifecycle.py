@@ -16,7 +16,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..api.conditions import EXIT_RETRYABLE, OUTCOME_PREFIX, RETRYABLE_REASONS, ConditionType, Reason
-from ..api.finetunejob import LOSS_HISTORY_POINTS, DeepSpeed, FineTuneJobSpec, FineTuneJobStatus, JobPhase
+from ..api.finetunejob import (
+    LOSS_HISTORY_POINTS,
+    DeepSpeed,
+    FineTuneJobSpec,
+    FineTuneJobStatus,
+    JobPhase,
+    Outputs,
+)
 from ..api.redact import redact
 from .capacity import PlanSettings, plan
 from .models import guess
@@ -452,14 +459,35 @@ def _fail(b: _Builder, reason: Reason | str, message: str) -> None:
     b.announce(reason, message, warning=True)
 
 
+# status.outputs' fields as the launcher writes them (camelCase, as status says them); anything else a launcher
+# of another version (or a user's own image) writes is dropped, never copied into a status that the API model
+# would then refuse on every reconcile.
+OUTPUT_KEYS = frozenset(field.alias or name for name, field in Outputs.model_fields.items())
+
+
+def _path_like(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 1024
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _record_outcome(b: _Builder, outcome: dict[str, Any] | None) -> None:
+    """The launcher's outcome into status: only the fields and types this operator knows (an outcome of
+    another launcher version, extra keys, wrong types or garbage, keeps the rest and never breaks a reconcile)."""
     if not outcome:
         return
-    if outcome.get("last_checkpoint"):
+    if _path_like(outcome.get("last_checkpoint")):
         b.status["latestCheckpoint"] = outcome["last_checkpoint"]
-    if outcome.get("outputs"):
-        b.status["outputs"] = outcome["outputs"]
-    if outcome.get("last_step") is not None:
+    outputs = outcome.get("outputs")
+    if isinstance(outputs, dict):
+        known = {k: v for k, v in outputs.items() if k in OUTPUT_KEYS and _path_like(v)}
+        if known:
+            b.status["outputs"] = known
+    if not _count(outcome.get("total_steps")):
+        outcome = {k: v for k, v in outcome.items() if k != "total_steps"}
+    if _count(outcome.get("last_step")):
         progress = dict(b.status.get("progress") or {})
         progress["step"] = outcome["last_step"]
         if outcome.get("total_steps"):
