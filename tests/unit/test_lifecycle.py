@@ -229,6 +229,15 @@ def test_an_outcome_of_another_launcher_version_never_breaks_the_reconcile(outco
     assert decide(spec(), [], d.status, Observed(done), NOW).events == []  # and the next reconcile is quiet
 
 
+def test_a_progress_report_of_another_launcher_version_keeps_only_what_fits():
+    odd = {"step": "12", "total_steps": True, "percent": 150.0, "summary": "x" * 100, "loss": float("nan"),
+           "eval_loss": 2.5, "epoch": -1, "tokens_per_second": 900, "eta": {"m": 1}, "new_metric": 0.5}  # fmt: skip
+    assert progress_status(odd) == {"evalLoss": 2.5, "tokensPerSecond": 900}
+    d = decide(spec(), [], {**RUNNING_STATUS, "phase": "Starting"}, Observed(JOB, (pod("Running"),), odd), NOW)
+    FineTuneJobStatus.model_validate(d.wire)
+    assert d.wire["phase"] == "Running"
+
+
 def test_no_stall_warning_before_this_attempts_first_report():
     """A new attempt (a restart, a resume after a suspend or a Kueue preemption) whose launcher is still in its
     pre-flight has not answered yet: the previous attempt's last read, however old, is not silence."""
