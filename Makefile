@@ -85,7 +85,8 @@ lint: setup ## ruff, mypy, the generated-files and locks drift checks and the la
 	$(PY) -m pytest -q tests/unit/test_layers.py  # the layer contract: api <- plan <- render <- shells
 
 demo: setup ## the main job: build the tiny model, fine-tune it locally with modelforge run, chat with it
-	$(VENV)/bin/modelforge tiny-model $(QUICKSTART)/tiny-model --dataset $(QUICKSTART)/data/chat.jsonl
+	$(VENV)/bin/modelforge tiny-model $(QUICKSTART)/tiny-model --dataset $(QUICKSTART)/data/chat.jsonl \
+	  --eval-dataset $(QUICKSTART)/data/eval.jsonl
 	rm -rf $(DEMO_OUT)
 	$(VENV)/bin/modelforge run $(QUICKSTART)/finetunejob.yaml --output $(DEMO_OUT)
 	$(VENV)/bin/modelforge chat --model $(DEMO_OUT)/merged --max-new-tokens 40 \

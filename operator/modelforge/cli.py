@@ -520,7 +520,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from .testing import build_tiny_model, write_chat_dataset
+    from .testing import build_tiny_model, write_chat_dataset, write_eval_dataset
 
     if args.hidden is not None and (args.vision or args.hidden % 8):
         why = "the vision model has its own sizes" if args.vision else f"{args.hidden} is not a multiple of 8"
@@ -540,6 +540,8 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     print(f"wrote a tiny random Qwen3 model (hidden size {hidden}) and tokenizer to {path}")
     if args.dataset:
         print(f"wrote {args.rows} chat rows to {write_chat_dataset(Path(args.dataset), args.rows)}")
+    if args.eval_dataset:
+        print(f"wrote 20 held-out questions with answers to {write_eval_dataset(Path(args.eval_dataset))}")
     return 0
 
 
@@ -603,6 +605,74 @@ def cmd_infer(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {len(answers)} answer(s) to {args.output}")
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .api.evaluation import EvaluationSpec
+    from .launcher.evaluate import (
+        EVAL_DIR,
+        EvalFileError,
+        adapter_base,
+        endpoint_answerer,
+        evaluate,
+        load_eval_rows,
+        local_answerer,
+    )
+
+    gate = None
+    if args.gate_metric or args.min is not None or args.min_improvement is not None:
+        gate = {"metric": args.gate_metric or "rougeL", "minimum": args.min, "minImprovement": args.min_improvement}
+    fields = {"datasets": [{"source": d} for d in args.dataset], "baseline": not args.no_baseline, "gate": gate,
+              "maxNewTokens": args.max_new_tokens, "timeoutSeconds": args.timeout_seconds,
+              **({"metrics": args.metrics.split(",")} if args.metrics else {})}  # fmt: skip
+    from .api.validate import SpecError, parse_resource
+
+    try:  # the same checks and CEL rules as spec.evaluation, errors named by the option's field
+        parse_resource({"apiVersion": "modelforge.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "eval"},
+                        "spec": {"model": {"source": "eval"}, "datasets": [{"source": "eval"}],
+                                 "hyperparameters": {"epochs": 1}, "evaluation": _drop_none(fields)}})  # fmt: skip
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(f"error: {str(problem).replace('spec.evaluation.', '')}", file=sys.stderr)
+        return 2
+    spec = EvaluationSpec.model_validate(_drop_none(fields))
+    try:
+        rows = load_eval_rows([(Path(d), args.samples) for d in args.dataset])
+    except EvalFileError as exc:
+        print("\n".join(exc.problems[:10]), file=sys.stderr)
+        return 1
+    tokens = spec.max_new_tokens
+    if args.endpoint:
+        key = _api_key(args)
+        tuned = endpoint_answerer(args.endpoint, model=args.model, api_key=key, max_new_tokens=tokens)
+        base_name = args.baseline
+        base = endpoint_answerer(args.endpoint, model=base_name, api_key=key, max_new_tokens=tokens) if base_name \
+            else None  # fmt: skip
+    else:
+        target = _local_target(args)
+        tuned = local_answerer(target, max_new_tokens=tokens)
+        base_source = args.baseline or (
+            (target.model or adapter_base(Path(target.adapter))) if target.adapter else None
+        )
+        base_model = LocalModel(base_source, None, args.model_type, args.template, args.trust_remote_code)
+        base = local_answerer(base_model, max_new_tokens=tokens) if base_source else None
+    if spec.baseline and base is None:
+        print("note: no base model to compare with (give --baseline, or --no-baseline); scoring the model alone",
+              file=sys.stderr)  # fmt: skip
+    out = Path(args.output or EVAL_DIR)
+    result = evaluate(spec, rows, tuned, base if spec.baseline else None, out,
+                      say=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip
+    print(f"results: {out / 'results.jsonl'}; report: {out / 'report.md'}")
+    (out / "summary.json").write_text(json.dumps(result.status.to_wire(), indent=2) + "\n")
+    if result.status.error and not result.status.metrics:
+        return 1
+    return 1 if result.status.passed is False or (gate and result.status.passed is None) else 0
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -833,6 +903,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="directory to write the model into")
     p.add_argument("--dataset", help="also write a chat dataset (JSONL, messages format) here")
     p.add_argument("--rows", type=int, default=64, help="rows of the dataset")
+    p.add_argument("--eval-dataset", metavar="PATH",
+                   help="also write 20 held-out questions of the dataset's domain with reference answers (JSONL, "
+                        "query/response), for spec.evaluation")  # fmt: skip
     p.add_argument("--hidden", type=_at_least(16), metavar="SIZE",
                    help="hidden size of the text model, a multiple of 8 (4 attention heads of SIZE/4 each; default "
                         "64); 128 or 256 for vLLM's CPU build, whose attention takes head sizes 32, 64, 80, ... "
@@ -849,6 +922,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", required=True, help=".txt (one per line) or JSONL with messages/query")
     p.add_argument("--output", required=True, help="results.jsonl")
     p.set_defaults(handler=cmd_infer)
+
+    text = "score a model on questions with reference answers, against a baseline, with an optional gate"
+    p = _command(sub, "eval", help=text, description=text[0].upper() + text[1:] + " (the evaluation a FineTuneJob's "
+                 "spec.evaluation runs after training; docs/evaluation.md). Exit 0: passed or no gate; 1: the gate "
+                 "failed or nothing could be scored; 2: bad options.")  # fmt: skip
+    _add_local_model_args(p)
+    p.add_argument("--dataset", action="append", required=True, metavar="FILE",
+                   help='JSONL rows {"messages": [...]} ending with the reference answer, or {"query", "response"} '
+                        "(repeatable)")  # fmt: skip
+    p.add_argument("--samples", type=_at_least(1), metavar="N", help="only the first N rows of each file")
+    p.add_argument("--baseline", metavar="MODEL",
+                   help="the model to compare with: a local model directory, or with --endpoint a served model name "
+                        "(default with --adapter: the adapter's base model)")  # fmt: skip
+    p.add_argument("--no-baseline", action="store_true", help="score the model alone")
+    p.add_argument("--metrics", help="comma-separated: exactMatch, contains, rougeL, bleu, chrf "
+                                     "(default: rougeL,bleu,exactMatch,contains)")  # fmt: skip
+    p.add_argument("--gate-metric", metavar="METRIC", help="the metric the gate reads (default rougeL)")
+    p.add_argument("--min", type=float, metavar="SCORE", help="gate: the model's score must be at least this (0-100)")
+    p.add_argument("--min-improvement", type=float, metavar="POINTS",
+                   help="gate: the model's score minus the baseline's must be at least this")  # fmt: skip
+    p.add_argument("--timeout-seconds", type=_at_least(10), default=3600, help="budget for the whole evaluation")
+    p.add_argument("--output", metavar="DIR", help="where results.jsonl, report.md, scores.png go (default: ./eval)")
+    p.set_defaults(handler=cmd_eval)
 
     p = _command(sub, "chat", help="ask a local model one question")
     _add_local_model_args(p)

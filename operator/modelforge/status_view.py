@@ -9,6 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .api.evaluation import EvaluationStatus
+from .plan.evaluation import report_lines
+from .plan.phases import not_promoted
+
 FINISHED = {"Succeeded": 0, "Failed": 1}  # phase -> the exit code of `watch`
 BAR = 30
 SPARK = "▁▂▃▄▅▆▇█"  # eight levels, lowest first
@@ -45,6 +49,17 @@ def loss_line(history: Any, ascii_only: bool = False) -> str:
     return f"  loss        {spark}  {values[0]:.4g} -> {values[-1]:.4g}"
 
 
+def evaluation_lines(reported: Any) -> list[str]:
+    """status.evaluation as the table `modelforge run` printed (plan/evaluation.py report_lines)."""
+    if not isinstance(reported, dict):
+        return []
+    try:
+        table = report_lines(EvaluationStatus.model_validate(reported))
+    except ValueError:
+        return []
+    return [f"  {'evaluation' if i == 0 else '':<11} {line}" for i, line in enumerate(table)]
+
+
 def describe(obj: dict[str, Any], ascii_only: bool = False) -> list[str]:
     """The lines to print; `ascii_only` draws the loss sparkline in ASCII (for an output that cannot
     encode the block characters)."""
@@ -67,12 +82,20 @@ def describe(obj: dict[str, Any], ascii_only: bool = False) -> list[str]:
             lines.append(f"  checkpoint  {status['latestCheckpoint']}")
         for key, value in (status.get("outputs") or {}).items():
             lines.append(f"  output      {key}: {value}")
+        lines += evaluation_lines(status.get("evaluation"))
         serve = (obj.get("spec") or {}).get("serve")
         if status.get("serveName"):
             lines.append(f"  serve       ModelServe {status['serveName']} (spec.serve)")
         elif isinstance(serve, dict):
             name = serve.get("name") or meta.get("name", "?")
-            lines.append(f"  serve       ModelServe {name}, created when the job succeeds (spec.serve)")
+            blocked = not_promoted(status.get("conditions") or [])
+            when = (
+                "not created: the evaluation did not promote the output"
+                if blocked
+                else "created when the job "
+                "succeeds" + (" and its evaluation passes" if (obj.get("spec") or {}).get("evaluation") else "")
+            )
+            lines.append(f"  serve       ModelServe {name}, {when} (spec.serve)")
     else:
         made_by = (meta.get("labels") or {}).get("modelforge.io/from-job")  # set on the ModelServe of spec.serve
         if made_by:

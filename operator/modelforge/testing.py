@@ -110,3 +110,16 @@ def write_chat_dataset(path: Path, count: int = 64, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in chat_rows(count, seed)))
     return path
+
+
+def write_eval_dataset(path: Path, count: int = 20, seed: int = 7) -> Path:
+    """Held-out questions of the chat dataset's domain (another seed) with their reference answers, as
+    query/response rows: what a FineTuneJob's spec.evaluation reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for row in chat_rows(count, seed):
+        user, answer = (m["content"] for m in row["messages"][1:])
+        rows.append({"query": user, "response": answer})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

@@ -4,6 +4,7 @@ REAL engine (`swift deploy` with the rendered argv) listening on the pod's IP, s
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -158,6 +159,71 @@ def test_from_finetunejob_waits_then_serves_its_output(kube: Kube, operator: Ope
     deployment = kube.wait_for(lambda: kube.get("Deployment", ns, "chat"), 60, "the Deployment after success")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"{PVC_ROOT}/models/sft/merged" in args, args
+
+
+def evaluated(base: float, tuned: float) -> dict[str, Any]:
+    """A launcher's outcome with spec.evaluation's measurement, as launcher/run.py writes it (the typed contract)."""
+    from modelforge.api.evaluation import EvaluationStatus
+    from modelforge.launcher.outcome import Outcome
+
+    measured = EvaluationStatus.model_validate({"rows": 20, "totalRows": 20, "partial": False, "seconds": 41.0,
+                                                "metrics": [{"name": "rougeL", "base": base, "tuned": tuned}],
+                                                "report": "pvc://models/sft/eval/report.md"})  # fmt: skip
+    outcome = Outcome("Succeeded", "Completed", "trained 100 step(s)", exit_code=0, last_step=100, total_steps=100,
+                      outputs={"adapter": "pvc://models/sft/run/checkpoint-100", "mergedModel": "pvc://models/sft/merged"},
+                      evaluation=measured.to_wire())  # fmt: skip
+    return json.loads(outcome.to_json())
+
+
+GATE = {"datasets": [{"source": "pvc://data/eval.jsonl"}], "gate": {"metric": "rougeL", "minImprovement": 5}}
+
+
+def test_an_evaluation_below_its_gate_promotes_nothing(kube: Kube, operator: OperatorProcess, ns: str,
+                                                       kubeconfig: Path) -> None:  # fmt: skip
+    """spec.evaluation's gate on the real API server: the job ends Succeeded with Promoted=False, kubectl shows
+    the verdict (EVAL column, describe), spec.serve creates no ModelServe, and one naming the job waits."""
+    kube.claim(ns, "data")
+    kube.claim(ns, "models")
+    kube.create(finetunejob(ns, output={"claimName": "models", "merge": True}, evaluation=GATE, serve={"name": "chat"}))
+    pod = running_pods(kube, ns, "sft", 1, 1)[0]
+    kube.create(serve(ns, name="by-hand", model={"fromFineTuneJob": "sft"}))
+    kube.finish_pod(ns, pod["metadata"]["name"], 0, message=evaluated(30.0, 31.2))
+    promoted = kube.wait_for(
+        lambda: next((c for c in (kube.get("FineTuneJob", ns, "sft") or {}).get("status", {}).get("conditions", [])
+                      if c["type"] == "Promoted"), None), 30, "the Promoted condition")  # fmt: skip
+    assert (promoted["status"], promoted["reason"]) == ("False", "EvaluationBelowThreshold"), promoted
+    assert "+1.2 over the base model (30) < minImprovement +5" in promoted["message"], promoted
+    table = kubectl(kubeconfig, "get", "ftj", "sft", "-n", ns).stdout
+    assert "EVAL" in table and "Succeeded" in table and "rougeL 31.2 (+1.2) fail" in table, table
+    described = kubectl(kubeconfig, "describe", "ftj", "sft", "-n", ns).stdout
+    assert "EvaluationBelowThreshold" in described and "Promoted" in described, described
+
+    def not_promoted() -> dict[str, Any] | None:
+        conditions = (kube.get("ModelServe", ns, "by-hand") or {}).get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "ModelAvailable" and c["reason"] == "NotPromoted"), None)
+
+    waiting = kube.wait_for(not_promoted, 30, "the ModelServe waiting with NotPromoted")
+    assert "FineTuneJob sft is not promoted" in waiting["message"], waiting
+    events = {e["reason"] for e in kube.events(ns, "sft")}
+    assert "EvaluationBelowThreshold" in events, events
+    # Nothing was created for the output: the reconcile that wrote Promoted=False would have created it.
+    assert kube.get("ModelServe", ns, "chat") is None and kube.get("Deployment", ns, "by-hand") is None
+    assert "serveName" not in kube.get("FineTuneJob", ns, "sft")["status"]
+
+
+def test_an_evaluation_that_passes_its_gate_serves(kube: Kube, operator: OperatorProcess, ns: str) -> None:
+    kube.claim(ns, "data")
+    kube.claim(ns, "models")
+    kube.create(finetunejob(ns, output={"claimName": "models", "merge": True}, evaluation=GATE, serve={"name": "chat"}))
+    pod = running_pods(kube, ns, "sft", 1, 1)[0]
+    kube.finish_pod(ns, pod["metadata"]["name"], 0, message=evaluated(30.0, 41.0))
+    created = kube.wait_for(lambda: kube.get("ModelServe", ns, "chat"), 30, "the ModelServe of spec.serve")
+    assert created["spec"]["model"] == {"fromFineTuneJob": "sft"}
+    status = kube.get("FineTuneJob", ns, "sft")["status"]
+    promoted = next(c for c in status["conditions"] if c["type"] == "Promoted")
+    assert (promoted["status"], promoted["reason"]) == ("True", "EvaluationPassed"), promoted
+    assert status["evaluation"]["summary"] == "rougeL 41 (+11) pass" and status["serveName"] == "chat"
+    kube.wait_for(lambda: kube.get("Deployment", ns, "chat"), 60, "the serve's Deployment")
 
 
 def test_children_follow_the_spec_and_hand_edits_are_reverted(kube: Kube, operator: OperatorProcess, ns: str,

@@ -40,6 +40,7 @@ def serve(**spec: Any) -> dict[str, Any]:
 
 
 HP = {"epochs": 1}
+EVAL = {"datasets": [{"source": "pvc://data/eval.jsonl"}]}
 
 
 def named(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -96,6 +97,36 @@ CASES: list[tuple[str, dict, dict, str]] = [
         ftj(output={"claimName": "m", "merge": True}, distributed={"runtime": "torchrun"}),
         ftj(output={"claimName": "m", "merge": True}, distributed={"runtime": "ray"}),
         "spec.output.merge",
+    ),
+    (
+        "evaluation is not supported with distributed.runtime ray",
+        ftj(evaluation=EVAL, distributed={"runtime": "torchrun"}),
+        ftj(evaluation=EVAL, distributed={"runtime": "ray"}),
+        "spec.evaluation",
+    ),
+    (
+        "an evaluation dataset is a file on a claim",
+        ftj(evaluation={"datasets": [{"source": "pvc://data/eval.jsonl"}]}),
+        ftj(evaluation={"datasets": [{"source": "https://example.com/eval.jsonl"}]}),
+        "spec.evaluation.datasets[0].source",
+    ),
+    (
+        "a gate needs minimum, minImprovement or both",
+        ftj(evaluation={**EVAL, "gate": {"metric": "rougeL", "minImprovement": 0}}),
+        ftj(evaluation={**EVAL, "gate": {"metric": "rougeL"}}),
+        "spec.evaluation.gate",
+    ),
+    (
+        "evaluation.gate.metric must be one of evaluation.metrics",
+        ftj(evaluation={**EVAL, "metrics": ["bleu"], "gate": {"metric": "bleu", "minimum": 5}}),
+        ftj(evaluation={**EVAL, "metrics": ["bleu"], "gate": {"metric": "rougeL", "minimum": 5}}),
+        "spec.evaluation.gate.metric",
+    ),
+    (
+        "evaluation.gate.minImprovement compares with the base model",
+        ftj(evaluation={**EVAL, "baseline": False, "gate": {"metric": "rougeL", "minimum": 5}}),
+        ftj(evaluation={**EVAL, "baseline": False, "gate": {"metric": "rougeL", "minImprovement": 5}}),
+        "spec.evaluation.gate.minImprovement",
     ),
     (
         "without offload needs more than one GPU",
@@ -240,6 +271,7 @@ IMMUTABLE = [
     "datasets",
     "validation",
     "multimodal",
+    "evaluation",
     "hyperparameters",
     "output",
 ]
@@ -254,12 +286,13 @@ IMMUTABLE = [
         ("datasets", [{"source": "org/other"}]),
         ("validation", {"splitRatio": 0.2}),
         ("multimodal", {"freezeVit": False}),
+        ("evaluation", {"datasets": [{"source": "pvc://data/other.jsonl"}]}),
         ("hyperparameters", {"epochs": 2}),
         ("output", {"claimName": "elsewhere"}),
     ],
 )
 def test_training_fields_are_immutable_after_creation(field, new_value):
-    old = ftj(lora={"rank": 8}, validation={"splitRatio": 0.1}, output={"claimName": "models"})
+    old = ftj(lora={"rank": 8}, validation={"splitRatio": 0.1}, output={"claimName": "models"}, evaluation=EVAL)
     new = copy.deepcopy(old)
     new["spec"][field] = new_value
     problems = validate_document(new, old=old)

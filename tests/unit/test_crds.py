@@ -76,7 +76,7 @@ def test_structural_checker_finds_each_kind_of_problem():
 @pytest.mark.parametrize(
     ("resource", "short", "columns"),
     [
-        (FINETUNEJOB, "ftj", ["Phase", "Method", "GPUs", "Progress", "Loss", "Age"]),
+        (FINETUNEJOB, "ftj", ["Phase", "Method", "GPUs", "Progress", "Loss", "Eval", "Age"]),
         (MODELSERVE, "mserve", ["Phase", "Model", "TP", "Ready", "Endpoint", "Age"]),
     ],
     ids=["FineTuneJob", "ModelServe"],

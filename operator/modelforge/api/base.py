@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import GetJsonSchemaHandler, JsonSchemaValue
-from pydantic_core import CoreSchema
+from pydantic_core import CoreSchema, to_jsonable_python
 
 GROUP = "modelforge.io"
 VERSION = "v1alpha1"
@@ -70,7 +70,7 @@ class ApiModel(BaseModel):
         for name, info in cls.model_fields.items():
             if info.default_factory is not None:
                 value = info.default_factory()  # type: ignore[call-arg]
-                default = value.to_wire() if isinstance(value, ApiModel) else value
+                default = value.to_wire() if isinstance(value, ApiModel) else to_jsonable_python(value)
                 target["properties"][info.alias or name]["default"] = default
         return schema
 

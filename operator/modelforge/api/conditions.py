@@ -20,6 +20,9 @@ class ConditionType(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    # With spec.evaluation, once the job succeeded: True when its output may be served (the gate passed, or
+    # there is no gate), False when the evaluation failed its gate or could not run. Not part of the phase.
+    PROMOTED = "Promoted"
     # ModelServe
     MODEL_AVAILABLE = "ModelAvailable"
     READY = "Ready"
@@ -68,9 +71,15 @@ class Reason(StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     RESTART_LIMIT_EXCEEDED = "RestartLimitExceeded"
     UNKNOWN = "Unknown"
+    # Evaluation (condition Promoted)
+    EVALUATION_PASSED = "EvaluationPassed"
+    EVALUATION_RECORDED = "EvaluationRecorded"  # no gate: scores recorded, output promoted
+    EVALUATION_BELOW_THRESHOLD = "EvaluationBelowThreshold"
+    EVALUATION_FAILED = "EvaluationFailed"  # it could not run or recorded nothing: not promoted
     # Serving
     WAITING_FOR_MODEL = "WaitingForModel"
     MODEL_FAILED = "ModelFailed"  # the FineTuneJob that was to produce the model failed
+    NOT_PROMOTED = "NotPromoted"  # the FineTuneJob succeeded but its evaluation did not pass its gate
     LOADING = "Loading"
     RESOLVED = "Resolved"  # the model's source is known; no engine has listed it yet
     SERVING = "Serving"

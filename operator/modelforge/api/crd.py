@@ -52,6 +52,7 @@ FINETUNEJOB = Resource(
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
         {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
+        {"name": "Eval", "type": "string", "jsonPath": ".status.evaluation.summary"},
         {"name": "ETA", "type": "string", "jsonPath": ".status.progress.eta", "priority": 1},
         {"name": "Model", "type": "string", "jsonPath": ".spec.model.source", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from .base import ApiModel, CelRule, LabelName, ResourceName, ServeName, Str1k, Str63, Str253, TrainExtraArgs
 from .common import Condition, Dtype, Hub, PodResources, SecretKeyRef, VolumeLocation
+from .evaluation import EvaluationSpec, EvaluationStatus
 from .modelserve import ModelServeSpec, ServedModel
 
 
@@ -462,6 +463,13 @@ class FineTuneJobSpec(ApiModel):
             ".output.merge",
         ),
         CelRule(
+            "!has(self.evaluation) || !has(self.distributed) || !has(self.distributed.runtime) || "
+            "self.distributed.runtime != 'ray'",
+            "evaluation is not supported with distributed.runtime ray (it would run on the Ray head, which has no "
+            "GPU): use runtime torchrun, or evaluate afterwards with `modelforge eval`",
+            ".evaluation",
+        ),
+        CelRule(
             "!has(self.output) || !self.output.merge || self.method != 'full'",
             "output.merge merges a LoRA adapter; a full fine-tune already writes the whole model",
             ".output.merge",
@@ -482,6 +490,7 @@ class FineTuneJobSpec(ApiModel):
                 "datasets",
                 "validation",
                 "multimodal",
+                "evaluation",
                 "hyperparameters",
                 "output",
             )
@@ -529,7 +538,15 @@ class FineTuneJobSpec(ApiModel):
         description="true stops the running attempt (outputs and checkpoints are kept); false resumes from the "
         "newest checkpoint.",
     )
-    serve: ServeTemplate | None = Field(default=None, description="Serve the result automatically on success.")
+    evaluation: EvaluationSpec | None = Field(
+        default=None,
+        description="After training, answer held-out questions with the tuned and the base model, score both, and "
+        "promote the output to spec.serve (and fromFineTuneJob) only when the gate passes.",
+    )
+    serve: ServeTemplate | None = Field(
+        default=None,
+        description="Serve the result automatically on success (once its evaluation, if any, passed its gate).",
+    )
     extra_args: TrainExtraArgs | None = Field(
         default=None,
         description="Extra `swift sft` arguments, appended last, passed as an argv list (no shell). A flag carrying a "
@@ -625,7 +642,8 @@ class FineTuneJobStatus(ApiModel):
         description="Pending, Queued, Starting, Running, Restarting, Succeeded, Failed or Suspended.",
     )
     conditions: Annotated[list[Condition], Field(max_length=16)] | None = Field(
-        default=None, description="Validated, Admitted, Running, Succeeded, Failed, Suspended."
+        default=None,
+        description="Validated, Admitted, Running, Succeeded, Failed, Suspended, Promoted (with spec.evaluation).",
     )
     observed_generation: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="metadata.generation last acted on."
@@ -643,6 +661,9 @@ class FineTuneJobStatus(ApiModel):
     plan: PlanStatus | None = Field(default=None, description="Capacity plan.")
     latest_checkpoint: Str1k | None = Field(default=None, description="Newest complete checkpoint.")
     outputs: Outputs | None = Field(default=None, description="Results.")
+    evaluation: EvaluationStatus | None = Field(
+        default=None, description="The evaluation's scores (base, tuned, delta) and the gate's verdict."
+    )
     serve_name: ResourceName | None = Field(default=None, description="ModelServe created from spec.serve.")
     start_time: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="First attempt start.")
     completion_time: Annotated[str, Field(max_length=64)] | None = Field(

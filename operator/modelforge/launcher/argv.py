@@ -66,15 +66,22 @@ def _method_args(spec: FineTuneJobSpec) -> list[str]:
         "--lora_dropout", str(DEFAULT_LORA_DROPOUT if lora.dropout is None else lora.dropout),
         "--target_modules", *lora.target_modules,
     ]  # fmt: skip
-    if spec.method == Method.QLORA:
-        quant = spec.quantization or QuantizationSpec()
-        args += ["--quant_method", "bnb", "--quant_bits", str(quant.bits)]
-        if quant.bits == 4:
-            args += [
-                "--bnb_4bit_quant_type", quant.type.value,
-                "--bnb_4bit_use_double_quant", _bool(quant.double_quant),
-                "--bnb_4bit_compute_dtype", quant.compute_dtype.value,
-            ]  # fmt: skip
+    return args + quant_args(spec)
+
+
+def quant_args(spec: FineTuneJobSpec) -> list[str]:
+    """method qlora: how ms-swift quantizes the base weights as it loads them (for `swift sft` and, so that the
+    evaluation fits the same GPU, for `swift infer`); nothing for the other methods."""
+    if spec.method != Method.QLORA:
+        return []
+    quant = spec.quantization or QuantizationSpec()
+    args = ["--quant_method", "bnb", "--quant_bits", str(quant.bits)]
+    if quant.bits == 4:
+        args += [
+            "--bnb_4bit_quant_type", quant.type.value,
+            "--bnb_4bit_use_double_quant", _bool(quant.double_quant),
+            "--bnb_4bit_compute_dtype", quant.compute_dtype.value,
+        ]  # fmt: skip
     return args
 
 

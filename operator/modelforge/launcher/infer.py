@@ -6,9 +6,11 @@ import json
 import os
 import sys
 import tempfile
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .dataset import RowError, iter_rows
 from .remote_code import TRUST_ENV
@@ -62,9 +64,10 @@ class LocalModel:
     model_type: str | None = None
     template: str | None = None
     trust_remote_code: bool = False  # the model's own code (launcher/remote_code.py); off unless asked
+    extra: tuple[str, ...] = ()  # more `swift infer` arguments (a QLoRA job's quantization: launcher/argv.py)
 
     def args(self) -> list[str]:
-        args = []
+        args = [*self.extra]
         if self.model:
             args += ["--model", self.model]
         if self.adapter:
@@ -76,27 +79,57 @@ class LocalModel:
         return args
 
 
-def infer_local(
-    target: LocalModel, rows: list[dict[str, Any]], output: Path, *, max_new_tokens: int = 256
-) -> list[dict[str, Any]]:
-    """Answer every row with `swift infer --infer_backend pt`; results (one JSON per line) go to `output`."""
-    output.parent.mkdir(parents=True, exist_ok=True)
+WRITE_BATCH = 8  # swift infer writes its results every this many rows: what a cut run keeps
+
+
+def swift_answers(
+    target: LocalModel,
+    rows: list[dict[str, Any]],
+    *,
+    max_new_tokens: int = 256,
+    deadline: float | None = None,
+    env: Mapping[str, str] | None = None,
+    sink: IO[str] | None = None,
+) -> tuple[list[str], bool]:
+    """The answers of `swift infer --infer_backend pt` (greedy) to `rows`, in order, and whether `deadline`
+    (time.monotonic()) stopped it: then the answers are those of the leading rows written before it."""
     with tempfile.TemporaryDirectory(prefix="modelforge-infer-") as tmp:
         questions = Path(tmp) / "questions.jsonl"
         questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
         raw = Path(tmp) / "raw.jsonl"
         argv = [sys.executable, "-m", "modelforge.launcher.remote_code", "infer", *target.args(),
                 "--infer_backend", "pt", "--val_dataset", str(questions), "--result_path", str(raw),
-                "--max_new_tokens", str(max_new_tokens), "--temperature", "0", "--stream", "false"]  # fmt: skip
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", TRUST_ENV: "1" if target.trust_remote_code else "0"}
-        finished = supervise(argv, env=env, sink=None)
-        if finished.returncode != 0 or not raw.exists():
+                "--max_new_tokens", str(max_new_tokens), "--temperature", "0", "--stream", "false",
+                "--write_batch_size", str(WRITE_BATCH)]  # fmt: skip
+        base = dict(os.environ if env is None else env)
+        for key in ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            base.pop(key, None)  # one process: a training pod's torchrun variables would start ranks
+        child_env = {**base, "TOKENIZERS_PARALLELISM": "false", TRUST_ENV: "1" if target.trust_remote_code else "0"}
+
+        def out_of_time() -> str | None:
+            return "the time budget ran out" if deadline is not None and time.monotonic() > deadline else None
+
+        finished = supervise(argv, env=child_env, sink=sink, tick=out_of_time if deadline is not None else None)
+        results = []
+        if raw.exists():
+            for line in raw.read_text().splitlines():
+                try:
+                    results.append(json.loads(line))
+                except ValueError:
+                    break  # a line cut by the stop
+        cut = finished.stopped is not None
+        if not cut and (finished.returncode != 0 or len(results) != len(rows)):
             tail = "".join(finished.tail[-10:])
             raise InferenceError(f"swift infer failed (exit {finished.returncode}):\n{tail}")
-        results = [json.loads(line) for line in raw.read_text().splitlines() if line.strip()]
-    answers = [
-        {"messages": row["messages"], "response": result.get("response")}
-        for row, result in zip(rows, results, strict=True)
-    ]
+    return [str(r.get("response") or "") for r in results[: len(rows)]], cut
+
+
+def infer_local(
+    target: LocalModel, rows: list[dict[str, Any]], output: Path, *, max_new_tokens: int = 256
+) -> list[dict[str, Any]]:
+    """Answer every row with `swift infer --infer_backend pt`; results (one JSON per line) go to `output`."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    texts, _ = swift_answers(target, rows, max_new_tokens=max_new_tokens)
+    answers = [{"messages": row["messages"], "response": text} for row, text in zip(rows, texts, strict=True)]
     output.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
     return answers

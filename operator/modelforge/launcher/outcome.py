@@ -65,6 +65,8 @@ class Outcome:
     total_steps: int | None = None
     last_checkpoint: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    # spec.evaluation's measurement (api/evaluation.py EvaluationStatus, camelCase): the operator judges it
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def process_exit_code(self) -> int:

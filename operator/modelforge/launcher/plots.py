@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 SIZE_INCHES, DPI = (8.0, 6.0), 100  # an 800 x 600 PNG
 
@@ -67,4 +68,43 @@ def write_loss_plot(logging_jsonl: Path, out: Path) -> tuple[Path | None, str]:
         figure.savefig(out, dpi=DPI)
     except Exception as exc:  # matplotlib's own errors too: a picture never fails a finished training
         return None, f"no loss plot: {type(exc).__name__}: {str(exc)[:200]}"
+    return out, ""
+
+
+def write_score_chart(status: Any, out: Path, labels: tuple[str, str] = ("base", "tuned")) -> tuple[Path | None, str]:
+    """Base vs tuned per metric (api/evaluation.py EvaluationStatus) as grouped bars; (out, "") or (None, why)."""
+    metrics = [m for m in status.metrics or () if m.tuned is not None]
+    if not metrics:
+        return None, "no score chart: nothing was scored"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None, "no score chart: matplotlib is not installed (pip install matplotlib)"
+    try:
+        figure = Figure(figsize=SIZE_INCHES, dpi=DPI)
+        axes = figure.subplots()
+        width = 0.38
+        positions = list(range(len(metrics)))
+        if any(m.base is not None for m in metrics):
+            bars = axes.bar([p - width / 2 for p in positions], [m.base or 0.0 for m in metrics], width,
+                            label=labels[0], color="tab:gray")  # fmt: skip
+            axes.bar_label(bars, fmt="%.1f")
+        bars = axes.bar([p + width / 2 for p in positions], [m.tuned for m in metrics], width, label=labels[1],
+                        color="tab:blue")  # fmt: skip
+        axes.bar_label(bars, fmt="%.1f")
+        axes.set_xticks(positions, [str(m.name) for m in metrics])
+        axes.set_ylim(0, 105)
+        axes.set_ylabel("score (0-100)")
+        title = f"{status.rows} of {status.total_rows} question(s)" + (" (partial)" if status.partial else "")
+        axes.set_title(title)
+        axes.legend()
+        axes.grid(axis="y", alpha=0.3)
+        figure.tight_layout()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(out, dpi=DPI)
+    except Exception as exc:  # a picture never fails an evaluation
+        return None, f"no score chart: {type(exc).__name__}: {str(exc)[:200]}"
     return out, ""

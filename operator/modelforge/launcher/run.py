@@ -14,18 +14,20 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ..api.conditions import Reason
 from ..api.finetunejob import FineTuneJobSpec, Method, ResumePolicy, Runtime
 from ..paths import PVC_ROOT, RUN_DIR, pod_path, split_uri
 from ..plan.performance import switches
 from ..plan.resolve import PlanError, resolve
-from .argv import LaunchContext, build_sft_argv
+from .argv import LaunchContext, build_sft_argv, quant_args
 from .checkpoints import list_checkpoints, mark_bad, missing_parts, newest_complete, resume_failure, set_aside
 from .dataset import FileReport, TokenCounter, check_file, is_local_source
 from .devices import capabilities
 from .distributed import EnvironmentError_, World, rank_command, ray_command
+from .evaluate import EVAL_DIR, EvalFileError, EvalRow, evaluate, load_eval_rows, local_answerer
+from .infer import LocalModel
 from .media import media_env, media_root_for
 from .outcome import Outcome, classify, failure, redact_outcome, secret_values, write_termination_message
 from .plots import write_loss_plot
@@ -94,6 +96,8 @@ class Prepared:
     resume_from: Path | None
     tokens_per_step: float | None
     notes: list[str]
+    model: str = ""  # spec.model.source resolved (a path here, or a hub id)
+    eval_rows: list[EvalRow] = field(default_factory=list)  # spec.evaluation's questions, read by pre-flight
 
 
 class Stop(Exception):
@@ -190,6 +194,25 @@ def preflight(spec: FineTuneJobSpec, opts: RunOptions, model: str) -> tuple[list
     return train, val, reports
 
 
+def preflight_evaluation(spec: FineTuneJobSpec, opts: RunOptions) -> list[EvalRow]:
+    """spec.evaluation's files, every row read now (before any GPU time): DataError naming file:line."""
+    if spec.evaluation is None:
+        return []
+    files = [(Path(_resolve_source(d.source, opts, "evaluation dataset")), d.samples) for d in spec.evaluation.datasets]
+    try:
+        rows = load_eval_rows(files)
+    except EvalFileError as exc:
+        raise Stop(
+            failure(
+                Reason.DATA_ERROR,
+                f"evaluation pre-flight found {len(exc.problems)} problem(s); first: {exc.problems[0]}",
+                decisive_lines=exc.problems[:10],
+            )
+        ) from None
+    opts.say(f"evaluation: {len(rows)} question(s) with reference answers in {len(files)} file(s)")
+    return rows
+
+
 def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
     """Everything before ms-swift starts. Raises Stop with a classified outcome on any problem."""
     notes: list[str] = []
@@ -212,6 +235,7 @@ def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
     if is_local_source(model) and (problem := remote_code_problem(Path(model), spec.model.trust_remote_code)):
         raise Stop(failure(Reason.CONFIG_ERROR, problem))
     train, val, reports = preflight(spec, opts, model)
+    eval_rows = preflight_evaluation(spec, opts)
 
     run_dir = opts.output_root / RUN_DIR
     resume_from = None
@@ -243,7 +267,7 @@ def prepare(spec: FineTuneJobSpec, opts: RunOptions) -> Prepared:
     if means:
         per_step = spec.hyperparameters.batch_size_per_device * resolved.gradient_accumulation * resolved.world_size
         tokens_per_step = sum(means) / len(means) * per_step
-    return Prepared(argv, env, reports, resume_from, tokens_per_step, notes)
+    return Prepared(argv, env, reports, resume_from, tokens_per_step, notes, model, eval_rows)
 
 
 def _display(path: Path, opts: RunOptions) -> str:
@@ -285,9 +309,10 @@ def run_attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):  # supervise() has its own while a child runs
             previous[signum] = signal.signal(signum, _raise_terminated)
+    cleanup: list[Callable[[], None]] = []
     try:
         opts.say(f"modelforge launcher: job {opts.name}, {opts.world.describe()}, device {opts.device}")
-        outcome = _attempt(spec, opts, stage)
+        outcome = _attempt(spec, opts, stage, cleanup)
     except Stop as stop:
         outcome = stop.outcome
     except EnvironmentError_ as exc:
@@ -298,6 +323,8 @@ def run_attempt(spec: FineTuneJobSpec, opts: RunOptions) -> Outcome:
     except Exception as exc:  # a bug of ours (or MemoryError): still a classified outcome, never a traceback
         outcome = failure(Reason.UNKNOWN, f"internal error {stage[0]}: {_where(exc)}; report it with this line")
     finally:
+        for release in cleanup:
+            release()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     said = redact_outcome(outcome, secret_values(opts.env))  # the log is read by people, as status is
@@ -349,7 +376,7 @@ class NewestCheckpoint:
         return None
 
 
-def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str]) -> Outcome:
+def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str], cleanup: list[Callable[[], None]]) -> Outcome:
     started = time.monotonic()
     prepared = prepare(spec, opts)
     preflight_seconds = round(time.monotonic() - started, 2)
@@ -383,9 +410,9 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str]) -> Outco
     )
     tracker.poll()  # a resumed run appends: start from what is already there
     tracker.mark_start()  # ...and its SLIs count from this attempt's first step
-    server = None
     if opts.progress_port is not None and opts.world.is_rank0_node:
         server = ProgressServer(tracker, opts.progress_port, opts.progress_host).start()
+        cleanup.append(server.stop)  # it answers until the attempt ends (the evaluation included)
         opts.say(f"progress: http://{opts.progress_host}:{server.port}/progress and /metrics")
 
     if ray:
@@ -425,8 +452,6 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str]) -> Outco
         finished = supervise(command, env={**prepared.env, HEARTBEAT_ENV: str(heartbeats)}, sink=opts.sink,
                              tick=tick, on_terminate=on_terminate)  # fmt: skip
     finally:
-        if server is not None:
-            server.stop()
         began = any(heartbeats.glob("rank-*.json"))  # a rank reached training: its checkpoint had loaded
         shutil.rmtree(heartbeats, ignore_errors=True)
     stage[0] = "after training, before the outcome or the merge; the newest whole checkpoint is kept"
@@ -482,6 +507,10 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str]) -> Outco
             opts.say(f"loss curve: {plot}")
         else:
             opts.say(why_not)
+    evaluation = None
+    if spec.evaluation is not None and opts.world.is_rank0_node and last is not None:
+        stage[0] = "during the evaluation, after training; the trained model is kept"
+        evaluation = _evaluate(spec, opts, prepared, last, merged, record.eval_loss)
     return Outcome(
         "Succeeded",
         Reason.COMPLETED.value,
@@ -491,4 +520,35 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str]) -> Outco
         last_step=record.step,
         total_steps=record.total_steps,
         last_checkpoint=last_checkpoint,
+        evaluation=evaluation or {},
     )
+
+
+def tuned_model(spec: FineTuneJobSpec, base: str, last: Path, merged: Path | None) -> LocalModel:
+    """What the job produced, as `swift infer` loads it: the merged model, the full checkpoint, or base + adapter."""
+    model_type, template = spec.model.model_type, spec.model.template
+    trust, quant = spec.model.trust_remote_code, tuple(quant_args(spec))
+    if merged is not None:
+        return LocalModel(str(merged), None, model_type, template, trust, quant)
+    if spec.method == Method.FULL:
+        return LocalModel(str(last), None, model_type, template, trust)
+    return LocalModel(base, str(last), model_type, template, trust, quant)
+
+
+def _evaluate(
+    spec: FineTuneJobSpec, opts: RunOptions, prepared: Prepared, last: Path, merged: Path | None,
+    eval_loss: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    """spec.evaluation on rank 0 after training: the measurement for the outcome (the operator judges it)."""
+    assert spec.evaluation is not None
+    evaluation = spec.evaluation
+    env = dict(prepared.env)
+    tokens = evaluation.max_new_tokens
+    tuned = local_answerer(tuned_model(spec, prepared.model, last, merged), max_new_tokens=tokens, env=env,
+                           sink=opts.sink)  # fmt: skip
+    base_model = LocalModel(prepared.model, None, spec.model.model_type, spec.model.template,
+                            spec.model.trust_remote_code, tuple(quant_args(spec)))  # fmt: skip
+    base = local_answerer(base_model, max_new_tokens=tokens, env=env, sink=opts.sink) if evaluation.baseline else None
+    result = evaluate(evaluation, prepared.eval_rows, tuned, base, opts.output_root / EVAL_DIR, eval_loss=eval_loss,
+                      display=lambda path: _display(path, opts), say=opts.say)  # fmt: skip
+    return result.status.to_wire()

@@ -358,6 +358,33 @@ def runtime_note(spec: FineTuneJobSpec) -> str | None:
             "ray.enabled")  # fmt: skip
 
 
+# swift infer's pt backend (transformers' generate) answers one question at a time; an assumed decode speed for
+# the note below, not a measurement of the user's GPU (docs/benchmarks.md has the CPU's, docs/evaluation.md why).
+EVAL_TOKENS_PER_SECOND = 20.0
+
+
+def evaluation_note(spec: FineTuneJobSpec, arch: Architecture | None, capacity_gib: float) -> str | None:
+    """What spec.evaluation adds after training: the weights each GPU holds while it answers, and the time."""
+    evaluation = spec.evaluation
+    if evaluation is None:
+        return None
+    models = "the base and the tuned model in turn" if evaluation.baseline else "the tuned model"
+    per_question = evaluation.max_new_tokens / EVAL_TOKENS_PER_SECOND
+    timing = (f"up to {duration_words(per_question)} per question and model ({evaluation.max_new_tokens} new tokens at "
+              f"an assumed {EVAL_TOKENS_PER_SECOND:.0f} tokens/s, one question at a time), at most "
+              f"{duration_words(evaluation.timeout_seconds)} in all (evaluation.timeoutSeconds)")  # fmt: skip
+    if arch is None:
+        return f"evaluation: after training, rank 0 answers the questions with {models} (swift infer); {timing}"
+    bits = (spec.quantization or QuantizationSpec()).bits if spec.method == Method.QLORA else 16
+    gpus = spec.resources.gpus_per_node
+    weights = arch.params_b * 1e9 * bits / 8 / GIB
+    memory = (f"{weights:.1f} GiB of {bits}-bit weights over the pod's {gpus} GPU(s), {weights / gpus:.1f} GiB "
+              "each, once training has freed them")  # fmt: skip
+    if weights / gpus > USABLE_FRACTION * capacity_gib:
+        memory += "; more than a GPU holds: the rest is offloaded to host memory and answers much slower"
+    return f"evaluation: after training, rank 0 loads {models} (swift infer; {memory}); {timing}"
+
+
 def plan(
     spec: FineTuneJobSpec,
     arch: Architecture | None,
@@ -375,7 +402,7 @@ def plan(
         note = (f"not planned: {why}; memory was not checked. Known: Qwen3 0.6B-32B, Qwen3-30B-A3B, Qwen2.5-7B, "
                 "Llama-2 7B/13B, ChatGLM3-6B, or a local directory with config.json")  # fmt: skip
         found = switches(spec, resolved.deepspeed, caps)
-        extra = tuple(n for n in (runtime_note(spec),) if n)
+        extra = tuple(n for n in (runtime_note(spec), evaluation_note(spec, None, capacity)) if n)
         return Plan(resolved, capacity, planned=False, performance=tuple(found),
                     notes=(note, *resolved.notes, *extra))  # fmt: skip
     options = tuple(_option(spec, arch, d, capacity, caps) for d in _candidates(spec, resolved.world_size))
@@ -444,5 +471,7 @@ def plan(
         bound = "" if exact else "at most "
         notes.append(f"duration: {bound}{duration_words(seconds)} for {bound}{tokens:,} tokens, assuming {mfu:.1%} MFU "
                      f"of {settings.peak_tflops:.0f} TFLOP/s per GPU")  # fmt: skip
+    if (evaluated := evaluation_note(spec, arch, capacity)) is not None:
+        notes.append(evaluated)
     return Plan(resolved, capacity, True, fits, chosen, options, verdict, fixes, tuple(found), tokens, exact,
                 seconds, mfu, tuple(notes))  # fmt: skip

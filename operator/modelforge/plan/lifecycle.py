@@ -29,6 +29,7 @@ from ..api.finetunejob import (
 )
 from ..api.redact import redact
 from .capacity import PlanSettings, plan
+from .evaluation import judge, measured_status, promotion
 from .models import guess
 from .phases import job_phase_of, set_condition, timestamp, without_refusals
 from .pods import pod_trouble
@@ -392,10 +393,11 @@ class _Builder:
     def drop(self, kind: ConditionType) -> None:
         self.status["conditions"] = [c for c in self.status.get("conditions") or [] if c.get("type") != kind]
 
-    def warn(self, kind: ConditionType, reason: Reason, message: str) -> None:
-        """A warning about `kind` besides the step's event: posted once, when that condition takes this reason."""
+    def warn(self, kind: ConditionType, reason: Reason, message: str, level: str = "Warning") -> None:
+        """An event about `kind` besides the step's event (a warning unless `level` says Normal): posted once,
+        when that condition takes this reason."""
         if self._old_reasons.get(kind.value) != reason:
-            self._warnings.append(("Warning", str(reason), message))
+            self._warnings.append((level, str(reason), message))
 
     def done(self) -> Decision:
         phase = self.current
@@ -530,13 +532,33 @@ def _start_attempt(b: _Builder, spec: FineTuneJobSpec, attempt: int) -> None:
     b.announce(Reason.STARTING, message)
 
 
-def _completed(b: _Builder, attempt: int, outcome: dict[str, Any] | None) -> None:
+def _completed(b: _Builder, spec: FineTuneJobSpec, attempt: int, outcome: dict[str, Any] | None) -> None:
     _record_outcome(b, outcome)
     message = (outcome or {}).get("message") or f"attempt {attempt} completed"
-    b.condition(ConditionType.RUNNING, False, Reason.COMPLETED, message)
-    b.condition(ConditionType.SUCCEEDED, True, Reason.COMPLETED, message)
+    if not isinstance(message, str):
+        message = f"attempt {attempt} completed"
+    b.condition(ConditionType.RUNNING, False, Reason.COMPLETED, message[:1024])
+    b.condition(ConditionType.SUCCEEDED, True, Reason.COMPLETED, message[:1024])
     b.status["completionTime"] = timestamp(b.now)
-    b.announce(Reason.COMPLETED, message)
+    b.announce(Reason.COMPLETED, message[:1024])
+    _promotion(b, spec, (outcome or {}).get("evaluation"))
+
+
+def _promotion(b: _Builder, spec: FineTuneJobSpec, reported: Any) -> None:
+    """With spec.evaluation: the launcher's scores judged against the spec's gate (plan/evaluation.py) into
+    status.evaluation, and the condition Promoted that spec.serve and fromFineTuneJob wait for."""
+    if spec.evaluation is None:
+        return
+    measured = measured_status(reported)
+    judged = judge(spec.evaluation, measured) if measured is not None else None
+    if judged is not None:
+        b.status["evaluation"] = judged.to_wire()
+    decided = promotion(spec.evaluation, judged)
+    if decided is None:
+        return
+    promoted, reason, message = decided
+    b.condition(ConditionType.PROMOTED, promoted, reason, message)
+    b.warn(ConditionType.PROMOTED, reason, message, "Normal" if promoted else "Warning")
 
 
 def _failed_attempt(
@@ -664,7 +686,7 @@ def _ray_attempt(b: _Builder, spec: FineTuneJobSpec, observed: Observed, attempt
     status = job.get("status") or {}
     deployment, state = status.get("jobDeploymentStatus"), status.get("jobStatus")
     if deployment == "Complete" and state == "SUCCEEDED":
-        _completed(b, attempt, ray_outcome(str(status.get("message") or "")))
+        _completed(b, spec, attempt, ray_outcome(str(status.get("message") or "")))
         return b.done()
     cause = ray_cause(job)
     if cause is not None:
@@ -802,7 +824,7 @@ def decide(
         and all(p.get("status", {}).get("phase") == "Succeeded" for p in observed.pods)
     ):  # fmt: skip
         _, outcome = _termination(rank0) if rank0 else (None, None)
-        _completed(b, attempt, outcome)
+        _completed(b, spec, attempt, outcome)
         return b.done()
 
     causes = [c for c in (pod_failure_cause(p) for p in observed.pods) if c is not None]

@@ -87,6 +87,13 @@ def job_phase(conditions: Iterable[Any]) -> JobPhase:
     return JobPhase.STARTING
 
 
+def not_promoted(conditions: Iterable[Any]) -> dict[str, Any] | None:
+    """The condition Promoted=False of a FineTuneJob whose evaluation blocks its output from serving, else None
+    (promoted, or no evaluation)."""
+    promoted = _by_type(conditions).get(ConditionType.PROMOTED)
+    return promoted if promoted is not None and promoted.get("status") == "False" else None
+
+
 def job_phase_of(status: dict[str, Any]) -> JobPhase:
     """A stored status's phase: derived from its conditions; the stored `phase` only for a status that has no
     conditions at all (written by something else, e.g. a test or a much older operator)."""

@@ -15,7 +15,7 @@ from ..api.modelserve import Engine, ModelServeSpec, ModelServeStatus, ServePhas
 from ..paths import split_uri
 from .adapters import LOADED, LOADING, AdapterResult, combine
 from .models import Architecture, architecture
-from .phases import serve_phase, set_condition, without_refusals
+from .phases import not_promoted, serve_phase, set_condition, without_refusals
 from .pods import pod_trouble
 
 SERVE_OOM_ADVICE = "raise resources.memory, lower maxModelLen or gpuMemoryUtilization, or raise tensorParallel"
@@ -117,6 +117,9 @@ def resolve_from_job(job_name: str, job: dict[str, Any] | None) -> tuple[Resolve
         return None, f"FineTuneJob {job_name} failed: nothing to serve"
     if phase != "Succeeded":
         return None, f"waiting for FineTuneJob {job_name} to succeed (phase {phase or 'Pending'})"
+    blocked = not_promoted(status.get("conditions") or [])
+    if blocked is not None:
+        return None, f"FineTuneJob {job_name} is not promoted: {blocked.get('message') or blocked.get('reason')}"
     outputs = status.get("outputs") or {}
     spec = FineTuneJobSpec.model_validate(job["spec"])
     if outputs.get("mergedModel"):
@@ -162,22 +165,29 @@ def jobs_named(spec: ModelServeSpec) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _failed(job: dict[str, Any] | None) -> bool:
-    """The job's phase says Failed (not its name: a job called `failed-run` may well be running)."""
-    return ((job or {}).get("status") or {}).get("phase") == "Failed"
+def _waiting_reason(job: dict[str, Any] | None) -> Reason:
+    """Why a ModelServe has no model from this job: it failed (its phase says so, not its name: a job called
+    `failed-run` may well be running), its evaluation did not promote its output, or it has not finished."""
+    status = (job or {}).get("status") or {}
+    if status.get("phase") == "Failed":
+        return Reason.MODEL_FAILED
+    if status.get("phase") == "Succeeded" and not_promoted(status.get("conditions") or []) is not None:
+        return Reason.NOT_PROMOTED
+    return Reason.WAITING_FOR_MODEL
 
 
 def resolve_model(
     spec: ModelServeSpec, jobs: Mapping[str, dict[str, Any] | None]
-) -> tuple[ResolvedModel | None, str, str, bool]:
-    """(model or None, why, the id to look the architecture up by, whether a FineTuneJob it needs failed)."""
+) -> tuple[ResolvedModel | None, str, str, Reason]:
+    """(model or None, why, the id to look the architecture up by, the reason: Resolved, or why there is no
+    model: WaitingForModel, ModelFailed or NotPromoted)."""
     if spec.model.from_fine_tune_job:
         job_name = spec.model.from_fine_tune_job
         job = jobs.get(job_name)
         model, why = resolve_from_job(job_name, job)
         arch_id = (job or {}).get("spec", {}).get("model", {}).get("source", job_name)
         if model is None:
-            return None, why, arch_id, _failed(job)
+            return None, why, arch_id, _waiting_reason(job)
     else:
         model, why, arch_id = ResolvedModel(str(spec.model.source)), "", str(spec.model.source)
     adapters = list(model.adapters)
@@ -189,11 +199,12 @@ def resolve_model(
         adapter_job = jobs.get(job_name)
         trained, adapter_why = resolve_from_job(job_name, adapter_job)
         if trained is None:
-            return None, f"adapter {adapter.name}: {adapter_why}", arch_id, _failed(adapter_job)
+            return None, f"adapter {adapter.name}: {adapter_why}", arch_id, _waiting_reason(adapter_job)
         if not trained.adapters:
-            return None, f"FineTuneJob {job_name} produced no adapter (method full or merged only)", arch_id, True
+            return (None, f"FineTuneJob {job_name} produced no adapter (method full or merged only)", arch_id,
+                    Reason.MODEL_FAILED)  # fmt: skip
         adapters.append((adapter.name, trained.adapters[0][1]))
-    return dataclasses.replace(model, adapters=tuple(adapters)), why, arch_id, False
+    return dataclasses.replace(model, adapters=tuple(adapters)), why, arch_id, Reason.RESOLVED
 
 
 def serve_status(
@@ -331,9 +342,8 @@ def decide_serve(
         message = "; ".join(problems) or "the spec could not be read"
         b.condition(ConditionType.READY, False, Reason.INVALID_SPEC, message)
         return b.done()
-    model, why, arch_id, job_failed = resolve_model(spec, observed.jobs)
+    model, why, arch_id, reason = resolve_model(spec, observed.jobs)
     if model is None:
-        reason = Reason.MODEL_FAILED if job_failed else Reason.WAITING_FOR_MODEL
         b.condition(ConditionType.MODEL_AVAILABLE, False, reason, why)
         b.condition(ConditionType.READY, False, reason, why)
         return b.done()

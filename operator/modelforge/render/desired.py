@@ -18,6 +18,7 @@ from ..api.validate import serve_name_problems
 from ..paths import RUN_DIR
 from ..plan.capacity import PlanSettings
 from ..plan.lifecycle import Decision, Observed, decide, with_planned_deepspeed
+from ..plan.phases import not_promoted
 from ..plan.serving import ServeObserved, decide_serve
 from .names import label_value
 from .security import image_problems
@@ -76,7 +77,9 @@ def desired_finetunejob(
         outputs = spec_outputs(owner, spec)
         if outputs:
             decision.status = status = status.model_copy(update={"outputs": Outputs.model_validate(outputs)})
-    if spec is not None and spec.serve is not None and status.phase == JobPhase.SUCCEEDED and not status.serve_name:
+    promoted = not_promoted(status.conditions or ()) is None  # an evaluation gate that failed keeps it unserved
+    if (spec is not None and spec.serve is not None and status.phase == JobPhase.SUCCEEDED and promoted
+            and not status.serve_name):  # fmt: skip
         serve = modelserve_from_job(owner.name, owner.namespace, spec.serve.to_wire(), spec.model.trust_remote_code)
         desired.children.append(serve)
         decision.status = status.model_copy(update={"serve_name": serve["metadata"]["name"]})

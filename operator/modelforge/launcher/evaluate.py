@@ -1,0 +1,332 @@
+"""Evaluate before you serve: answer held-out questions with the base and the tuned model, score both, report.
+
+The same in a pod (rank 0, after training and the merge), in `modelforge run`, and in `modelforge eval`.
+Answers come from the engine `swift infer` uses (launcher/infer.py; greedy, temperature 0) or from any
+OpenAI-compatible endpoint. Scores are the libraries ms-swift's own NLG metric uses: `rouge` for ROUGE-L and
+NLTK for BLEU-4 and chrF, on words (each CJK character a word, as a segmenter would at worst), 0-100.
+The evaluation has a budget: the base model gets half of it, the tuned model answers the questions the base
+model answered in the rest, and a cut run is compared on the rows both answered (said as partial).
+
+Files under <output>/eval/: results.jsonl (one line per question: both answers and their scores),
+report.md (the table and a few examples) and scores.png (base vs tuned per metric).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..api.evaluation import EvaluationSpec, EvaluationStatus, Metric, MetricScore
+from ..client import EndpointError, chat, list_models, visible
+from ..plan.evaluation import judge, report_lines
+from .dataset import NORMALIZERS, RowError, detect_format, iter_rows
+from .infer import InferenceError, LocalModel, swift_answers
+
+EVAL_DIR = "eval"
+EXAMPLES_IN_REPORT = 5
+PROBLEMS_SHOWN = 10
+
+
+class EvalFileError(ValueError):
+    """An evaluation file with unusable rows; `problems` are `file:line: why`, the message says the first."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"{problems[0]}{more}")
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    where: str  # file:line, for the report and for errors
+    messages: list[dict[str, str]]  # the turns up to the question (no reference)
+    reference: str
+    media: dict[str, Any] = field(default_factory=dict)  # images / videos / audios, as in training rows
+
+    @property
+    def question(self) -> str:
+        return self.messages[-1]["content"]
+
+    def request(self) -> dict[str, Any]:
+        return {"messages": self.messages, **self.media}
+
+
+def _row(row: Any) -> tuple[list[dict[str, str]], str, dict[str, Any]]:
+    if not isinstance(row, dict):
+        raise RowError("not a JSON object")
+    fmt = detect_format(row)
+    if fmt is None or fmt == "text":
+        raise RowError('needs {"messages": [...]} ending with the reference answer, or {"query": ..., "response": ...}')
+    try:
+        turns = NORMALIZERS[fmt](row)
+    except RowError as exc:
+        if "no assistant turn" in str(exc) or "ends with a" in str(exc):  # said for evaluation, not training
+            raise RowError("the last turn must be the assistant's reference answer") from None
+        raise
+    if len(turns) < 2 or turns[-2]["role"] != "user":
+        raise RowError("the reference answer must follow a user question")
+    media = {key: row[key] for key in ("images", "videos", "audios") if row.get(key)}
+    return turns[:-1], turns[-1]["content"], media
+
+
+def read_eval_file(path: Path, samples: int | None = None) -> tuple[list[EvalRow], list[str]]:
+    """(rows, problems as `file:line: why`) of one evaluation file; the first `samples` rows when given."""
+    if not path.is_file():
+        return [], [f"{path}: file not found"]
+    rows: list[EvalRow] = []
+    problems: list[str] = []
+    try:
+        for line, item in iter_rows(path):
+            if samples is not None and len(rows) + len(problems) >= samples:
+                break
+            try:
+                if isinstance(item, RowError):
+                    raise item
+                messages, reference, media = _row(item)
+            except RowError as exc:
+                problems.append(f"{path}:{line}: {exc}")
+                continue
+            rows.append(EvalRow(f"{path}:{line}", messages, reference, media))
+    except OSError as exc:
+        return [], [f"{path}: cannot be read ({exc.strerror or exc})"]
+    if not rows and not problems:
+        problems.append(f"{path}: no rows")
+    return rows, problems
+
+
+def load_eval_rows(files: Iterable[tuple[Path, int | None]]) -> list[EvalRow]:
+    """Every row of every file, in order; EvalFileError naming file:line when any row is unusable."""
+    rows: list[EvalRow] = []
+    problems: list[str] = []
+    for path, samples in files:
+        got, bad = read_eval_file(path, samples)
+        rows += got
+        problems += bad
+    if problems:
+        raise EvalFileError(problems)
+    return rows
+
+
+# Scoring ------------------------------------------------------------------------------------------------------
+
+_WORD = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+"
+)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words; each CJK character is a word (no segmenter is installed; ms-swift uses jieba)."""
+    return _WORD.findall(text.lower())
+
+
+def _folded(text: str) -> str:
+    return " ".join(words(text))
+
+
+def _rouge_l(answer: list[str], reference: list[str]) -> float:
+    from rouge import Rouge
+
+    if not answer or not reference:
+        return 0.0
+    return float(Rouge(metrics=["rouge-l"]).get_scores(" ".join(answer), " ".join(reference))[0]["rouge-l"]["f"])
+
+
+def _bleu(answer: list[str], reference: list[str]) -> float:
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    if not answer or not reference:
+        return 0.0
+    return float(sentence_bleu([reference], answer, smoothing_function=SmoothingFunction().method3))
+
+
+def _chrf(answer: str, reference: str) -> float:
+    from nltk.translate.chrf_score import sentence_chrf
+
+    if not answer.strip() or not reference.strip():
+        return 0.0
+    return float(sentence_chrf(reference, answer))
+
+
+def score(metric: Metric, answer: str, reference: str) -> float:
+    """One answer against its reference, 0-100."""
+    if metric == Metric.EXACT_MATCH:
+        value = float(_folded(answer) == _folded(reference))
+    elif metric == Metric.CONTAINS:
+        value = float(bool(_folded(reference)) and f" {_folded(reference)} " in f" {_folded(answer)} ")
+    elif metric == Metric.ROUGE_L:
+        value = _rouge_l(words(answer), words(reference))
+    elif metric == Metric.BLEU:
+        value = _bleu(words(answer), words(reference))
+    else:
+        value = _chrf(answer, reference)
+    return round(100.0 * value, 4)
+
+
+def score_all(metrics: Iterable[Metric], answers: list[str], rows: list[EvalRow]) -> list[dict[str, float]]:
+    pairs = zip(answers, rows, strict=True)
+    return [{m.value: score(m, answer, row.reference) for m in metrics} for answer, row in pairs]
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 2) if values else None
+
+
+# Answering ----------------------------------------------------------------------------------------------------
+
+# (rows, deadline as time.monotonic()) -> (answers of the leading rows answered in time, whether time cut it)
+Answerer = Callable[[list[EvalRow], float], tuple[list[str], bool]]
+
+
+def local_answerer(
+    target: LocalModel, *, max_new_tokens: int, env: Mapping[str, str] | None = None, sink: Any = None
+) -> Answerer:
+    def answer(rows: list[EvalRow], deadline: float) -> tuple[list[str], bool]:
+        texts, cut = swift_answers(target, [r.request() for r in rows], max_new_tokens=max_new_tokens,
+                                   deadline=deadline, env=env, sink=sink)  # fmt: skip
+        return [visible(t) for t in texts], cut
+
+    return answer
+
+
+def endpoint_answerer(endpoint: str, *, model: str | None, api_key: str | None, max_new_tokens: int) -> Answerer:
+    """Answers from an OpenAI-compatible endpoint (a ModelServe, vLLM, `swift deploy`), one question at a time."""
+
+    def answer(rows: list[EvalRow], deadline: float) -> tuple[list[str], bool]:
+        name = model or list_models(endpoint, api_key)[0]
+        texts: list[str] = []
+        for row in rows:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return texts, True
+            if row.media:
+                raise EndpointError(f"{row.where}: rows with images, videos or audios are answered by a local model")
+            reply = chat(endpoint, row.messages, model=name, api_key=api_key, max_tokens=max_new_tokens,
+                         timeout=max(1.0, min(600.0, left)))  # fmt: skip
+            texts.append(visible(reply.text))
+        return texts, False
+
+    return answer
+
+
+# The evaluation -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluated:
+    status: EvaluationStatus  # judged against the spec's gate (plan/evaluation.py), paths as written here
+    lines: list[str]  # the table and the verdict, for a terminal or the pod's log
+
+
+def evaluate(
+    spec: EvaluationSpec,
+    rows: list[EvalRow],
+    tuned: Answerer,
+    base: Answerer | None,
+    out_dir: Path,
+    *,
+    labels: tuple[str, str] = ("base", "tuned"),
+    eval_loss: float | None = None,
+    display: Callable[[Path], str] = str,
+    say: Callable[[str], None] = lambda line: None,
+) -> Evaluated:
+    """Answer, score, write results.jsonl, report.md and scores.png into `out_dir`, and judge the gate.
+    An engine that fails gives a status with `error` (and whatever was scored before), never an exception."""
+    started = time.monotonic()
+    deadline = started + spec.timeout_seconds
+    metrics = list(spec.metrics)
+    base_answers: list[str] | None = None
+    tuned_answers: list[str] = []
+    cut = False
+    error = None
+    try:
+        asked = rows
+        if base is not None and spec.baseline:
+            say(f"evaluation: the {labels[0]} model answers {len(rows)} question(s)")
+            base_answers, cut = base(rows, started + spec.timeout_seconds / 2)
+            asked = rows[: len(base_answers)]
+        if asked:
+            say(f"evaluation: the {labels[1]} model answers {len(asked)} question(s)")
+            tuned_answers, tuned_cut = tuned(asked, deadline)
+            cut = cut or tuned_cut
+    except (InferenceError, EndpointError, OSError) as exc:
+        error = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+        say(f"evaluation failed: {exc}")
+    n = len(tuned_answers) if base_answers is None else min(len(tuned_answers), len(base_answers))
+    scored = rows[:n]
+    tuned_scores = score_all(metrics, tuned_answers[:n], scored)
+    base_scores = score_all(metrics, base_answers[:n], scored) if base_answers is not None else None
+    table = []
+    for m in metrics:
+        tuned_mean = _mean([s[m.value] for s in tuned_scores])
+        base_mean = _mean([s[m.value] for s in base_scores]) if base_scores is not None else None
+        table.append(MetricScore(name=m, base=base_mean, tuned=tuned_mean))
+    if n == 0 and error is None:
+        error = "no question was answered within timeoutSeconds" if cut else "no question was answered"
+    elif cut:
+        say(f"evaluation: timeoutSeconds ({spec.timeout_seconds} s) cut it: {n} of {len(rows)} question(s) scored")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = out_dir / "results.jsonl"
+    with results.open("w", encoding="utf-8") as handle:
+        for i, row in enumerate(scored):
+            entry: dict[str, Any] = {"where": row.where, "question": row.question, "reference": row.reference,
+                                     labels[1]: {"answer": tuned_answers[i], "scores": tuned_scores[i]}}  # fmt: skip
+            if base_answers is not None and base_scores is not None:
+                entry[labels[0]] = {"answer": base_answers[i], "scores": base_scores[i]}
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    measured = EvaluationStatus(
+        rows=n, total_rows=len(rows), partial=n < len(rows), metrics=table if n else None, eval_loss=eval_loss,
+        error=error, seconds=round(time.monotonic() - started, 1), results=display(results),
+    )  # fmt: skip
+    judged = judge(spec, measured)
+    lines = report_lines(judged, labels)
+    report = out_dir / "report.md"
+    report.write_text(_markdown(judged, lines, scored, tuned_answers, base_answers, labels), encoding="utf-8")
+    from .plots import write_score_chart
+
+    chart, why_not = write_score_chart(judged, out_dir / "scores.png", labels)
+    if chart is None:
+        say(why_not)
+    judged = judged.model_copy(update={"report": display(report), "chart": display(chart) if chart else None})
+    for line in lines:
+        say(line)
+    return Evaluated(judged, lines)
+
+
+def _markdown(
+    status: EvaluationStatus,
+    lines: list[str],
+    rows: list[EvalRow],
+    tuned: list[str],
+    base: list[str] | None,
+    labels: tuple[str, str],
+) -> str:
+    out = ["# Evaluation", "", f"| metric | {labels[0]} | {labels[1]} | delta |", "|---|---:|---:|---:|"]
+    for m in status.metrics or ():
+        cells = ["-" if v is None else f"{v:.1f}" for v in (m.base, m.tuned)]
+        delta = "-" if m.delta is None else f"{m.delta:+.1f}"
+        out.append(f"| {m.name} | {cells[0]} | {cells[1]} | {delta} |")
+    out += ["", *[line for line in lines[1 + len(status.metrics or ()) :]], "", "## Examples", ""]
+    for i, row in enumerate(rows[:EXAMPLES_IN_REPORT]):
+        out += [f"**{row.where}**", "", f"- question: {row.question}", f"- reference: {row.reference}"]
+        if base is not None:
+            out.append(f"- {labels[0]}: {base[i]}")
+        out += [f"- {labels[1]}: {tuned[i]}", ""]
+    return "\n".join(out) + "\n"
+
+
+def adapter_base(adapter: Path) -> str | None:
+    """The base model a LoRA checkpoint was trained from (ms-swift's args.json beside or above it)."""
+    for folder in (adapter, adapter.parent):
+        try:
+            args = json.loads((folder / "args.json").read_text())
+        except (OSError, ValueError):
+            continue
+        model = args.get("model") if isinstance(args, dict) else None
+        if isinstance(model, str) and model:
+            return model
+    return None
