@@ -84,6 +84,37 @@ def test_model_states_match_deepspeed_estimators(name, nodes, per_node):
             assert host_ours == pytest.approx(cpu, rel=0.10), stage
 
 
+def _module_tree_largest_layer(arch) -> int:
+    """DeepSpeed's own largest layer (model_to_params), from transformers' real module tree on the meta device."""
+    import torch
+    from deepspeed.runtime.zero.stage3 import model_to_params
+    from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3MoeConfig
+
+    common = {"vocab_size": arch.vocab, "hidden_size": arch.hidden, "num_hidden_layers": 2,
+              "num_attention_heads": arch.heads, "num_key_value_heads": arch.kv_heads, "head_dim": arch.head_size,
+              "tie_word_embeddings": arch.tied_embeddings}  # fmt: skip
+    if arch.experts:
+        moe = {"num_experts": arch.experts, "num_experts_per_tok": arch.experts_per_token,
+               "moe_intermediate_size": arch.expert_intermediate}  # fmt: skip
+        config = Qwen3MoeConfig(**common, **moe, intermediate_size=arch.intermediate)
+    else:
+        config = Qwen3Config(**common, intermediate_size=arch.intermediate)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return int(model_to_params(model)[1])
+
+
+@pytest.mark.parametrize("name", ["qwen3-30b-a3b", "qwen3-8b"])
+def test_the_largest_layer_is_deepspeeds_on_the_real_module_tree(name):
+    """ZeRO-3 keeps the largest module gathered on every GPU: for Qwen3-MoE that is a layer's fused experts
+    (604 M parameters), not the embedding, so ZeRO-3 + offload holds 2.25 GiB per GPU, as DeepSpeed says."""
+    arch = KNOWN[name]
+    assert params(arch).largest_module == _module_tree_largest_layer(arch)
+    if arch.experts:
+        e = estimate(Workload(arch=arch, full=True, batch=1, seq=16, world=5, nodes=1, stage=Stage.ZERO3_OFFLOAD))
+        assert e.model_states / GIB == pytest.approx(2.25, abs=0.01)
+
+
 # --- Peaks measured on the H100 (real swift sft, Qwen3-8B shape, seq 1024, gradient checkpointing) -----
 PRESETS = {"lora_bytes": 2, "lora_dropout": False, "liger": True}  # what performance: auto switches on
 MEASURED = [

@@ -86,7 +86,11 @@ def params(arch: Architecture) -> Params:
         active = sum(i * o * (arch.experts_per_token if n > 1 else 1) for i, o, n in linears.values())
     else:
         active = per_layer
-    largest = max(vocab, max(i * o for i, o, _ in linears.values()))
+    # DeepSpeed's "largest layer" is the module with the most parameters of its own. transformers' MoE models
+    # (Qwen3-MoE: Qwen3MoeExperts) hold a layer's experts as one module of fused gate_up and down weights:
+    # 604 M parameters for Qwen3-30B-A3B, twice its embedding.
+    fused_experts = 3 * arch.experts * arch.hidden * arch.expert_intermediate
+    largest = max(vocab, fused_experts, max(i * o for i, o, _ in linears.values()))
     return Params(
         total=layer_linear + embeddings + norms,
         embeddings=embeddings,
