@@ -85,3 +85,46 @@ def test_a_deleting_object_leaves_the_cache_and_events_wait_for_the_status_write
     going["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z"
     r.on_event("finetunejobs", {"type": "MODIFIED", "object": going})
     assert ("finetunejobs", "n", "j") not in r.objects
+
+
+def test_runs_of_one_object_never_overlap_and_no_lock_outlives_them() -> None:
+    """Each object's reconciles are serialized; once none runs or waits, no per-object lock is left (the
+    operator used to keep one per name it ever saw)."""
+    import threading
+
+    m = memo()
+    inside, most, entered = [0], [0], threading.Event()
+    release = threading.Event()
+    lock = threading.Lock()
+
+    def reconcile(**_: Any) -> None:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        entered.set()
+        release.wait(5)
+        with lock:
+            inside[0] -= 1
+
+    r = Reconcilers(m, {"finetunejobs": reconcile})
+    key = ("finetunejobs", "n", "j")
+    r._store(key, job())
+    first = threading.Thread(target=r.run, args=(key,))
+    first.start()
+    assert entered.wait(5)
+    r.run(key, blocking=False)  # the poller skips a busy object
+    second = threading.Thread(target=r.run, args=(key,))  # a watch event waits for it
+    second.start()
+    deadline = time.monotonic() + 5
+    while r.locks.get(key, (None, 0))[1] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert r.locks[key][1] == 2  # the running one and the waiting one share one lock
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert most[0] == 1 and r.locks == {}
+    for n in range(50):  # many objects come and go: nothing accumulates
+        other = ("finetunejobs", "n", f"j{n}")
+        r._store(other, job())
+        r.run(other)
+    assert r.locks == {}

@@ -23,11 +23,11 @@ app.kubernetes.io/component: operator
 
 {{/* Rules the operator needs on namespaced resources (kopf framework + its own API calls). */}}
 {{- define "modelforge.namespacedRules" -}}
-# Framework (kopf): watch our resources. patch only removes the finalizer that operators before 0.2
-# (kopf timers) put on every object; this operator adds none. The operator writes status, posts events.
+# Framework (kopf): watch our resources (event handlers only: kopf writes no finalizer or annotation on
+# them). The operator writes their status and posts events.
 - apiGroups: ["modelforge.io"]
   resources: ["finetunejobs", "modelserves"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["modelforge.io"]
   resources: ["finetunejobs/status", "modelserves/status"]
   verbs: ["patch"]

@@ -9,9 +9,6 @@ from ..api.base import quantity_bytes
 from ..plan.capacity import PlanSettings
 from ..render.settings import RenderSettings
 
-ANNOTATION_PREFIX = "modelforge.io"
-
-
 @dataclass(frozen=True)
 class ControllerConfig:
     render: RenderSettings = field(default_factory=RenderSettings)

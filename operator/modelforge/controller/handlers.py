@@ -22,7 +22,7 @@ from ..render.desired import desired_finetunejob
 from ..render.names import attempt_name, label_value
 from ..render.training import Owner
 from .bodies import document_of, patch_changed
-from .config import ANNOTATION_PREFIX, ControllerConfig
+from .config import ControllerConfig
 from .kube import Kube, fetch_json, make_api_client
 from .metrics import OperatorMetrics
 from .reconcilers import Reconcilers, StatusPatch
@@ -125,9 +125,6 @@ def register(registry: kopf.OperatorRegistry, config: ControllerConfig) -> None:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        # Never added (no timers, daemons or change handlers, so no kopf bookkeeping at all); named so that
-        # kopf removes the one that operators before 0.2 put on every object.
-        settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
         settings.posting.enabled = False  # log lines stay logs; our events are posted by Reconcilers
         settings.execution.max_workers = config.workers
         settings.watching.server_timeout = 300

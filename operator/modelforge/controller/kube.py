@@ -18,10 +18,9 @@ from ..api.base import GROUP, VERSION
 # What kopf itself needs to run the handlers (framework): watch and patch our resources, post events,
 # and watch CRDs so that resources installed later are noticed.
 KOPF_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    # patch: only to remove the finalizer that operators before 0.2 (kopf timers) put on every object;
-    # kopf removes it from each such object when it first sees it. This operator never adds one.
-    ("modelforge.io", "finetunejobs", ("list", "watch", "patch")),
-    ("modelforge.io", "modelserves", ("list", "watch", "patch")),
+    # No patch on the objects themselves: only event handlers, so kopf writes no finalizer or annotation.
+    ("modelforge.io", "finetunejobs", ("list", "watch")),
+    ("modelforge.io", "modelserves", ("list", "watch")),
     ("modelforge.io", "finetunejobs/status", ("patch",)),
     ("modelforge.io", "modelserves/status", ("patch",)),
     ("", "events", ("create",)),

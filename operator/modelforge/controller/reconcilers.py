@@ -78,7 +78,8 @@ class Reconcilers:
         self.memo = memo
         self.reconcile = reconcile
         self.objects: dict[Key, dict[str, Any]] = {}
-        self.locks: dict[Key, threading.Lock] = {}
+        # A lock per object while runs hold or wait for it, with their count: freed when the last one leaves.
+        self.locks: dict[Key, tuple[threading.Lock, int]] = {}
         self.failures: dict[Key, tuple[int, float, str]] = {}  # (failures in a row, retry after, last error)
         self.failed_generations: dict[Key, Any] = {}  # the metadata.generation whose reconcile failed last
         self.guard = threading.Lock()
@@ -102,8 +103,8 @@ class Reconcilers:
         key = (plural, str(meta.get("namespace")), str(meta.get("name")))
         if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
             # Gone, or going (the garbage collector removes its children): never reconcile it again, or a
-            # child the collector just removed would be recreated. The per-name lock stays, so a reconcile
-            # in flight and one of a new object with the same name never run at once.
+            # child the collector just removed would be recreated. Its lock is freed once no run holds or waits
+            # for it (`run`), so a reconcile in flight and one of a new object with the same name never overlap.
             with self.guard:
                 self.objects.pop(key, None)
                 self.failures.pop(key, None)
@@ -147,17 +148,25 @@ class Reconcilers:
 
     def run(self, key: Key, blocking: bool = True) -> None:
         with self.guard:
-            lock = self.locks.setdefault(key, threading.Lock())
-        if not lock.acquire(blocking=blocking):
-            return
+            lock, users = self.locks.get(key) or (threading.Lock(), 0)
+            self.locks[key] = (lock, users + 1)
         try:
-            with self.guard:
-                obj = self.objects.get(key)
-            if obj is None:
+            if not lock.acquire(blocking=blocking):
                 return
-            self._reconcile_one(key, obj)
+            try:
+                with self.guard:
+                    obj = self.objects.get(key)
+                if obj is not None:
+                    self._reconcile_one(key, obj)
+            finally:
+                lock.release()
         finally:
-            lock.release()
+            with self.guard:
+                lock, users = self.locks[key]
+                if users > 1:
+                    self.locks[key] = (lock, users - 1)
+                else:  # nobody holds or waits for it: the next run makes a new one (none kept per object)
+                    del self.locks[key]
 
     def _reconcile_one(self, key: Key, obj: dict[str, Any]) -> None:
         plural, namespace, name = key
