@@ -9,6 +9,7 @@ from ..api.base import quantity_bytes
 from ..plan.capacity import PlanSettings
 from ..render.settings import RenderSettings
 
+
 @dataclass(frozen=True)
 class ControllerConfig:
     render: RenderSettings = field(default_factory=RenderSettings)
