@@ -281,9 +281,14 @@ def test_progress_server_serves_json_and_prometheus(tmp_path):
         server.stop()
 
 
-def test_prometheus_text_skips_unknown_values():
+def test_prometheus_text_skips_unknown_values_and_carries_the_evaluation():
     tracker = ProgressTracker(Path("/nonexistent"))
-    assert prometheus_text(tracker.poll()) == "\n"
+    assert prometheus_text(tracker.poll()) == ""
+    evaluation = {"metrics": [{"name": "rougeL", "base": 12.5, "tuned": 40.0}, {"name": "bleu", "tuned": 3.0}]}
+    text = prometheus_text(tracker.poll(), evaluation)
+    assert 'modelforge_evaluation_score{metric="rougeL",model="base"} 12.5' in text
+    assert 'modelforge_evaluation_score{metric="rougeL",model="tuned"} 40.0' in text
+    assert 'modelforge_evaluation_score{metric="bleu",model="tuned"} 3.0' in text and 'model="base"} 3' not in text
 
 
 def test_progress_tracker_applies_every_line_once_under_concurrent_polls(tmp_path: Path) -> None:

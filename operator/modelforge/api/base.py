@@ -142,9 +142,11 @@ StringMap = Annotated[
 
 
 def quantity_bytes(value: int | str) -> float:
-    """Parse a Kubernetes quantity into a number (bytes for memory quantities)."""
-    if isinstance(value, int):
-        return float(value)
+    """A Kubernetes quantity as a number (bytes for memory quantities), parsed as the API server does
+    (kubernetes.utils.parse_quantity: binary and decimal suffixes, exponents such as 1e3)."""
+    from kubernetes.utils import parse_quantity
+
+    return float(parse_quantity(value))
     suffixes = {
         "Ki": 2**10,
         "Mi": 2**20,

@@ -15,11 +15,15 @@ import json
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from ..plan.lifecycle import downsample
 
@@ -95,6 +99,7 @@ class ProgressTracker:
         self._offset = 0
         self._partial = ""
         self._lock = threading.Lock()
+        self.evaluation: dict[str, Any] = {}
 
     def mark_start(self) -> None:
         """What the log held before this attempt is history: time to first step and stall time count from
@@ -104,6 +109,11 @@ class ProgressTracker:
             self.record.seconds_to_first_step = None
             self.record.seconds_since_step = None
             self._step_moved = time.monotonic()
+
+    def set_evaluation(self, evaluation: dict[str, Any]) -> None:
+        """spec.evaluation's result (api/evaluation.py, camelCase): its scores join /metrics."""
+        with self._lock:
+            self.evaluation = dict(evaluation)
 
     def set_checkpoint(self, location: str | None, save_seconds: float | None = None) -> None:
         with self._lock:
@@ -236,14 +246,34 @@ METRICS = (
 )  # fmt: skip
 
 
-def prometheus_text(record: ProgressRecord) -> str:
-    lines = []
-    for name, help_text, attr in METRICS:
-        value = getattr(record, attr)
-        if value is None:
-            continue
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {float(value)}"]
-    return "\n".join(lines) + "\n"
+class RecordCollector:
+    """The record's known values as Prometheus gauges (prometheus_client renders the exposition format), and
+    spec.evaluation's scores once the launcher has them (modelforge_evaluation_score{metric, model})."""
+
+    def __init__(self, record: ProgressRecord, evaluation: dict[str, Any] | None = None):
+        self.record = record
+        self.evaluation = evaluation or {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, help_text, attr in METRICS:
+            value = getattr(self.record, attr)
+            if value is not None:
+                yield GaugeMetricFamily(name, help_text, value=float(value))
+        scores = [m for m in self.evaluation.get("metrics") or () if isinstance(m, dict)]
+        if scores:
+            text = "spec.evaluation: the mean score (0-100) of the base and the tuned model per metric."
+            family = GaugeMetricFamily("modelforge_evaluation_score", text, labels=("metric", "model"))
+            for score in scores:
+                for model in ("base", "tuned"):
+                    if isinstance(score.get(model), int | float):
+                        family.add_metric((str(score.get("name")), model), float(score[model]))
+            yield family
+
+
+def prometheus_text(record: ProgressRecord, evaluation: dict[str, Any] | None = None) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RecordCollector(record, evaluation))
+    return generate_latest(registry).decode()
 
 
 class ProgressServer:
@@ -259,7 +289,8 @@ class ProgressServer:
                     body = json.dumps({**asdict(record), "summary": record.summary}).encode()
                     self._send(200, "application/json", body)
                 elif self.path.startswith("/metrics"):
-                    self._send(200, "text/plain; version=0.0.4", prometheus_text(record).encode())
+                    metrics = prometheus_text(record, tracker_ref.evaluation)
+                    self._send(200, CONTENT_TYPE_LATEST, metrics.encode())
                 elif self.path.startswith("/healthz"):
                     self._send(200, "text/plain", b"ok\n")
                 else:

@@ -511,6 +511,7 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str], cleanup:
     if spec.evaluation is not None and opts.world.is_rank0_node and last is not None:
         stage[0] = "during the evaluation, after training; the trained model is kept"
         evaluation = _evaluate(spec, opts, prepared, last, merged, record.eval_loss)
+        tracker.set_evaluation(evaluation)  # /metrics carries the scores while the pod ends
     return Outcome(
         "Succeeded",
         Reason.COMPLETED.value,
