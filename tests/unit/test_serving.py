@@ -185,6 +185,7 @@ def test_resolve_from_job():
 def test_predicted_outputs():
     spec_ = finetunejobs()["qwen3-8b-base-formats-merge"]
     assert predicted_outputs("base-formats", spec_) == {
+        "outputDir": "pvc://models/experiments/base-formats/run",
         "adapter": "pvc://models/experiments/base-formats/run/last-checkpoint",
         "mergedModel": "pvc://models/experiments/base-formats/merged",
     }

@@ -19,6 +19,7 @@ from typing import IO, Any
 from ..api.conditions import Reason
 from ..api.finetunejob import FineTuneJobSpec, Method, ResumePolicy, Runtime
 from ..paths import PVC_ROOT, RUN_DIR, pod_path, split_uri
+from ..plan.outputs import MERGED_DIR, output_paths
 from ..plan.performance import switches
 from ..plan.resolve import PlanError, resolve
 from .argv import LaunchContext, build_sft_argv, quant_args
@@ -280,17 +281,13 @@ def _display(path: Path, opts: RunOptions) -> str:
 
 
 def _outputs(spec: FineTuneJobSpec, last: Path | None, merged: Path | None, opts: RunOptions) -> dict[str, str]:
-    outputs = {"outputDir": _display(opts.output_root / RUN_DIR, opts)}
-    if last is not None:
-        outputs["model" if spec.method == Method.FULL else "adapter"] = _display(last, opts)
-    if merged is not None:
-        outputs["mergedModel"] = _display(merged, opts)
-    return outputs
+    root = opts.output_uri.rstrip("/") if opts.output_uri else str(opts.output_root)
+    return output_paths(root, spec, last.name if last is not None else None, merged is not None)
 
 
 def merge_adapter(checkpoint: Path, opts: RunOptions, env: Mapping[str, str]) -> Path:
     """`swift export --merge_lora` into <output_root>/merged (a fixed path that serving can rely on)."""
-    target = opts.output_root / "merged"
+    target = opts.output_root / MERGED_DIR
     argv = [opts.python, "-m", "modelforge.launcher.remote_code", "export", "--adapters", str(checkpoint),
             "--merge_lora", "true"]  # fmt: skip
     argv += ["--output_dir", str(target), "--exist_ok", "true"]

@@ -15,6 +15,7 @@ from ..api.modelserve import Engine, ModelServeSpec, ModelServeStatus, ServePhas
 from ..paths import split_uri
 from .adapters import LOADED, LOADING, AdapterResult, combine
 from .models import Architecture, architecture
+from .outputs import output_paths, output_root_uri
 from .phases import not_promoted, serve_phase, set_condition, without_refusals
 from .pods import pod_trouble
 
@@ -133,15 +134,8 @@ def resolve_from_job(job_name: str, job: dict[str, Any] | None) -> tuple[Resolve
 
 def predicted_outputs(job_name: str, spec: FineTuneJobSpec) -> dict[str, str]:
     """Where a job's outputs will be (for `modelforge render` before the job has run)."""
-    if spec.output is None:
-        return {}
-    root = f"pvc://{spec.output.claim_name}/{spec.output.sub_path or job_name}"
-    if spec.method == Method.FULL:
-        return {"model": f"{root}/run/last-checkpoint"}
-    outputs = {"adapter": f"{root}/run/last-checkpoint"}
-    if spec.output.merge:
-        outputs["mergedModel"] = f"{root}/merged"
-    return outputs
+    root = output_root_uri(job_name, spec)
+    return output_paths(root, spec) if root is not None else {}
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..api.finetunejob import FineTuneJobSpec, FineTuneJobStatus, JobPhase, Method, Outputs, Runtime
+from ..api.finetunejob import FineTuneJobSpec, FineTuneJobStatus, JobPhase, Outputs, Runtime
 from ..api.modelserve import ModelServeSpec, ModelServeStatus
 from ..api.validate import serve_name_problems
-from ..paths import RUN_DIR
 from ..plan.capacity import PlanSettings
 from ..plan.lifecycle import Decision, Observed, decide, with_planned_deepspeed
+from ..plan.outputs import output_paths
 from ..plan.phases import not_promoted
 from ..plan.serving import ServeObserved, decide_serve
 from .names import label_value
@@ -91,13 +91,7 @@ def spec_outputs(owner: Owner, spec: FineTuneJobSpec) -> dict[str, str]:
     """Where a finished attempt's results are, from the spec alone: ms-swift keeps `last-checkpoint` (a link
     to the newest checkpoint) in the run directory, and the merge writes `merged` beside it."""
     uri = output_uri(owner, spec)
-    if uri is None:
-        return {}
-    outputs = {"outputDir": f"{uri}/{RUN_DIR}"}
-    outputs["model" if spec.method == Method.FULL else "adapter"] = f"{uri}/{RUN_DIR}/last-checkpoint"
-    if spec.output and spec.output.merge and spec.method != Method.FULL:
-        outputs["mergedModel"] = f"{uri}/merged"
-    return outputs
+    return output_paths(uri, spec) if uri is not None else {}
 
 
 def modelserve_from_job(

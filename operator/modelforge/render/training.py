@@ -15,6 +15,7 @@ from ..api.base import API_VERSION
 from ..api.conditions import EXIT_RETRYABLE
 from ..api.finetunejob import FineTuneJobSpec, Hub, Runtime
 from ..paths import CACHE_ROOT, CONFIGMAP_ROOT, JOB_CONFIG, OUTPUT_ROOT, PVC_ROOT, TRUST_REMOTE_CODE_ENV, split_uri
+from ..plan.outputs import output_root_uri
 from .names import attempt_name, label_value
 from .security import harden
 from .settings import RenderSettings
@@ -58,9 +59,7 @@ def _meta(name: str, owner: Owner, labels: dict[str, str]) -> dict[str, Any]:
 
 
 def output_uri(owner: Owner, spec: FineTuneJobSpec) -> str | None:
-    if spec.output is None:
-        return None
-    return f"pvc://{spec.output.claim_name}/{spec.output.sub_path or owner.name}"
+    return output_root_uri(owner.name, spec)
 
 
 def render_config_map(owner: Owner, spec: FineTuneJobSpec, attempt: int) -> dict[str, Any]:
