@@ -22,6 +22,7 @@ from modelforge.launcher.distributed import EnvironmentError_, local_world, pod_
 from modelforge.launcher.outcome import EXIT_PERMANENT, EXIT_RETRYABLE, Outcome, classify, failure
 from modelforge.launcher.progress import LOSS_POINTS_KEPT, ProgressServer, ProgressTracker, prometheus_text
 from modelforge.launcher.supervise import supervise
+from modelforge.plan.lifecycle import progress_status
 
 POD = {"MODELFORGE_NNODES": "4", "JOB_COMPLETION_INDEX": "2", "NPROC_PER_NODE": "8",
        "MASTER_ADDR": "big-lora-a1-0.big-lora-a1.ns.svc", "MASTER_PORT": "29500"}  # fmt: skip
@@ -254,7 +255,7 @@ def test_progress_tracker_reads_increments_and_partial_lines(tmp_path):
     record = tracker.poll()
     assert (record.step, record.percent, record.loss, record.eval_loss) == (2, 50.0, 7.1, 7.2)
     assert (record.tokens_per_second, record.eta) == (500.0, "4s")
-    assert record.to_status()["summary"] == "2/4 (50%)"
+    assert progress_status(record.wire())["summary"] == "2/4 (50%)"
     assert not record.finished
     with path.open("a") as handle:
         handle.write(json.dumps({"train_runtime": 3.0, "global_step/max_steps": "4/4"}) + "\n")
@@ -399,10 +400,10 @@ def test_progress_json_and_status_carry_the_loss_history(tmp_path: Path) -> None
     path = tmp_path / "logging.jsonl"
     path.write_text(loss_lines(range(1, 41), 40))
     tracker = ProgressTracker(path)
-    status = tracker.poll().to_status()
+    status = progress_status(tracker.poll().wire())
     assert len(status["lossHistory"]) == 32  # 40 points: the last bucket is steps 39 and 40
     assert status["lossHistory"][-1] == pytest.approx((10 / 39 + 10 / 40) / 2, rel=1e-3)
-    assert "lossHistory" not in ProgressTracker(tmp_path / "none.jsonl").poll().to_status()
+    assert progress_status(ProgressTracker(tmp_path / "none.jsonl").poll().wire()) is None
     server = ProgressServer(tracker, port=0, host="127.0.0.1").start()
     try:
         base = f"http://127.0.0.1:{server.port}"

@@ -58,16 +58,10 @@ class ProgressRecord:
             return None
         return f"{self.step}/{self.total_steps} ({self.percent:.0f}%)"
 
-    def to_status(self) -> dict[str, Any]:
-        """The FineTuneJob status.progress shape (camelCase, unset fields omitted)."""
-        fields = {
-            "step": self.step, "totalSteps": self.total_steps, "percent": self.percent, "summary": self.summary,
-            "epoch": self.epoch, "loss": self.loss, "evalLoss": self.eval_loss,
-            "lossHistory": list(self.loss_history) if self.loss_history is not None else None,
-            "learningRate": self.learning_rate, "tokensPerSecond": self.tokens_per_second, "eta": self.eta,
-            "updatedAt": self.updated_at,
-        }  # fmt: skip
-        return {k: v for k, v in fields.items() if v is not None}
+    def wire(self) -> dict[str, Any]:
+        """The /progress JSON: what the operator reads and maps into status.progress (plan/lifecycle.py
+        progress_status, the one mapping)."""
+        return {**asdict(self), "summary": self.summary}
 
 
 LOSS_POINTS_KEPT = 4096  # loss points held (then halved by averaging neighbours); the sparkline shows 32
@@ -286,7 +280,7 @@ class ProgressServer:
             def do_GET(self) -> None:
                 record = tracker_ref.poll()
                 if self.path.startswith("/progress"):
-                    body = json.dumps({**asdict(record), "summary": record.summary}).encode()
+                    body = json.dumps(record.wire()).encode()
                     self._send(200, "application/json", body)
                 elif self.path.startswith("/metrics"):
                     metrics = prometheus_text(record, tracker_ref.evaluation)
