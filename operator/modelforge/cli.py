@@ -612,6 +612,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .launcher.evaluate import (
         EVAL_DIR,
         EvalFileError,
+        Judge,
         adapter_base,
         endpoint_answerer,
         evaluate,
@@ -619,11 +620,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         local_answerer,
     )
 
+    judge_spec = None
+    if args.judge_endpoint:
+        judge_spec = {"endpoint": args.judge_endpoint, "model": args.judge_model}
+        args.metrics = args.metrics or "rougeL,bleu,exactMatch,contains"
+        if "judge" not in args.metrics.split(","):
+            args.metrics += ",judge"
     gate = None
     if args.gate_metric or args.min is not None or args.min_improvement is not None:
         gate = {"metric": args.gate_metric or "rougeL", "minimum": args.min, "minImprovement": args.min_improvement}
     fields = {"datasets": [{"source": d} for d in args.dataset], "baseline": not args.no_baseline, "gate": gate,
-              "maxNewTokens": args.max_new_tokens, "timeoutSeconds": args.timeout_seconds,
+              "maxNewTokens": args.max_new_tokens, "timeoutSeconds": args.timeout_seconds, "judge": judge_spec,
               **({"metrics": args.metrics.split(",")} if args.metrics else {})}  # fmt: skip
     from .api.validate import SpecError, parse_resource
 
@@ -659,9 +666,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if spec.baseline and base is None:
         print("note: no base model to compare with (give --baseline, or --no-baseline); scoring the model alone",
               file=sys.stderr)  # fmt: skip
+    judge = None
+    if spec.judge is not None:
+        key = os.environ.get(args.judge_api_key_env) if args.judge_api_key_env else None
+        if args.judge_api_key_env and not key:
+            print(f"error: --judge-api-key-env {args.judge_api_key_env}: that environment variable is not set",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        judge = Judge(spec.judge.endpoint, spec.judge.model, key)
     out = Path(args.output or EVAL_DIR)
     result = evaluate(spec, rows, tuned, base if spec.baseline else None, out,
-                      say=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip
+                      say=lambda line: print(line, file=sys.stderr, flush=True), rater=judge)  # fmt: skip
     print(f"results: {out / 'results.jsonl'}; report: {out / 'report.md'}")
     (out / "summary.json").write_text(json.dumps(result.status.to_wire(), indent=2) + "\n")
     if result.status.error and not result.status.metrics:
@@ -936,12 +951,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the model to compare with: a local model directory, or with --endpoint a served model name "
                         "(default with --adapter: the adapter's base model)")  # fmt: skip
     p.add_argument("--no-baseline", action="store_true", help="score the model alone")
-    p.add_argument("--metrics", help="comma-separated: exactMatch, contains, rougeL, bleu, chrf "
+    p.add_argument("--metrics", help="comma-separated: exactMatch, contains, rougeL, bleu, chrf, judge "
                                      "(default: rougeL,bleu,exactMatch,contains)")  # fmt: skip
     p.add_argument("--gate-metric", metavar="METRIC", help="the metric the gate reads (default rougeL)")
     p.add_argument("--min", type=float, metavar="SCORE", help="gate: the model's score must be at least this (0-100)")
     p.add_argument("--min-improvement", type=float, metavar="POINTS",
                    help="gate: the model's score minus the baseline's must be at least this")  # fmt: skip
+    p.add_argument("--judge-endpoint", metavar="URL",
+                   help="an OpenAI-compatible server whose model rates each answer 0-10 against its reference "
+                        "(adds the judge metric)")  # fmt: skip
+    p.add_argument("--judge-model", metavar="NAME", help="the judge's model (default: the first it lists)")
+    p.add_argument("--judge-api-key-env", metavar="VAR", help="the environment variable that holds the judge's key")
     p.add_argument("--timeout-seconds", type=_at_least(10), default=3600, help="budget for the whole evaluation")
     p.add_argument("--output", metavar="DIR", help="where results.jsonl, report.md, scores.png go (default: ./eval)")
     p.set_defaults(handler=cmd_eval)

@@ -12,7 +12,12 @@ from typing import Any
 
 
 class EndpointError(RuntimeError):
-    """The endpoint could not be reached or answered with an error; the message says which and why."""
+    """The endpoint could not be reached or answered with an error; the message says which and why, `status`
+    the HTTP status (None: no answer)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def base_url(endpoint: str) -> str:
@@ -34,7 +39,7 @@ def _request(url: str, api_key: str | None, body: dict[str, Any] | None, timeout
         detail = exc.read().decode(errors="replace")[:300]
         # vLLM answers 401; ms-swift's server answers 400 "API key error".
         hint = " (pass the key with --api-key-env)" if exc.code == 401 or "api key" in detail.lower() else ""
-        raise EndpointError(f"{url}: HTTP {exc.code}{hint}: {detail}") from exc
+        raise EndpointError(f"{url}: HTTP {exc.code}{hint}: {detail}", exc.code) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise EndpointError(f"{url}: cannot connect: {getattr(exc, 'reason', exc)}") from exc
 
@@ -83,10 +88,12 @@ def chat(
     max_tokens: int = 256,
     temperature: float = 0.0,
     timeout: float = 600,
+    extra: dict[str, Any] | None = None,
 ) -> Answer:
-    """One chat completion; the model defaults to the first one the endpoint lists."""
+    """One chat completion; the model defaults to the first one the endpoint lists. `extra`: more request
+    fields (e.g. response_format)."""
     model = model or list_models(endpoint, api_key)[0]
-    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature, **(extra or {})}
     started = time.perf_counter()
     data = _request(base_url(endpoint) + "/chat/completions", api_key, body, timeout)
     latency = time.perf_counter() - started

@@ -194,3 +194,39 @@ def test_the_default_system_prompt(stack: Stack) -> None:
     assert prompt_tokens([user]) == with_default
     own = [{"role": "system", "content": "Be terse."}, user]
     assert prompt_tokens(own) == expected(own)
+
+
+def test_modelforge_eval_of_served_models_with_a_served_judge(stack: Stack, tmp_path: Path) -> None:
+    """`modelforge eval --endpoint` compares two models the real server serves (an adapter and its base), and the
+    same server judges (an LLM as judge, with the API key from an environment variable): real HTTP, real keys."""
+    from modelforge.testing import write_eval_dataset
+
+    data = write_eval_dataset(tmp_path / "eval.jsonl", 3)
+    url = f"{stack.url}/v1"
+    env = {**os.environ, "SERVE_KEY": API_KEY, "WRONG_KEY": "not-the-key"}
+
+    def evaluate(judge_key_env: str, out: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*MODELFORGE, "eval", "--endpoint", url, "--api-key-env", "SERVE_KEY", "--model", "late",
+                               "--baseline", "tiny", "--dataset", str(data), "--max-new-tokens", "12",
+                               "--judge-endpoint", url, "--judge-model", "tiny", "--judge-api-key-env", judge_key_env,
+                               "--output", str(out)], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+
+    done = evaluate("SERVE_KEY", tmp_path / "eval")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    scores = {m["name"]: m for m in summary["metrics"]}
+    assert summary["rows"] == 3 and "error" not in summary, summary
+    # vLLM constrains the judge's reply to the JSON schema: even the tiny model gives a score for every answer.
+    assert 0 <= scores["judge"]["tuned"] <= 100 and 0 <= scores["judge"]["base"] <= 100, scores
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
+    assert all("judge" in r["tuned"]["scores"] and "judge" in r["base"]["scores"] for r in rows), rows
+    assert all(r["tuned"]["answer"] != r["base"]["answer"] for r in rows[:1]), rows  # two models answered
+    written = "".join(p.read_text(errors="replace") for p in (tmp_path / "eval").iterdir() if p.suffix != ".png")
+    assert API_KEY not in written + done.stdout + done.stderr
+    # A judge that refuses (a wrong key): the other metrics stand, the judge's words say why.
+    refused = evaluate("WRONG_KEY", tmp_path / "refused")
+    assert refused.returncode == 0, refused.stderr[-3000:]
+    said = json.loads((tmp_path / "refused" / "summary.json").read_text())
+    assert "HTTP 401" in said["error"] and {m["name"] for m in said["metrics"]} >= {"rougeL", "judge"}, said
+    assert next(m for m in said["metrics"] if m["name"] == "judge").get("tuned") is None
+    assert "no judge scores: judge " in refused.stderr and "not-the-key" not in refused.stderr + json.dumps(said)

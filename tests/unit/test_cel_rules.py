@@ -129,6 +129,18 @@ CASES: list[tuple[str, dict, dict, str]] = [
         "spec.evaluation.gate.minImprovement",
     ),
     (
+        "the judge metric and evaluation.judge go together",
+        ftj(evaluation={**EVAL, "metrics": ["judge"], "judge": {"endpoint": "http://judge:8000/v1"}}),
+        ftj(evaluation={**EVAL, "metrics": ["judge"]}),
+        "spec.evaluation.judge",
+    ),
+    (
+        "judge.endpoint must be an http:// or https:// URL",
+        ftj(evaluation={**EVAL, "metrics": ["judge"], "judge": {"endpoint": "https://judge.example/v1"}}),
+        ftj(evaluation={**EVAL, "metrics": ["judge"], "judge": {"endpoint": "judge:8000"}}),
+        "spec.evaluation.judge.endpoint",
+    ),
+    (
         "without offload needs more than one GPU",
         ftj(distributed={"deepspeed": "zero3"}, resources={"gpusPerNode": 2}),
         ftj(distributed={"deepspeed": "zero3"}),

@@ -302,3 +302,99 @@ def test_the_plan_says_what_the_evaluation_adds():
     note = next(n for n in plan(qlora, guess(qlora.model.source)[0]).notes if n.startswith("evaluation:"))
     assert "4-bit weights over the pod's 1 GPU(s)" in note and "loads the tuned model" in note
     assert "offloaded" not in note  # 4-bit weights of 8 B parameters fit the 8 GB card
+
+
+class OpenAIShaped:
+    """A loopback HTTP server speaking the two calls the judge makes, answering from a script (the judge's
+    parsing and retries; the real servers are in tests/integration/test_vllm_serving.py)."""
+
+    def __init__(self, replies):
+        import http.server
+        import threading
+
+        self.replies, self.bodies = list(replies), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _send(self, code, data):
+                body = json.dumps(data).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self._send(200, {"data": [{"id": "judge-model"}]})
+
+            def do_POST(self):
+                outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                code, text = outer.replies.pop(0)
+                self._send(code, {"choices": [{"message": {"content": text}}]} if code == 200 else {"error": text})
+
+            def log_message(self, *args):
+                return
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_the_judge_asks_for_a_score_retries_and_says_what_it_got():
+    from modelforge.launcher.evaluate import Judge, JudgeError
+
+    row = rows(1)[0]
+    script = [(400, "response_format not supported"), (200, "I would say 7 out of 10."), (503, "busy"),
+              (200, '{"score": 10}'), (200, "a fine answer"), (401, "bad key")]  # fmt: skip
+    server = OpenAIShaped(script)
+    try:
+        judge = Judge(server.url, api_key="k", backoff=0)
+        assert judge.rate(row, "answer number 0") == 70.0  # asked again without response_format, number read
+        assert "response_format" in server.bodies[0] and "response_format" not in server.bodies[1]
+        assert judge.rate(row, "answer number 0") == 100.0  # a 503 is retried
+        with pytest.raises(JudgeError, match="answered 'a fine answer', not a score from 0 to 10"):
+            judge.rate(row, "x")
+        with pytest.raises(JudgeError, match="HTTP 401"):
+            judge.rate(row, "x")  # a wrong key is said at once, not retried
+        assert server.replies == []
+        assert "Reference answer: answer number 0" in server.bodies[1]["messages"][0]["content"]
+    finally:
+        server.close()
+
+
+def test_a_judge_that_fails_leaves_the_other_metrics_and_blocks_a_judge_gate(tmp_path):
+    from modelforge.launcher.evaluate import Judge
+
+    server = OpenAIShaped([(200, '{"score": 8}'), (200, '{"score": 2}'), (200, "no idea")])
+    spec_ = evaluation(metrics=["rougeL", "judge"], judge={"endpoint": server.url},
+                       gate={"metric": "judge", "minImprovement": 1})  # fmt: skip
+    try:
+        tuned, base = (lambda a, d: ([r.reference for r in a], False)), (lambda a, d: (["?" for _ in a], False))
+        result = evaluate(spec_, rows(2), tuned, base, tmp_path, rater=Judge(server.url, backoff=0))
+    finally:
+        server.close()
+    status = result.status
+    by_name = {m.name: m for m in status.metrics}
+    assert by_name[Metric.ROUGE_L].tuned == 100.0 and by_name[Metric.JUDGE].tuned is None
+    assert "answered 'no idea', not a score from 0 to 10" in status.error
+    decided = promotion(spec_, status)
+    assert decided[:2] == (False, Reason.EVALUATION_FAILED) and "no judge score of the tuned model" in decided[2]
+    first = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
+    assert "judge" not in first["tuned"]["scores"]  # a judge that stopped scores no row
+
+
+def test_a_judges_key_reaches_the_pod_from_its_secret_only():
+    from modelforge.render.training import render_attempt
+
+    judge = {"endpoint": "http://judge.ml.svc:8000/v1", "apiKeySecretRef": {"name": "j", "key": "k"}}
+    s = spec().model_copy(update={"evaluation": evaluation(metrics=["judge"], judge=judge)})
+    objects = render_attempt(Owner("FineTuneJob", "tiny", "ml", "u"), s, 1, RenderSettings())
+    pod = next(o for o in objects if o["kind"] == "Job")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["MODELFORGE_JUDGE_API_KEY"] == {"name": "MODELFORGE_JUDGE_API_KEY",
+                                               "valueFrom": {"secretKeyRef": {"name": "j", "key": "k"}}}  # fmt: skip
+    assert "MODELFORGE_JUDGE_API_KEY" in __import__("modelforge.launcher.outcome", fromlist=["x"]).SECRET_ENV

@@ -13,7 +13,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from .base import ApiModel, CelRule, Str1k
+from .base import ApiModel, CelRule, Str1k, Str253
+from .common import SecretKeyRef
 
 METRIC_LIMIT = 8  # metrics one evaluation computes (and status lists)
 
@@ -26,6 +27,11 @@ class Metric(StrEnum):
     ROUGE_L = "rougeL"  # ROUGE-L F1 on words (the `rouge` package, as ms-swift's own metric)
     BLEU = "bleu"  # sentence BLEU-4 with smoothing (NLTK, as ms-swift's own metric)
     CHRF = "chrf"  # character n-gram F-score (NLTK's chrF)
+    JUDGE = "judge"  # an LLM's 0-10 rating of the answer against the reference (evaluation.judge), x10
+
+
+# The environment variable a training pod gets evaluation.judge.apiKeySecretRef's value in (never an argument).
+JUDGE_API_KEY_ENV = "MODELFORGE_JUDGE_API_KEY"
 
 
 DEFAULT_METRICS = (Metric.ROUGE_L, Metric.BLEU, Metric.EXACT_MATCH, Metric.CONTAINS)
@@ -51,6 +57,29 @@ class EvalDatasetSpec(ApiModel):
     )
     samples: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
         default=None, description="Use only the first N rows of this file."
+    )
+
+
+class JudgeSpec(ApiModel):
+    """An OpenAI-compatible chat endpoint that rates each answer against its reference (metric judge)."""
+
+    cel_rules = (
+        CelRule(
+            "self.endpoint.matches('^https?://')",
+            "judge.endpoint must be an http:// or https:// URL (the API root, e.g. http://judge.ml.svc:8000/v1)",
+            ".endpoint",
+        ),
+    )
+
+    endpoint: Str1k = Field(
+        description="The API root, e.g. http://judge.ml.svc:8000/v1 (a ModelServe's endpoint, vLLM, any "
+        "OpenAI-compatible server). Reached from the training pod: a NetworkPolicy must let it out."
+    )
+    model: Str253 | None = Field(default=None, description="The model to ask. Default: the first one it lists.")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="The endpoint's API key, from a Secret in the job's namespace: an environment variable of the "
+        "training pod, never in argv, status, events or logs.",
     )
 
 
@@ -85,6 +114,12 @@ class EvaluationSpec(ApiModel):
             ".gate.metric",
         ),
         CelRule(
+            "has(self.judge) == ('judge' in self.metrics)",
+            "the judge metric and evaluation.judge go together: list judge in evaluation.metrics and say which "
+            "endpoint judges in evaluation.judge (or remove both)",
+            ".judge",
+        ),
+        CelRule(
             "!has(self.gate) || !has(self.gate.minImprovement) || self.baseline",
             "evaluation.gate.minImprovement compares with the base model: set baseline: true or use gate.minimum",
             ".gate.minImprovement",
@@ -96,13 +131,16 @@ class EvaluationSpec(ApiModel):
     )
     metrics: Annotated[list[Metric], Field(min_length=1, max_length=METRIC_LIMIT)] = Field(
         default_factory=lambda: list(DEFAULT_METRICS),
-        description="exactMatch, contains, rougeL, bleu, chrf (each 0-100). Default: rougeL, bleu, exactMatch, "
-        "contains.",
+        description="exactMatch, contains, rougeL, bleu, chrf, judge (each 0-100). Default: rougeL, bleu, "
+        "exactMatch, contains.",
     )
     baseline: bool = Field(
         default=True,
         description="Also answer the questions with the base model, so that status shows base, tuned and the "
         "difference (doubles the evaluation time).",
+    )
+    judge: JudgeSpec | None = Field(
+        default=None, description="The endpoint that rates answers for the judge metric (an LLM as judge)."
     )
     gate: EvalGate | None = Field(
         default=None,

@@ -168,8 +168,11 @@ def score(metric: Metric, answer: str, reference: str) -> float:
 
 
 def score_all(metrics: Iterable[Metric], answers: list[str], rows: list[EvalRow]) -> list[dict[str, float]]:
-    pairs = zip(answers, rows, strict=True)
-    return [{m.value: score(m, answer, row.reference) for m in metrics} for answer, row in pairs]
+    """Each answer's reference-based scores (the judge's are added by judge_all)."""
+    local = [m for m in metrics if m != Metric.JUDGE]
+    return [
+        {m.value: score(m, answer, row.reference) for m in local} for answer, row in zip(answers, rows, strict=True)
+    ]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -213,6 +216,90 @@ def endpoint_answerer(endpoint: str, *, model: str | None, api_key: str | None, 
     return answer
 
 
+# The judge ----------------------------------------------------------------------------------------------------
+
+JUDGE_PROMPT = (
+    "You grade an answer against a reference answer.\n\nQuestion: {question}\n\nReference answer: {reference}\n\n"
+    "Answer to grade: {answer}\n\nDoes the answer say what the reference says, correctly? Reply with JSON "
+    '{{"score": N}}, N an integer from 0 (wrong or unrelated) to 10 (the same meaning).'
+)
+# Servers that honour it (vLLM, OpenAI) constrain the reply to this schema; one that refuses it is asked again
+# without, and its reply's first number 0-10 is read.
+JUDGE_FORMAT = {"type": "json_schema", "json_schema": {"name": "grade", "schema": {
+    "type": "object", "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 10}},
+    "required": ["score"]}}}  # fmt: skip
+JUDGE_TRIES = 3
+_SCORE = re.compile(r"\b(10|[0-9])\b")
+
+
+class JudgeError(RuntimeError):
+    """The judge could not be reached, refused, or answered something that is not a score."""
+
+
+class Judge:
+    """Rates an answer 0-10 against its reference with an OpenAI-compatible model; the score is that x10.
+    Unreachable or 5xx: retried (JUDGE_TRIES, 2 s then 4 s apart); 4xx (a wrong key) and garbage: JudgeError."""
+
+    def __init__(self, endpoint: str, model: str | None = None, api_key: str | None = None, backoff: float = 2.0):
+        self.endpoint, self.model, self.api_key, self.backoff = endpoint, model, api_key, backoff
+        self.structured = True
+
+    def _ask(self, messages: list[dict[str, str]], timeout: float) -> str:
+        for attempt in range(JUDGE_TRIES):
+            try:
+                self.model = self.model or list_models(self.endpoint, self.api_key, timeout=min(timeout, 30))[0]
+                extra = {"response_format": JUDGE_FORMAT} if self.structured else None
+                return chat(self.endpoint, messages, model=self.model, api_key=self.api_key, max_tokens=32,
+                            timeout=timeout, extra=extra).text  # fmt: skip
+            except EndpointError as exc:
+                if exc.status == 400 and self.structured:
+                    self.structured = False  # a server without structured outputs: ask in plain text
+                    continue
+                if (exc.status is not None and exc.status < 500) or attempt == JUDGE_TRIES - 1:
+                    raise JudgeError(f"judge {exc}") from None
+                time.sleep(self.backoff * 2**attempt)
+        raise JudgeError(f"judge {self.endpoint}: no answer")  # pragma: no cover - the loop returns or raises
+
+    def rate(self, row: EvalRow, answer: str, timeout: float = 120) -> float:
+        prompt = JUDGE_PROMPT.format(question=row.question, reference=row.reference, answer=answer or "(empty)")
+        text = visible(self._ask([{"role": "user", "content": prompt}], timeout))
+        try:
+            value = json.loads(text).get("score")
+        except (ValueError, AttributeError):
+            found = _SCORE.search(text)
+            value = int(found.group(1)) if found else None
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10:
+            said = f"judge {self.endpoint} ({self.model}) answered {text[:80]!r}"
+            raise JudgeError(f"{said}, not a score from 0 to 10")
+        return 10.0 * value
+
+
+def judge_all(
+    rater: Judge,
+    rows: list[EvalRow],
+    answers: dict[str, list[str]],
+    scores: dict[str, list[dict[str, float]]],
+    deadline: float,
+) -> str | None:
+    """The judge's score into each row's scores, for each model; None, or why it stopped (its words)."""
+    rated = 0
+    for i, row in enumerate(rows):
+        for who, texts in answers.items():
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise JudgeError(f"the judge rated {rated} of {len(rows) * len(answers)} answers within "
+                                     "timeoutSeconds")  # fmt: skip
+                scores[who][i][Metric.JUDGE.value] = rater.rate(row, texts[i], timeout=max(1.0, min(120.0, left)))
+            except JudgeError as exc:
+                for model_scores in scores.values():  # a judge that stops scores no row: no mean of a few
+                    for entry in model_scores:
+                        entry.pop(Metric.JUDGE.value, None)
+                return str(exc)
+            rated += 1
+    return None
+
+
 # The evaluation -----------------------------------------------------------------------------------------------
 
 
@@ -233,6 +320,7 @@ def evaluate(
     eval_loss: float | None = None,
     display: Callable[[Path], str] = str,
     say: Callable[[str], None] = lambda line: None,
+    rater: Judge | None = None,
 ) -> Evaluated:
     """Answer, score, write results.jsonl, report.md and scores.png into `out_dir`, and judge the gate.
     An engine that fails gives a status with `error` (and whatever was scored before), never an exception."""
@@ -260,10 +348,20 @@ def evaluate(
     scored = rows[:n]
     tuned_scores = score_all(metrics, tuned_answers[:n], scored)
     base_scores = score_all(metrics, base_answers[:n], scored) if base_answers is not None else None
+    if rater is not None and Metric.JUDGE in metrics and n:
+        say(f"evaluation: the judge ({rater.endpoint}) rates the answers")
+        answers = {labels[1]: tuned_answers}
+        scores = {labels[1]: tuned_scores}
+        if base_answers is not None and base_scores is not None:
+            answers[labels[0]], scores[labels[0]] = base_answers, base_scores
+        stopped = judge_all(rater, scored, answers, scores, deadline)
+        if stopped is not None:
+            say(f"evaluation: no judge scores: {stopped}")
+            error = f"{error}; {stopped}" if error else stopped
     table = []
     for m in metrics:
-        tuned_mean = _mean([s[m.value] for s in tuned_scores])
-        base_mean = _mean([s[m.value] for s in base_scores]) if base_scores is not None else None
+        tuned_mean = _mean([s[m.value] for s in tuned_scores if m.value in s])
+        base_mean = _mean([s[m.value] for s in base_scores if m.value in s]) if base_scores is not None else None
         table.append(MetricScore(name=m, base=base_mean, tuned=tuned_mean))
     if n == 0 and error is None:
         error = "no question was answered within timeoutSeconds" if cut else "no question was answered"
@@ -280,7 +378,7 @@ def evaluate(
             handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
     measured = EvaluationStatus(
         rows=n, total_rows=len(rows), partial=n < len(rows), metrics=table if n else None, eval_loss=eval_loss,
-        error=error, seconds=round(time.monotonic() - started, 1), results=display(results),
+        error=error[:1024] if error else None, seconds=round(time.monotonic() - started, 1), results=display(results),
     )  # fmt: skip
     judged = judge(spec, measured)
     lines = report_lines(judged, labels)

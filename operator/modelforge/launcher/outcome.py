@@ -18,6 +18,7 @@ from ..api.conditions import EXIT_OK as EXIT_OK  # re-exported: the launcher's c
 from ..api.conditions import EXIT_PERMANENT as EXIT_PERMANENT
 from ..api.conditions import EXIT_RETRYABLE as EXIT_RETRYABLE
 from ..api.conditions import RETRYABLE_REASONS, Reason
+from ..api.evaluation import JUDGE_API_KEY_ENV
 from ..api.redact import redact
 
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps
@@ -114,7 +115,8 @@ def write_termination_message(outcome: Outcome, path: Path) -> None:
 
 
 # Env vars the rendered pods fill from Secrets (hub token, endpoint key): their values never leave the pod.
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELSCOPE_API_TOKEN", "MODELFORGE_API_KEY", "VLLM_API_KEY")
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELSCOPE_API_TOKEN", "MODELFORGE_API_KEY", "VLLM_API_KEY",
+              JUDGE_API_KEY_ENV)  # fmt: skip
 
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
@@ -124,8 +126,12 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
 def redact_outcome(outcome: Outcome, secrets: Iterable[str] = ()) -> Outcome:
     """The outcome with every text a person will read in status redacted (api.redact)."""
     known = list(secrets)
+    evaluation = dict(outcome.evaluation)
+    if isinstance(evaluation.get("error"), str):  # an endpoint's own words (the judge's) may echo anything
+        evaluation["error"] = redact(evaluation["error"], known)
     return replace(
         outcome,
         message=redact(outcome.message, known),
         decisive_lines=[redact(line, known) for line in outcome.decisive_lines],
+        evaluation=evaluation,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..api.conditions import Reason
+from ..api.evaluation import JUDGE_API_KEY_ENV
 from ..api.finetunejob import FineTuneJobSpec, Method, ResumePolicy, Runtime
 from ..paths import PVC_ROOT, RUN_DIR, pod_path, split_uri
 from ..plan.outputs import MERGED_DIR, output_paths
@@ -27,7 +28,7 @@ from .checkpoints import list_checkpoints, mark_bad, missing_parts, newest_compl
 from .dataset import FileReport, TokenCounter, check_file, is_local_source
 from .devices import capabilities
 from .distributed import EnvironmentError_, World, rank_command, ray_command
-from .evaluate import EVAL_DIR, EvalFileError, EvalRow, evaluate, load_eval_rows, local_answerer
+from .evaluate import EVAL_DIR, EvalFileError, EvalRow, Judge, evaluate, load_eval_rows, local_answerer
 from .infer import LocalModel
 from .media import media_env, media_root_for
 from .outcome import Outcome, classify, failure, redact_outcome, secret_values, write_termination_message
@@ -547,6 +548,9 @@ def _evaluate(
     base_model = LocalModel(prepared.model, None, spec.model.model_type, spec.model.template,
                             spec.model.trust_remote_code, tuple(quant_args(spec)))  # fmt: skip
     base = local_answerer(base_model, max_new_tokens=tokens, env=env, sink=opts.sink) if evaluation.baseline else None
+    judge = None
+    if evaluation.judge is not None:  # its key: the Secret's value in the pod's env (render/training.py)
+        judge = Judge(evaluation.judge.endpoint, evaluation.judge.model, opts.env.get(JUDGE_API_KEY_ENV) or None)
     result = evaluate(evaluation, prepared.eval_rows, tuned, base, opts.output_root / EVAL_DIR, eval_loss=eval_loss,
-                      display=lambda path: _display(path, opts), say=opts.say)  # fmt: skip
+                      display=lambda path: _display(path, opts), say=opts.say, rater=judge)  # fmt: skip
     return result.status.to_wire()

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..api.base import API_VERSION
 from ..api.conditions import EXIT_RETRYABLE
+from ..api.evaluation import JUDGE_API_KEY_ENV
 from ..api.finetunejob import FineTuneJobSpec, Hub, Runtime
 from ..paths import CACHE_ROOT, CONFIGMAP_ROOT, JOB_CONFIG, OUTPUT_ROOT, PVC_ROOT, TRUST_REMOTE_CODE_ENV, split_uri
 from ..plan.outputs import output_root_uri
@@ -154,6 +155,10 @@ def _env(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: RenderSett
     if spec.secrets and spec.secrets.hub_token:
         ref = {"secretKeyRef": {"name": spec.secrets.hub_token.name, "key": spec.secrets.hub_token.key}}
         env += [{"name": "HF_TOKEN", "valueFrom": ref}, {"name": "MODELSCOPE_API_TOKEN", "valueFrom": ref}]
+    judge = spec.evaluation.judge if spec.evaluation else None
+    if judge is not None and judge.api_key_secret_ref is not None:
+        key = {"secretKeyRef": {"name": judge.api_key_secret_ref.name, "key": judge.api_key_secret_ref.key}}
+        env.append({"name": JUDGE_API_KEY_ENV, "valueFrom": key})
     return env
 
 
