@@ -87,3 +87,26 @@ def test_a_broken_evaluation_file_stops_the_job_before_training(tmp_path, tiny_m
     outcome = summary(tmp_path / "out")
     assert outcome["reason"] == "DataError" and f"{bad}:2: " in outcome["message"], outcome
     assert not (tmp_path / "out" / "run" / "logging.jsonl").exists()  # no training step was spent
+
+
+def test_the_budget_cuts_a_slow_evaluation_and_says_so(trained):
+    """timeoutSeconds bounds the evaluation's wall time with the real engine: the random base model writes up to
+    256 tokens per question, far more than its half of 20 s allows for 12 questions."""
+    import time
+
+    tmp, out, _ = trained
+    report = tmp / "eval-budget"
+    started = time.monotonic()
+    done = subprocess.run([*MODELFORGE, "eval", "--adapter", str(out / "run" / "checkpoint-200"), "--dataset",
+                           str(tmp / "eval.jsonl"), "--max-new-tokens", "256", "--timeout-seconds", "20",
+                           "--output", str(report)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    elapsed = time.monotonic() - started
+    saved = json.loads((report / "summary.json").read_text())
+    assert saved["totalRows"] == QUESTIONS and saved["rows"] < QUESTIONS, saved
+    # Cut: either some questions were scored (partial), or none could be in time; both are said.
+    assert saved.get("partial") is True, saved
+    if saved["rows"] == 0:
+        assert done.returncode == 1 and "no question was answered within timeoutSeconds" in saved["error"], saved
+    else:
+        assert "(partial: timeoutSeconds cut the evaluation)" in done.stderr, done.stderr[-2000:]
+    assert elapsed < 20 + 45, elapsed  # the budget, plus starting Python and stopping the engine

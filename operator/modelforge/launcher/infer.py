@@ -79,7 +79,8 @@ class LocalModel:
         return args
 
 
-WRITE_BATCH = 8  # swift infer writes its results every this many rows: what a cut run keeps
+WRITE_BATCH = 1  # swift infer writes its results every this many rows (what a cut run keeps); the pt backend
+# answers one question at a time anyway (max_batch_size 1)
 
 
 def swift_answers(
