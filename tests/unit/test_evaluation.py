@@ -398,3 +398,26 @@ def test_a_judges_key_reaches_the_pod_from_its_secret_only():
     assert env["MODELFORGE_JUDGE_API_KEY"] == {"name": "MODELFORGE_JUDGE_API_KEY",
                                                "valueFrom": {"secretKeyRef": {"name": "j", "key": "k"}}}  # fmt: skip
     assert "MODELFORGE_JUDGE_API_KEY" in __import__("modelforge.launcher.outcome", fromlist=["x"]).SECRET_ENV
+
+
+def test_the_evaluation_files_claim_is_mounted_read_only_in_the_training_pod():
+    from modelforge.render.training import render_attempt
+
+    s = spec().model_copy(update={"evaluation": EvaluationSpec.model_validate(
+        {"datasets": [{"source": "pvc://held-out/qa/test.jsonl"}]})})  # fmt: skip
+    objects = render_attempt(Owner("FineTuneJob", "tiny", "ml", "u"), s, 1, RenderSettings())
+    pod = next(o for o in objects if o["kind"] == "Job")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    claim = next(v for v in volumes.values() if v.get("persistentVolumeClaim", {}).get("claimName") == "held-out")
+    assert claim["persistentVolumeClaim"]["readOnly"] is True
+    assert mounts["/mnt/pvc/held-out"]["readOnly"] is True and mounts["/mnt/pvc/held-out"]["name"] == claim["name"]
+
+
+def test_a_thinking_models_reasoning_is_not_scored():
+    from modelforge.launcher.evaluate import final_answer
+
+    assert final_answer("<think>\nThe user wants Paris.\n</think>\n\nParis") == "Paris"
+    assert final_answer("<think>\n\n</think>\n\nOpen Settings.") == "Open Settings."
+    assert final_answer("<think>still thinking when maxNewTokens ran out") == ""
+    assert final_answer("No thinking here.") == "No thinking here."

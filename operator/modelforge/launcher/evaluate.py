@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api.evaluation import EvaluationSpec, EvaluationStatus, Metric, MetricScore
-from ..client import EndpointError, chat, list_models, visible
+from ..client import EndpointError, chat, list_models
 from ..plan.evaluation import judge, report_lines
 from .dataset import NORMALIZERS, RowError, detect_format, iter_rows
 from .infer import InferenceError, LocalModel, swift_answers
@@ -181,6 +181,15 @@ def _mean(values: list[float]) -> float | None:
 
 # Answering ----------------------------------------------------------------------------------------------------
 
+_THINKING = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
+
+
+def final_answer(text: str) -> str:
+    """What is scored: the answer without a thinking model's `<think>...</think>` block (a block that
+    maxNewTokens cut before it closed leaves nothing), as a person reads the answer."""
+    return _THINKING.sub("", text).strip()
+
+
 # (rows, deadline as time.monotonic()) -> (answers of the leading rows answered in time, whether time cut it)
 Answerer = Callable[[list[EvalRow], float], tuple[list[str], bool]]
 
@@ -191,7 +200,7 @@ def local_answerer(
     def answer(rows: list[EvalRow], deadline: float) -> tuple[list[str], bool]:
         texts, cut = swift_answers(target, [r.request() for r in rows], max_new_tokens=max_new_tokens,
                                    deadline=deadline, env=env, sink=sink)  # fmt: skip
-        return [visible(t) for t in texts], cut
+        return [final_answer(t) for t in texts], cut
 
     return answer
 
@@ -210,7 +219,7 @@ def endpoint_answerer(endpoint: str, *, model: str | None, api_key: str | None, 
                 raise EndpointError(f"{row.where}: rows with images, videos or audios are answered by a local model")
             reply = chat(endpoint, row.messages, model=name, api_key=api_key, max_tokens=max_new_tokens,
                          timeout=max(1.0, min(600.0, left)))  # fmt: skip
-            texts.append(visible(reply.text))
+            texts.append(final_answer(reply.text))
         return texts, False
 
     return answer
@@ -262,7 +271,7 @@ class Judge:
 
     def rate(self, row: EvalRow, answer: str, timeout: float = 120) -> float:
         prompt = JUDGE_PROMPT.format(question=row.question, reference=row.reference, answer=answer or "(empty)")
-        text = visible(self._ask([{"role": "user", "content": prompt}], timeout))
+        text = final_answer(self._ask([{"role": "user", "content": prompt}], timeout))
         try:
             value = json.loads(text).get("score")
         except (ValueError, AttributeError):

@@ -107,12 +107,15 @@ def _volume_name(kind: str, name: str) -> str:
 
 
 def _source_volumes(spec: FineTuneJobSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Read-only volumes for pvc:// and configMap:// sources of the model and datasets."""
+    """Read-only volumes for pvc:// and configMap:// sources of the model, the datasets (training, validation,
+    evaluation) and the media root."""
     sources = [spec.model.source, *(d.source for d in spec.datasets)]
     if spec.validation and spec.validation.datasets:
         sources += [d.source for d in spec.validation.datasets]
     if spec.multimodal and spec.multimodal.media_root:
         sources.append(spec.multimodal.media_root)
+    if spec.evaluation:
+        sources += [d.source for d in spec.evaluation.datasets]
     volumes: dict[str, dict[str, Any]] = {}
     mounts: dict[str, dict[str, Any]] = {}
     for source in sources:
