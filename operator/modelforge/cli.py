@@ -658,10 +658,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         target = _local_target(args)
         tuned = local_answerer(target, max_new_tokens=tokens)
-        base_source = args.baseline or (
-            (target.model or adapter_base(Path(target.adapter))) if target.adapter else None
-        )
-        base_model = LocalModel(base_source, None, args.model_type, args.template, args.trust_remote_code)
+        trained = adapter_base(Path(target.adapter)) if target.adapter else None  # its args.json
+        base_source = args.baseline or target.model or (trained[0] if trained else None)
+        kind = args.model_type or (trained[1] if trained and not args.baseline else None)
+        template = args.template or (trained[2] if trained and not args.baseline else None)
+        base_model = LocalModel(base_source, None, kind, template, args.trust_remote_code)
         base = local_answerer(base_model, max_new_tokens=tokens) if base_source else None
     if spec.baseline and base is None:
         print("note: no base model to compare with (give --baseline, or --no-baseline); scoring the model alone",

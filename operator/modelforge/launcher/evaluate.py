@@ -229,14 +229,13 @@ def endpoint_answerer(endpoint: str, *, model: str | None, api_key: str | None, 
 
 JUDGE_PROMPT = (
     "You grade an answer against a reference answer.\n\nQuestion: {question}\n\nReference answer: {reference}\n\n"
-    "Answer to grade: {answer}\n\nDoes the answer say what the reference says, correctly? Reply with JSON "
-    '{{"score": N}}, N an integer from 0 (wrong or unrelated) to 10 (the same meaning).'
+    "Answer to grade: {answer}\n\nDoes the answer say what the reference says, correctly? Reply with only the "
+    "score, an integer from 0 (wrong or unrelated) to 10 (the same meaning)."
 )
-# Servers that honour it (vLLM, OpenAI) constrain the reply to this schema; one that refuses it is asked again
+# Servers that honour it (vLLM, OpenAI) constrain the reply to this schema: one of the integers 0-10, nothing
+# else (an object would leave room for whitespace before the number). One that refuses it is asked again
 # without, and its reply's first number 0-10 is read.
-JUDGE_FORMAT = {"type": "json_schema", "json_schema": {"name": "grade", "schema": {
-    "type": "object", "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 10}},
-    "required": ["score"]}}}  # fmt: skip
+JUDGE_FORMAT = {"type": "json_schema", "json_schema": {"name": "score", "schema": {"enum": list(range(11))}}}
 JUDGE_TRIES = 3
 _SCORE = re.compile(r"\b(10|[0-9])\b")
 
@@ -273,8 +272,12 @@ class Judge:
         prompt = JUDGE_PROMPT.format(question=row.question, reference=row.reference, answer=answer or "(empty)")
         text = final_answer(self._ask([{"role": "user", "content": prompt}], timeout))
         try:
-            value = json.loads(text).get("score")
-        except (ValueError, AttributeError):
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):  # {"score": N}, as some judges answer whatever they are asked
+            value = value.get("score")
+        if not isinstance(value, int):
             found = _SCORE.search(text)
             value = int(found.group(1)) if found else None
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10:
@@ -386,7 +389,7 @@ def evaluate(
                 entry[labels[0]] = {"answer": base_answers[i], "scores": base_scores[i]}
             handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
     measured = EvaluationStatus(
-        rows=n, total_rows=len(rows), partial=n < len(rows), metrics=table if n else None, eval_loss=eval_loss,
+        rows=n, total_rows=len(rows), partial=cut and n < len(rows), metrics=table if n else None, eval_loss=eval_loss,
         error=error[:1024] if error else None, seconds=round(time.monotonic() - started, 1), results=display(results),
     )  # fmt: skip
     judged = judge(spec, measured)
@@ -426,8 +429,9 @@ def _markdown(
     return "\n".join(out) + "\n"
 
 
-def adapter_base(adapter: Path) -> str | None:
-    """The base model a LoRA checkpoint was trained from (ms-swift's args.json beside or above it)."""
+def adapter_base(adapter: Path) -> tuple[str, str | None, str | None] | None:
+    """(base model, model_type, template) a LoRA checkpoint was trained with: ms-swift's args.json beside or
+    above it; None when there is none."""
     for folder in (adapter, adapter.parent):
         try:
             args = json.loads((folder / "args.json").read_text())
@@ -435,5 +439,6 @@ def adapter_base(adapter: Path) -> str | None:
             continue
         model = args.get("model") if isinstance(args, dict) else None
         if isinstance(model, str) and model:
-            return model
+            kind, template = args.get("model_type"), args.get("template")
+            return model, kind if isinstance(kind, str) else None, template if isinstance(template, str) else None
     return None
