@@ -218,8 +218,10 @@ def test_an_evaluation_that_passes_its_gate_serves(kube: Kube, operator: Operato
     pod = running_pods(kube, ns, "sft", 1, 1)[0]
     kube.finish_pod(ns, pod["metadata"]["name"], 0, message=evaluated(30.0, 41.0))
     created = kube.wait_for(lambda: kube.get("ModelServe", ns, "chat"), 30, "the ModelServe of spec.serve")
-    assert created["spec"]["model"] == {"fromFineTuneJob": "sft"}
-    status = kube.get("FineTuneJob", ns, "sft")["status"]
+    assert created["spec"]["model"]["fromFineTuneJob"] == "sft"
+    # The ModelServe is applied before the job's status is written: wait for that write.
+    status = kube.wait_for(lambda: (kube.get("FineTuneJob", ns, "sft") or {}).get("status", {}).get("serveName")
+                           and kube.get("FineTuneJob", ns, "sft")["status"], 30, "the job's status")  # fmt: skip
     promoted = next(c for c in status["conditions"] if c["type"] == "Promoted")
     assert (promoted["status"], promoted["reason"]) == ("True", "EvaluationPassed"), promoted
     assert status["evaluation"]["summary"] == "rougeL 41 (+11) pass" and status["serveName"] == "chat"
