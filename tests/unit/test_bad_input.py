@@ -149,3 +149,17 @@ def test_skipped_documents_are_said(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"note: {path}:1: skipped a PersistentVolumeClaim 'models' (v1): not a ModelForge object" in err
     assert "skipped a ModelServe 'tiny' (modelforge.io/v1alpha1): this command takes FineTuneJob" in err
+
+
+@pytest.mark.parametrize(
+    "quantity", ["8Gi", "800Gi", "64Mi", "1Ti", "512Ki", "500m", "2", "1.5", "1.5G", "100M", "3k", "1e3", "2E", "250n"]
+)
+def test_quantities_parse_as_the_kubernetes_client_does(quantity):
+    """api/base.py parses quantities itself (the api layer runs without the kubernetes client, e.g. on a GPU
+    machine); the client's parse_quantity is the reference."""
+    from kubernetes.utils import parse_quantity
+
+    from modelforge.api.base import quantity_bytes
+
+    assert quantity_bytes(quantity) == pytest.approx(float(parse_quantity(quantity)), rel=1e-12)
+    assert quantity_bytes(7) == 7.0
