@@ -32,7 +32,7 @@ from modelforge.plan.serving import ResolvedModel
 from modelforge.render.serving import ADAPTERS_MOUNT, render_serve
 from modelforge.render.settings import RenderSettings
 from modelforge.render.training import Owner
-from modelforge.testing import build_tiny_model, write_chat_dataset
+from modelforge.testing import build_tiny_model, write_chat_dataset, write_eval_dataset
 from tests.cluster.kube import stop_process_group
 from tests.cluster.operator import free_port
 
@@ -44,9 +44,13 @@ API_KEY = "test-key-not-a-secret"  # a throwaway key for a server on 127.0.0.1
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
 
+EVAL_QUESTIONS = 12  # held-out questions the shared training evaluates on (tests/integration/test_evaluation.py)
+
+
 def train_adapters(root: Path) -> tuple[Path, Path, Path]:
     """(tiny model with hidden 128, adapter at step 20, adapter at step 40): one real `swift sft` run through
-    `modelforge run` (head_dim 32: vLLM's CPU attention does not support the default tiny model's 16)."""
+    `modelforge run` (head_dim 32: vLLM's CPU attention does not support the default tiny model's 16), which
+    then evaluates itself (spec.evaluation with a gate: root/eval.jsonl, its results under root/out/eval)."""
     model = build_tiny_model(root / "tiny-128", hidden=128)
     spec = {
         "apiVersion": "modelforge.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "lora128"},
@@ -54,7 +58,9 @@ def train_adapters(root: Path) -> tuple[Path, Path, Path]:
                  "lora": {"rank": 8, "alpha": 16},
                  "datasets": [{"source": str(write_chat_dataset(root / "chat.jsonl", 32))}],
                  "hyperparameters": {"maxSteps": 40, "batchSizePerDevice": 2, "maxLength": 256, "learningRate": 5e-3},
-                 "checkpointing": {"saveSteps": 20, "keepLast": 4}},
+                 "checkpointing": {"saveSteps": 20, "keepLast": 4},
+                 "evaluation": {"datasets": [{"source": str(write_eval_dataset(root / "eval.jsonl", EVAL_QUESTIONS))}],
+                                "maxNewTokens": 40, "gate": {"metric": "rougeL", "minImprovement": 10}}},
     }  # fmt: skip
     (root / "job.yaml").write_text(yaml.safe_dump(spec))
     done = subprocess.run([sys.executable, "-m", "modelforge.cli", "run", str(root / "job.yaml"), "--output",
