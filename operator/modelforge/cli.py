@@ -659,7 +659,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         target = _local_target(args)
         tuned = local_answerer(target, max_new_tokens=tokens)
         trained = adapter_base(Path(target.adapter)) if target.adapter else None  # its args.json
-        base_source = args.baseline or target.model or (trained[0] if trained else None)
+        # An adapter's baseline is its base model; a whole model has none unless --baseline names one.
+        base_source = args.baseline or ((target.model or (trained[0] if trained else None)) if target.adapter else None)
         kind = args.model_type or (trained[1] if trained and not args.baseline else None)
         template = args.template or (trained[2] if trained and not args.baseline else None)
         base_model = LocalModel(base_source, None, kind, template, args.trust_remote_code)

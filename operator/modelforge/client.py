@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import time
@@ -34,7 +35,14 @@ def _request(url: str, api_key: str | None, body: dict[str, Any] | None, timeout
     request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body else "GET")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
+            data = json.loads(response.read())
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        return data
+    except ValueError as exc:  # not JSON (a proxy's HTML page), or not an object
+        raise EndpointError(f"{url}: the answer is not an OpenAI API object ({str(exc)[:200]})") from exc
+    except http.client.HTTPException as exc:  # a connection cut mid-answer
+        raise EndpointError(f"{url}: the answer was cut off ({type(exc).__name__})") from exc
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:300]
         # vLLM answers 401; ms-swift's server answers 400 "API key error".
@@ -54,7 +62,13 @@ def visible(text: str, show_thinking: bool = False) -> str:
 
 def list_models(endpoint: str, api_key: str | None = None, timeout: float = 10) -> list[str]:
     data = _request(base_url(endpoint) + "/models", api_key, None, timeout)
-    return [str(m["id"]) for m in data.get("data", [])]
+    try:
+        models = [str(m["id"]) for m in data.get("data", [])]
+    except (KeyError, TypeError) as exc:
+        raise EndpointError(f"{base_url(endpoint)}/models: not a model list ({exc!r})") from exc
+    if not models:
+        raise EndpointError(f"{base_url(endpoint)}/models: the endpoint lists no model")
+    return models
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,9 @@ def chat(
     started = time.perf_counter()
     data = _request(base_url(endpoint) + "/chat/completions", api_key, body, timeout)
     latency = time.perf_counter() - started
-    usage = data.get("usage") or {}
-    text = data["choices"][0]["message"].get("content") or ""
+    try:
+        usage = data.get("usage") or {}
+        text = data["choices"][0]["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise EndpointError(f"{base_url(endpoint)}/chat/completions: not a chat completion ({exc!r})") from exc
     return Answer(model, text, latency, usage.get("prompt_tokens"), usage.get("completion_tokens"))

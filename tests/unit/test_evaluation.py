@@ -141,10 +141,11 @@ def test_an_engine_that_fails_gives_an_error_not_an_exception(tmp_path):
     from modelforge.launcher.infer import InferenceError
 
     def broken(asked, deadline):
-        raise InferenceError("swift infer failed (exit 1):\nCUDA out of memory")
+        raise InferenceError("swift infer failed (exit 1): torch.OutOfMemoryError: CUDA out of memory\n(its log)")
 
     status = evaluate(evaluation(gate={"metric": "rougeL", "minimum": 1}), rows(2), broken, None, tmp_path).status
-    assert status.error == "swift infer failed (exit 1):" and status.metrics is None and status.passed is None
+    assert status.error == "the tuned model: swift infer failed (exit 1): torch.OutOfMemoryError: CUDA out of memory"
+    assert status.metrics is None and status.passed is None and status.partial is False
     promoted, reason, message = promotion(evaluation(gate={"metric": "rougeL", "minimum": 1}), status)
     assert (promoted, reason) == (False, Reason.EVALUATION_FAILED) and "swift infer failed" in message
 
@@ -231,7 +232,7 @@ def test_a_gate_that_fails_keeps_the_job_succeeded_and_creates_no_serve():
     assert ("Warning", "EvaluationBelowThreshold") in [e[:2] for e in desired.decision.events]
     # A ModelServe naming the job waits, and says why.
     model, why = resolve_from_job("tiny", {"spec": s.to_wire(), "status": status})
-    assert model is None and "is not promoted: not promoted: rougeL" in why
+    assert model is None and "FineTuneJob tiny is not promoted: rougeL: +1 over the base model" in why
 
 
 def test_a_gate_that_passes_promotes_and_serves():
@@ -258,14 +259,37 @@ def test_a_job_without_evaluation_has_no_promoted_condition():
 
 
 def test_an_evaluation_fits_the_termination_message():
+    """What launcher/run.py sends (the measured keys only), at its largest, leaves room for the rest."""
+    from modelforge.plan.evaluation import MEASURED_KEYS
+
     metrics = [MetricScore(name=m, base=12.3456, tuned=45.678) for m in Metric]
     status = EvaluationStatus(rows=1000, total_rows=1000, partial=False, metrics=metrics, eval_loss=1.23,
-                              error="e" * 500, seconds=1234.5, results="pvc://" + "r" * 200,
-                              report="pvc://" + "r" * 200, chart="pvc://" + "c" * 200)  # fmt: skip
-    outcome = Outcome("Succeeded", "Completed", "m" * 300, outputs={"adapter": "pvc://" + "a" * 200},
-                      decisive_lines=["x" * 200] * 20, evaluation=status.to_wire())  # fmt: skip
-    assert len(outcome.to_json().encode()) <= 4096
-    assert json.loads(outcome.to_json())["evaluation"] == status.to_wire()
+                              error="e" * 1024, seconds=1234.5, results="pvc://" + "r" * 300,
+                              report="pvc://" + "r" * 300, chart="pvc://" + "c" * 300, verdict="v" * 1024,
+                              summary="s" * 64, passed=True)  # fmt: skip
+    sent = status.to_wire()
+    outputs = {"adapter": "pvc://" + "a" * 300, "outputDir": "pvc://" + "o" * 300, "mergedModel": "pvc://" + "g" * 300}
+    outcome = Outcome("Succeeded", "Completed", "m" * 1000, outputs=outputs, decisive_lines=["x" * 200] * 20,
+                      evaluation=sent, last_checkpoint="pvc://" + "a" * 300)  # fmt: skip
+    text = outcome.to_json()
+    assert len(text.encode()) <= 4096
+    kept = json.loads(text)["evaluation"]
+    assert set(kept) <= set(MEASURED_KEYS) and "verdict" not in kept and "passed" not in kept
+    assert kept["metrics"] == sent["metrics"] and kept["rows"] == 1000  # the scores survive; the error is cut first
+    judged = judge(evaluation(gate={"metric": "rougeL", "minimum": 40}), measured_status(kept))
+    assert judged.passed is True
+
+
+def test_a_failing_base_model_leaves_the_tuned_model_scored(tmp_path):
+    from modelforge.launcher.infer import InferenceError
+
+    def base(asked, deadline):
+        raise InferenceError("swift infer failed (exit 1): OSError: base weights missing\n...")
+
+    spec_ = evaluation(gate={"metric": "rougeL", "minimum": 50})
+    status = evaluate(spec_, rows(3), lambda a, d: ([r.reference for r in a], False), base, tmp_path).status
+    assert status.rows == 3 and {m.name: m for m in status.metrics}[Metric.ROUGE_L].tuned == 100.0
+    assert status.passed is True and "the base model: swift infer failed (exit 1): OSError" in status.error
 
 
 def test_gate_fields_are_checked_by_the_api_model():
@@ -330,6 +354,12 @@ class OpenAIShaped:
             def do_POST(self):
                 outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 code, text = outer.replies.pop(0)
+                if isinstance(text, bytes):  # not JSON at all (a proxy's page)
+                    self.send_response(code)
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                    return
                 self._send(code, {"choices": [{"message": {"content": text}}]} if code == 200 else {"error": text})
 
             def log_message(self, *args):
@@ -348,8 +378,9 @@ def test_the_judge_asks_for_a_score_retries_and_says_what_it_got():
     from modelforge.launcher.evaluate import Judge, JudgeError
 
     row = rows(1)[0]
+    page = (200, b"<html>proxy</html>")
     script = [(400, "response_format not supported"), (200, "I would say 7 out of 10."), (503, "busy"),
-              (200, '{"score": 10}'), (200, "a fine answer"), (401, "bad key")]  # fmt: skip
+              (200, '{"score": 10}'), (200, "a fine answer"), (401, "bad key"), page, page, page]  # fmt: skip
     server = OpenAIShaped(script)
     try:
         judge = Judge(server.url, api_key="k", backoff=0)
@@ -360,6 +391,8 @@ def test_the_judge_asks_for_a_score_retries_and_says_what_it_got():
             judge.rate(row, "x")
         with pytest.raises(JudgeError, match="HTTP 401"):
             judge.rate(row, "x")  # a wrong key is said at once, not retried
+        with pytest.raises(JudgeError, match="not an OpenAI API object"):
+            judge.rate(row, "x")  # a page that is not JSON: retried like no answer, then said, never a traceback
         assert server.replies == []
         assert "Reference answer: answer number 0" in server.bodies[1]["messages"][0]["content"]
     finally:

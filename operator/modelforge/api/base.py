@@ -157,27 +157,6 @@ def quantity_bytes(value: int | str) -> float:
         if value.endswith(suffix):
             return float(value[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix]
     return float(value)
-    suffixes = {
-        "Ki": 2**10,
-        "Mi": 2**20,
-        "Gi": 2**30,
-        "Ti": 2**40,
-        "Pi": 2**50,
-        "Ei": 2**60,
-        "n": 1e-9,
-        "u": 1e-6,
-        "m": 1e-3,
-        "k": 1e3,
-        "M": 1e6,
-        "G": 1e9,
-        "T": 1e12,
-        "P": 1e15,
-        "E": 1e18,
-    }
-    for suffix in sorted(suffixes, key=len, reverse=True):
-        if value.endswith(suffix):
-            return float(value[: -len(suffix)]) * suffixes[suffix]
-    return float(value)
 
 
 # --- extraArgs: engine flags passed through, less the ones that carry a credential. A value in argv is

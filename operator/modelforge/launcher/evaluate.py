@@ -13,6 +13,7 @@ report.md (the table and a few examples) and scores.png (base vs tuned per metri
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import time
@@ -128,9 +129,13 @@ def _folded(text: str) -> str:
     return " ".join(words(text))
 
 
+ROUGE_WORDS = 400  # the `rouge` package's LCS recurses once per word of both texts: bounded under Python's limit
+
+
 def _rouge_l(answer: list[str], reference: list[str]) -> float:
     from rouge import Rouge
 
+    answer, reference = answer[:ROUGE_WORDS], reference[:ROUGE_WORDS]
     if not answer or not reference:
         return 0.0
     return float(Rouge(metrics=["rouge-l"]).get_scores(" ".join(answer), " ".join(reference))[0]["rouge-l"]["f"])
@@ -173,6 +178,11 @@ def score_all(metrics: Iterable[Metric], answers: list[str], rows: list[EvalRow]
     return [
         {m.value: score(m, answer, row.reference) for m in local} for answer, row in zip(answers, rows, strict=True)
     ]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
 
 
 def _mean(values: list[float]) -> float | None:
@@ -259,6 +269,9 @@ class Judge:
                 extra = {"response_format": JUDGE_FORMAT} if self.structured else None
                 return chat(self.endpoint, messages, model=self.model, api_key=self.api_key, max_tokens=32,
                             timeout=timeout, extra=extra).text  # fmt: skip
+            except (ValueError, KeyError, IndexError, TypeError, http.client.HTTPException) as exc:
+                raise JudgeError(f"judge {self.endpoint}: an answer that is not an OpenAI chat completion "
+                                 f"({type(exc).__name__}: {str(exc)[:200]})") from None  # fmt: skip
             except EndpointError as exc:
                 if exc.status == 400 and self.structured:
                     self.structured = False  # a server without structured outputs: ask in plain text
@@ -333,6 +346,7 @@ def evaluate(
     display: Callable[[Path], str] = str,
     say: Callable[[str], None] = lambda line: None,
     rater: Judge | None = None,
+    scrub: Callable[[str], str] = lambda text: text,
 ) -> Evaluated:
     """Answer, score, write results.jsonl, report.md and scores.png into `out_dir`, and judge the gate.
     An engine that fails gives a status with `error` (and whatever was scored before), never an exception."""
@@ -343,19 +357,23 @@ def evaluate(
     tuned_answers: list[str] = []
     cut = False
     error = None
-    try:
-        asked = rows
-        if base is not None and spec.baseline:
-            say(f"evaluation: the {labels[0]} model answers {len(rows)} question(s)")
+    asked = rows
+    if base is not None and spec.baseline:
+        say(f"evaluation: the {labels[0]} model answers {len(rows)} question(s)")
+        try:
             base_answers, cut = base(rows, started + spec.timeout_seconds / 2)
             asked = rows[: len(base_answers)]
-        if asked:
-            say(f"evaluation: the {labels[1]} model answers {len(asked)} question(s)")
+        except (InferenceError, EndpointError, OSError) as exc:  # the tuned model is still worth scoring
+            error = f"the {labels[0]} model: {_first_line(exc)}"
+            say(f"evaluation: the {labels[0]} model failed: {exc}")
+    if asked:
+        say(f"evaluation: the {labels[1]} model answers {len(asked)} question(s)")
+        try:
             tuned_answers, tuned_cut = tuned(asked, deadline)
             cut = cut or tuned_cut
-    except (InferenceError, EndpointError, OSError) as exc:
-        error = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
-        say(f"evaluation failed: {exc}")
+        except (InferenceError, EndpointError, OSError) as exc:
+            error = "; ".join(e for e in (error, f"the {labels[1]} model: {_first_line(exc)}") if e)
+            say(f"evaluation: the {labels[1]} model failed: {exc}")
     n = len(tuned_answers) if base_answers is None else min(len(tuned_answers), len(base_answers))
     scored = rows[:n]
     tuned_scores = score_all(metrics, tuned_answers[:n], scored)
@@ -390,7 +408,8 @@ def evaluate(
             handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
     measured = EvaluationStatus(
         rows=n, total_rows=len(rows), partial=cut and n < len(rows), metrics=table if n else None, eval_loss=eval_loss,
-        error=error[:1024] if error else None, seconds=round(time.monotonic() - started, 1), results=display(results),
+        error=scrub(error)[:1024] if error else None, seconds=round(time.monotonic() - started, 1),
+        results=display(results),
     )  # fmt: skip
     judged = judge(spec, measured)
     lines = report_lines(judged, labels)

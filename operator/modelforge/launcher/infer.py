@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .dataset import RowError, iter_rows
+from .outcome import classify
 from .remote_code import TRUST_ENV
 from .supervise import supervise
 
@@ -120,8 +121,10 @@ def swift_answers(
                     break  # a line cut by the stop
         cut = finished.stopped is not None
         if not cut and (finished.returncode != 0 or len(results) != len(rows)):
+            _, decisive = classify(finished.tail, interrupted=finished.interrupted)
+            cause = decisive[-1].strip()[:300] if decisive else "no error line"
             tail = "".join(finished.tail[-10:])
-            raise InferenceError(f"swift infer failed (exit {finished.returncode}):\n{tail}")
+            raise InferenceError(f"swift infer failed (exit {finished.returncode}): {cause}\n{tail}")
     return [str(r.get("response") or "") for r in results[: len(rows)]], cut
 
 

@@ -20,6 +20,7 @@ from ..api.conditions import EXIT_RETRYABLE as EXIT_RETRYABLE
 from ..api.conditions import RETRYABLE_REASONS, Reason
 from ..api.evaluation import JUDGE_API_KEY_ENV
 from ..api.redact import redact
+from ..plan.evaluation import MEASURED_KEYS
 
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps
 
@@ -78,12 +79,17 @@ class Outcome:
     def to_json(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
         """Compact JSON within the kubelet's limit: decisive lines are trimmed first."""
         data: dict[str, Any] = {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
+        if data.get("evaluation"):  # only what the operator reads: it judges the gate itself
+            data["evaluation"] = {k: v for k, v in data["evaluation"].items() if k in MEASURED_KEYS}
         text = json.dumps(data, separators=(",", ":"))
         while len(text.encode()) > limit and data.get("decisive_lines"):
             data["decisive_lines"] = [line[:200] for line in data["decisive_lines"][1:]]
             text = json.dumps(data, separators=(",", ":"))
         if len(text.encode()) > limit:
             data["message"] = data["message"][:500]
+            text = json.dumps(data, separators=(",", ":"))
+        if len(text.encode()) > limit and isinstance(data.get("evaluation", {}).get("error"), str):
+            data["evaluation"] = {**data["evaluation"], "error": data["evaluation"]["error"][:200]}
             text = json.dumps(data, separators=(",", ":"))
         return text
 

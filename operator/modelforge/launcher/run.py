@@ -19,6 +19,7 @@ from typing import IO, Any
 from ..api.conditions import Reason
 from ..api.evaluation import JUDGE_API_KEY_ENV
 from ..api.finetunejob import FineTuneJobSpec, Method, ResumePolicy, Runtime
+from ..api.redact import redact
 from ..paths import PVC_ROOT, RUN_DIR, pod_path, split_uri
 from ..plan.outputs import MERGED_DIR, output_paths
 from ..plan.performance import switches
@@ -508,7 +509,13 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str], cleanup:
     evaluation = None
     if spec.evaluation is not None and opts.world.is_rank0_node and last is not None:
         stage[0] = "during the evaluation, after training; the trained model is kept"
-        evaluation = _evaluate(spec, opts, prepared, last, merged, record.eval_loss)
+        try:
+            evaluation = _evaluate(spec, opts, prepared, last, merged, record.eval_loss)
+        except Terminated:
+            raise
+        except Exception as exc:  # an evaluation never fails (or retrains) a job whose training succeeded
+            evaluation = {"error": redact(f"the evaluation failed: {_where(exc)}", secret_values(opts.env))}
+            opts.say(evaluation["error"])
         tracker.set_evaluation(evaluation)  # /metrics carries the scores while the pod ends
     return Outcome(
         "Succeeded",
@@ -551,6 +558,12 @@ def _evaluate(
     judge = None
     if evaluation.judge is not None:  # its key: the Secret's value in the pod's env (render/training.py)
         judge = Judge(evaluation.judge.endpoint, evaluation.judge.model, opts.env.get(JUDGE_API_KEY_ENV) or None)
+    secrets = secret_values(opts.env)  # an endpoint's words (the judge's) may echo anything: never a key in a log
+
+    def say(line: str) -> None:
+        opts.say(redact(line, secrets))
+
     result = evaluate(evaluation, prepared.eval_rows, tuned, base, opts.output_root / EVAL_DIR, eval_loss=eval_loss,
-                      display=lambda path: _display(path, opts), say=opts.say, rater=judge)  # fmt: skip
-    return result.status.to_wire()
+                      display=lambda path: _display(path, opts), say=say, rater=judge,
+                      scrub=lambda text: redact(text, secrets))  # fmt: skip
+    return result.status.to_wire()  # judged here for `modelforge run`; the pod's message carries the measured part

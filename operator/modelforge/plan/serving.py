@@ -120,7 +120,8 @@ def resolve_from_job(job_name: str, job: dict[str, Any] | None) -> tuple[Resolve
         return None, f"waiting for FineTuneJob {job_name} to succeed (phase {phase or 'Pending'})"
     blocked = not_promoted(status.get("conditions") or [])
     if blocked is not None:
-        return None, f"FineTuneJob {job_name} is not promoted: {blocked.get('message') or blocked.get('reason')}"
+        why = str(blocked.get("message") or blocked.get("reason")).removeprefix("not promoted: ")
+        return None, f"FineTuneJob {job_name} is not promoted: {why}"
     outputs = status.get("outputs") or {}
     spec = FineTuneJobSpec.model_validate(job["spec"])
     if outputs.get("mergedModel"):
