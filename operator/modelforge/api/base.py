@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
@@ -73,6 +74,17 @@ class ApiModel(BaseModel):
                 default = value.to_wire() if isinstance(value, ApiModel) else to_jsonable_python(value)
                 target["properties"][info.alias or name]["default"] = default
         return schema
+
+    @classmethod
+    def field_fits(cls, key: str, value: Any) -> bool:
+        """Whether the wire field `key` (camelCase) may take `value` as it is: the model's own type and bounds,
+        strictly as JSON (no "12" for a number, no true for a count), and finite. What a pod of another version
+        reports is kept field by field with this, so one odd field never costs the rest."""
+        try:
+            cls.model_validate_json(json.dumps({key: value}, allow_nan=False), strict=True)
+        except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError; nan/inf: ValueError
+            return False
+        return value is not None
 
     def to_wire(self) -> dict[str, Any]:
         """The object as the API server stores it: camelCase keys, JSON types, unset fields omitted."""

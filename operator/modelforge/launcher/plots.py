@@ -31,6 +31,18 @@ def read_curves(logging_jsonl: Path) -> dict[str, list[tuple[int, float]]]:
     return {name: sorted(points.items()) for name, points in curves.items()}
 
 
+def _figure() -> Any:
+    """An 800 x 600 matplotlib Figure on the Agg backend (no display), or None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure(figsize=SIZE_INCHES, dpi=DPI)
+
+
 def write_loss_plot(logging_jsonl: Path, out: Path) -> tuple[Path | None, str]:
     """Draw the curves into `out`; (out, "") when written, else (None, why not)."""
     try:
@@ -39,15 +51,10 @@ def write_loss_plot(logging_jsonl: Path, out: Path) -> tuple[Path | None, str]:
         return None, f"no loss plot: {logging_jsonl} cannot be read ({exc.strerror or exc})"
     if not curves["loss"]:
         return None, "no loss plot: the run logged no training loss"
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib.figure import Figure
-    except ImportError:
+    figure = _figure()
+    if figure is None:
         return None, "no loss plot: matplotlib is not installed (pip install matplotlib)"
     try:
-        figure = Figure(figsize=SIZE_INCHES, dpi=DPI)
         loss, rate = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
         steps, values = zip(*curves["loss"], strict=True)
         loss.plot(steps, values, label="train loss", color="tab:blue")
@@ -76,15 +83,10 @@ def write_score_chart(status: Any, out: Path, labels: tuple[str, str] = ("base",
     metrics = [m for m in status.metrics or () if m.tuned is not None]
     if not metrics:
         return None, "no score chart: nothing was scored"
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib.figure import Figure
-    except ImportError:
+    figure = _figure()
+    if figure is None:
         return None, "no score chart: matplotlib is not installed (pip install matplotlib)"
     try:
-        figure = Figure(figsize=SIZE_INCHES, dpi=DPI)
         axes = figure.subplots()
         width = 0.38
         positions = list(range(len(metrics)))

@@ -7,11 +7,7 @@ by saying `passed: true`. `modelforge run` and `modelforge eval` print the same 
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
-
-from pydantic import ValidationError
 
 from ..api.conditions import Reason
 from ..api.evaluation import METRIC_LIMIT, EvalGate, EvaluationSpec, EvaluationStatus, MetricScore
@@ -127,17 +123,6 @@ def promotion(spec: EvaluationSpec | None, status: EvaluationStatus | None) -> t
     return False, Reason.EVALUATION_BELOW_THRESHOLD, f"not promoted: {status.verdict}"
 
 
-def _fits(key: str, value: Any) -> bool:
-    """One reported field, alone, fits the API model (strict JSON types, finite numbers)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return False
-    try:
-        EvaluationStatus.model_validate_json(json.dumps({key: value}, allow_nan=False), strict=True)
-    except (ValidationError, ValueError, TypeError):
-        return False
-    return True
-
-
 def measured_status(reported: Any) -> EvaluationStatus | None:
     """What a launcher reported, keeping only the fields (and metric entries) that fit the API model: a
     launcher of another version, extra keys, wrong types or garbage lose a field, never the reconcile."""
@@ -147,13 +132,13 @@ def measured_status(reported: Any) -> EvaluationStatus | None:
     for key in MEASURED_KEYS:
         value = reported.get(key)
         if key == "metrics" and isinstance(value, list):
-            entries = [
-                {k: v for k, v in entry.items() if _fits("metrics", [{"name": entry.get("name"), k: v}])}
-                for entry in value[:METRIC_LIMIT]
-                if isinstance(entry, dict) and _fits("metrics", [{"name": entry.get("name")}])
+            fits = EvaluationStatus.field_fits
+            named = [
+                e for e in value[:METRIC_LIMIT] if isinstance(e, dict) and fits("metrics", [{"name": e.get("name")}])
             ]
+            entries = [{k: v for k, v in e.items() if fits("metrics", [{"name": e["name"], k: v}])} for e in named]
             value = [e for e in entries if "name" in e] or None
-        if value is not None and _fits(key, value):
+        if value is not None and EvaluationStatus.field_fits(key, value):
             kept[key] = value
     return EvaluationStatus.model_validate(kept) if kept else None
 

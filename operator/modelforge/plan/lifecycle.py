@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
-
 from ..api.conditions import EXIT_RETRYABLE, OUTCOME_PREFIX, RETRYABLE_REASONS, ConditionType, Reason
 from ..api.finetunejob import (
     LOSS_HISTORY_POINTS,
@@ -268,23 +266,11 @@ def progress_status(progress: dict[str, Any] | None) -> dict[str, Any] | None:
         "tokens_per_second": "tokensPerSecond", "eta": "eta", "updated_at": "updatedAt",
         "last_step": "step",
     }  # fmt: skip
-    out = {mapping[k]: v for k, v in progress.items() if k in mapping and _progress_field_fits(mapping[k], v)}
+    out = {mapping[k]: v for k, v in progress.items() if k in mapping and Progress.field_fits(mapping[k], v)}
     history = loss_history(progress.get("loss_history"))
     if history:
         out["lossHistory"] = history
     return out or None
-
-
-def _progress_field_fits(key: str, value: Any) -> bool:
-    """Whether status.progress may take the value as it is: the API model's own type and bounds (strictly: no
-    "12" for a step), and finite. A launcher of another version sending anything else loses that field only."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return False
-    try:
-        Progress.model_validate({key: value}, strict=True)
-    except ValidationError:
-        return False
-    return True
 
 
 def loss_history(value: Any) -> list[float] | None:
