@@ -656,7 +656,8 @@ def status() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kindcluster", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["build", "binaries", "up", "down", "status", "kubeconfig", "load", "egress"])
+    commands = ["build", "binaries", "up", "down", "status", "kubeconfig", "load", "egress"]
+    parser.add_argument("command", choices=commands)
     parser.add_argument("images", nargs="*", help="for load, and up: the images to load into the cluster's worker")
     args = parser.parse_args(argv)
     if args.command == "build":
