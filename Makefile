@@ -7,7 +7,7 @@ DEMO_OUT := modelforge-output/quickstart
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast lint generate demo bench bench-gpu-rehearse e2e clean cluster cluster-down cluster-build vllm \
+.PHONY: help setup test test-fast lint generate demo bench bench-gpu-rehearse e2e clean cluster cluster-down cluster-build kueue kueue-down vllm \
 	docker docker-down base-image images images-for-tests lock kind kind-down kind-build kind-for-tests
 
 help: ## show this help
@@ -92,8 +92,15 @@ demo: setup ## the main job: build the tiny model, fine-tune it locally with mod
 	$(VENV)/bin/modelforge chat --model $(DEMO_OUT)/merged --max-new-tokens 40 \
 	  --system "You are a helpful support assistant." "How do I reset my password?"
 
-cluster-build: ## compile the local control plane from Go modules (cached in ~/.cache/modelforge/cluster)
+cluster-build: ## compile the local control plane and Kueue from Go modules (cached in ~/.cache/modelforge)
 	scripts/cluster.sh build
+	python3 -m tests.cluster.kueue build
+
+kueue: setup cluster ## the real Kueue on the local control plane (its CRDs, webhooks on 127.0.0.1, the manager)
+	$(PY) -m tests.cluster.kueue up
+
+kueue-down: ## stop Kueue (its webhooks removed first), leaving the control plane running
+	python3 -m tests.cluster.kueue down
 
 cluster: ## start the local control plane (etcd, apiserver, controller-manager, scheduler, kwok GPU nodes)
 	bash scripts/get-helm.sh .tools/bin >/dev/null

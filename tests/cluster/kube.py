@@ -46,6 +46,12 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "RayJob": ("ray.io/v1", "rayjobs", True),  # KubeRay's CRD, installed by the session (conftest.py)
     "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
     "Logs": ("kwok.x-k8s.io/v1alpha1", "logs", True),  # kwok's: which file is a pod's container log
+    # Kueue's (tests/cluster/kueue.py installs them with the real Kueue)
+    "ResourceFlavor": ("kueue.x-k8s.io/v1beta2", "resourceflavors", False),
+    "ClusterQueue": ("kueue.x-k8s.io/v1beta2", "clusterqueues", False),
+    "LocalQueue": ("kueue.x-k8s.io/v1beta2", "localqueues", True),
+    "WorkloadPriorityClass": ("kueue.x-k8s.io/v1beta2", "workloadpriorityclasses", False),
+    "Workload": ("kueue.x-k8s.io/v1beta2", "workloads", True),
 }
 
 

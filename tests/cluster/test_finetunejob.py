@@ -275,18 +275,6 @@ def test_suspend_and_resume(kube: Kube, operator: OperatorProcess, claims: str) 
     assert not status(kube, ns).get("restarts")
 
 
-def test_kueue_queue_label_waits_for_admission(kube: Kube, operator: OperatorProcess, claims: str) -> None:
-    ns = claims
-    kube.create(finetunejob(ns, scheduling={"queueName": "team-a"}))
-    job = kube.wait_for(lambda: kube.get("Job", ns, "sft-a1"), 30, "the Job")
-    assert job["spec"]["suspend"] is True and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
-    kube.wait_for(lambda: status(kube, ns).get("phase") == "Queued", 30, "phase Queued")
-    assert not pods_of(kube, ns, "sft", 1), "a suspended Job must have no pods"
-    kube.patch("Job", ns, "sft-a1", {"spec": {"suspend": False}})  # what Kueue does on admission
-    running_pods(kube, ns, "sft", 1, 1)
-    kube.wait_for(lambda: condition(kube, ns, "Admitted").get("status") == "True", 30, "Admitted")
-
-
 def test_a_spec_edit_while_running_is_applied_never_ignored(kube: Kube, operator: OperatorProcess, claims: str,
                                                            kubeconfig: Path) -> None:  # fmt: skip
     ns = claims

@@ -14,7 +14,7 @@ from typing import Any
 
 from modelforge.testing import build_tiny_model, write_chat_dataset
 
-from .kube import Kube, container_env, log_text, run_logged, stop_process_group
+from .kube import ContainerProcess, Kube, container_env, log_text, stop_process_group
 from .operator import OperatorProcess
 from .test_finetunejob import running_pods, status
 from .test_modelserve import Engine, ready_pods, serve_status
@@ -79,10 +79,11 @@ def test_fine_tune_then_serve_then_answer(kube: Kube, operator: OperatorProcess,
         engine.stop()
 
 
-def run_training_pod(kube: Kube, ns: str, pod: dict[str, Any], volumes: Path, tmp: Path, log: Path) -> tuple[int, str]:
+def start_training_pod(kube: Kube, ns: str, pod: dict[str, Any], volumes: Path, tmp: Path,
+                       log: Path) -> tuple[ContainerProcess, Path]:  # fmt: skip
     """`modelforge launch` with the pod's ConfigMap and env, its claims mapped to `volumes`, serving /progress
-    on the pod's IP, its output in the container `log`. Returns (exit code, termination message) as a
-    kubelet would read them."""
+    on the pod's IP, its output in the container `log`, as a container runtime starts it. Returns the running
+    container and where its termination message will be."""
     container = pod["spec"]["containers"][0]
     assert container["command"] == ["modelforge", "launch"], container["command"]
     config_map = next(v["configMap"]["name"] for v in pod["spec"]["volumes"] if "configMap" in v)
@@ -94,12 +95,29 @@ def run_training_pod(kube: Kube, ns: str, pod: dict[str, Any], volumes: Path, tm
     output_root = volumes / claim / output.get("subPath", "")
     output_root.mkdir(parents=True, exist_ok=True)
     termination = tmp / "termination-log"
+    termination.unlink(missing_ok=True)
     env = {**os.environ, **container_env(pod),
            "MODELFORGE_PVC_ROOT": str(volumes), "MODELFORGE_OUTPUT_ROOT": str(output_root),
            "MODELFORGE_PROGRESS_HOST": pod["status"]["podIP"]}  # fmt: skip
-    code = run_logged([sys.executable, "-m", "modelforge.cli", "launch", "--config", str(config),
-                       "--termination-log", str(termination)], env, log, 600)  # fmt: skip
+    argv = [sys.executable, "-m", "modelforge.cli", "launch", "--config", str(config),
+            "--termination-log", str(termination)]  # fmt: skip
+    return ContainerProcess(argv, env, log), termination
+
+
+def termination_message(code: int, termination: Path, log: Path) -> str:
+    """What a kubelet reads as the container's termination message (FallbackToLogsOnError)."""
     message = termination.read_text() if termination.exists() else ""
     if code != 0:
         message += "\n" + log_text(log)[-3000:]
-    return code, message.strip() or json.dumps({"outcome": "Failed", "message": "no termination message"})
+    return message.strip() or json.dumps({"outcome": "Failed", "message": "no termination message"})
+
+
+def run_training_pod(kube: Kube, ns: str, pod: dict[str, Any], volumes: Path, tmp: Path, log: Path) -> tuple[int, str]:
+    """A training pod run to its end (start_training_pod). Returns (exit code, termination message) as a
+    kubelet would read them."""
+    container, termination = start_training_pod(kube, ns, pod, volumes, tmp, log)
+    try:
+        code = container.proc.wait(600)
+    finally:
+        container.stop()
+    return code, termination_message(code, termination, log)

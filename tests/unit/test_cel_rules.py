@@ -99,6 +99,12 @@ CASES: list[tuple[str, dict, dict, str]] = [
         "spec.output.merge",
     ),
     (
+        "priorityClass is Kueue's WorkloadPriorityClass and needs queueName",
+        ftj(scheduling={"queueName": "team-a", "priorityClass": "high"}),
+        ftj(scheduling={"priorityClass": "high"}),
+        "spec.scheduling.priorityClass",
+    ),
+    (
         "evaluation is not supported with distributed.runtime ray",
         ftj(evaluation=EVAL, distributed={"runtime": "torchrun"}),
         ftj(evaluation=EVAL, distributed={"runtime": "ray"}),

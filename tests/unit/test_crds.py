@@ -76,7 +76,7 @@ def test_structural_checker_finds_each_kind_of_problem():
 @pytest.mark.parametrize(
     ("resource", "short", "columns"),
     [
-        (FINETUNEJOB, "ftj", ["Phase", "Method", "GPUs", "Progress", "Loss", "Eval", "Age"]),
+        (FINETUNEJOB, "ftj", ["Phase", "Kueue", "Method", "GPUs", "Progress", "Loss", "Eval", "Age"]),
         (MODELSERVE, "mserve", ["Phase", "Model", "TP", "Ready", "Endpoint", "Age"]),
     ],
     ids=["FineTuneJob", "ModelServe"],
@@ -101,11 +101,17 @@ def test_printer_columns_point_at_fields_that_exist():
         schema = version["schema"]["openAPIV3Schema"]
         for column in version["additionalPrinterColumns"]:
             node = schema
-            parts = column["jsonPath"].strip(".").split(".")
+            path = column["jsonPath"]
+            if "[?(@.type==" in path:  # a condition's field: .status.conditions[?(@.type=="Admitted")].reason
+                path = path.split("[?(", 1)[0] + "." + path.rsplit(")].", 1)[1]
+                assert path.split(".")[-1] in ("reason", "message", "status"), column
+            parts = path.strip(".").split(".")
             if parts[0] == "metadata":
                 continue
             for part in parts:
                 node = node["properties"][part]
+                if node.get("type") == "array":
+                    node = node["items"]
             expected = {"integer": "integer", "number": "number", "string": "string"}[column["type"]]
             assert node["type"] == expected, column
 

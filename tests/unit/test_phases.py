@@ -133,7 +133,9 @@ def test_a_kueue_preempted_job_is_queued_again_not_running():
                "conditions": [cond("Admitted", True, "Admitted"), cond("Running", True, "Training")]}  # fmt: skip
     job = {"metadata": {"name": "tiny-cpu-a1"}, "spec": {"suspend": True}, "status": {}}
     d = decide(spec, [], running, Observed(job=job), NOW)
-    assert d.wire["phase"] == "Queued" and d.events and d.events[0][1] == "Queued", (d.wire, d.events)
+    # No Workload to read (Kueue's words in tests/unit/test_kueue.py): ours, and counted as a preemption.
+    assert d.wire["phase"] == "Queued" and d.events and d.events[0][1] == "Preempted", (d.wire, d.events)
+    assert d.wire["preemptions"] == 1 and not d.wire.get("restarts")
 
 
 def test_a_spec_refused_mid_run_stops_the_attempt():

@@ -70,6 +70,10 @@ app.kubernetes.io/component: operator
 - apiGroups: ["modelforge.io"]
   resources: ["modelserves"]
   verbs: ["create"]
+# Application: a queued attempt's Kueue Workload (read only): why it waits or was preempted, in Kueue's words.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list"]
 {{- if .Values.ray.enabled }}
 # Application (ray.enabled): a training attempt of `distributed.runtime: ray` is a KubeRay RayJob instead of
 # the Job and Service; its pods are KubeRay's (observed through the pod list above).

@@ -383,9 +383,25 @@ class SecretsSpec(ApiModel):
 class SchedulingSpec(ApiModel):
     """Queueing and scheduling."""
 
+    cel_rules = (
+        CelRule(
+            "!has(self.priorityClass) || has(self.queueName)",
+            "priorityClass is Kueue's WorkloadPriorityClass and needs queueName: set the LocalQueue too",
+            ".priorityClass",
+        ),
+    )
+
     queue_name: LabelName | None = Field(
         default=None,
-        description="Kueue LocalQueue. The Job is created suspended and starts when Kueue admits it.",
+        description="Kueue LocalQueue (label kueue.x-k8s.io/queue-name on the attempt's Job). The Job is created "
+        "suspended and starts when Kueue admits it, all nodes at once. If Kueue preempts it, its trainers save a "
+        "checkpoint at the step reached and it waits in the queue again (phase Queued, reason Preempted); "
+        "readmitted, it resumes from that checkpoint. Preemptions are counted in status.preemptions, not restarts.",
+    )
+    priority_class: LabelName | None = Field(
+        default=None,
+        description="Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class): a higher value is admitted "
+        "first and may preempt lower ones, as the ClusterQueue's preemption policy allows.",
     )
     scheduler_name: Str253 | None = Field(default=None, description="Pod schedulerName (e.g. a gang scheduler).")
 
@@ -580,6 +596,9 @@ class Progress(ApiModel):
         default=None, description="Training throughput over all GPUs."
     )
     eta: Annotated[str, Field(max_length=64)] | None = Field(default=None, description="Estimated time remaining.")
+    resumed_from: Str1k | None = Field(
+        default=None, description="The checkpoint this attempt's trainer resumed from (none: it started afresh)."
+    )
     updated_at: Annotated[str, Field(max_length=64)] | None = Field(
         default=None, description="When the launcher last updated it (its clock)."
     )
@@ -654,6 +673,10 @@ class FineTuneJobStatus(ApiModel):
         default=None, description="metadata.generation the current attempt was started from."
     )
     restarts: Annotated[int, Field(ge=0)] | None = Field(default=None, description="Automatic restarts so far.")
+    preemptions: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="Times Kueue preempted the job (each resumed from its newest checkpoint; not restarts).",
+    )
     next_attempt_time: Annotated[str, Field(max_length=64)] | None = Field(
         default=None, description="When the next attempt starts (phase Restarting, exponential backoff)."
     )

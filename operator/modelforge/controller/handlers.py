@@ -53,14 +53,18 @@ def observe(
         if ip:
             progress = fetch_json(f"http://{ip}:{config.render.progress_port}/progress",
                                   config.progress_timeout_seconds)  # fmt: skip
+    suspended = job is not None and bool((job.get("spec") or {}).get("suspend"))  # queued, or preempted
     refusal = None
-    if job is not None and not ray and not pods and _age_seconds(job) >= REFUSAL_GRACE_SECONDS:
+    if job is not None and not ray and not suspended and not pods and _age_seconds(job) >= REFUSAL_GRACE_SECONDS:
         refusal = kube.pod_creation_refusal(namespace, attempt_name(name, attempt), job["metadata"].get("uid"))
     attempt_spec = None
     if (job is not None and phase in ("Queued", "Starting", "Running") and generation is not None
             and status.get("attemptGeneration") not in (None, generation)):  # fmt: skip
         attempt_spec = kube.attempt_spec(namespace, attempt_name(name, attempt))
-    return Observed(job, pods, progress, refusal, attempt_spec)
+    workload = None
+    if suspended and not ray and "kueue.x-k8s.io/queue-name" in (job or {}).get("metadata", {}).get("labels", {}):
+        workload = kube.kueue_workload(namespace, (job or {})["metadata"]["uid"])  # why it waits, in Kueue's words
+    return Observed(job, pods, progress, refusal, attempt_spec, workload)
 
 
 # A Job's pods normally exist within a second or two; only then is "no pods" worth asking events about.

@@ -39,7 +39,9 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "pods/log", ("get",)),
     ("modelforge.io", "finetunejobs", ("get",)),
     ("modelforge.io", "modelserves", ("create",)),
+    ("kueue.x-k8s.io", "workloads", ("list",)),  # why a queued attempt waits, in Kueue's words
 )
+KUEUE_VERSION = "v1beta2"  # Kueue >= 0.15 serves (and stores) its API at v1beta2
 # Granted only with the chart's ray.enabled: attempts of `distributed.runtime: ray` are KubeRay RayJobs.
 RAY_RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (("ray.io", "rayjobs", ("get", "create", "delete")),)
 
@@ -233,6 +235,22 @@ class Kube:
             namespace, field_selector=selector, _preload_content=False, _request_timeout=REQUEST_TIMEOUT))  # fmt: skip
         events = sorted(items.get("items", []), key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
         return str(events[-1].get("message", ""))[:1000] if events else None
+
+    def kueue_workload(self, namespace: str, job_uid: str) -> dict[str, Any] | None:
+        """Kueue's Workload for an attempt's Job (its label kueue.x-k8s.io/job-uid): why the Job waits, in
+        Kueue's words. None when there is none yet, or no Kueue (no such resource, or the chart's rules do not
+        reach it): the lifecycle then says so in its own words."""
+        try:
+            items = _json(self.custom.list_namespaced_custom_object(
+                "kueue.x-k8s.io", KUEUE_VERSION, namespace, "workloads",
+                label_selector=f"kueue.x-k8s.io/job-uid={job_uid}",
+                _preload_content=False, _request_timeout=REQUEST_TIMEOUT))  # fmt: skip
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise
+        workloads = sorted(items.get("items", []), key=lambda w: w.get("metadata", {}).get("creationTimestamp") or "")
+        return workloads[-1] if workloads else None
 
     def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any], uid: str | None = None

@@ -45,6 +45,7 @@ class ProgressRecord:
     updated_at: str | None = None
     finished: bool = False
     latest_checkpoint: str | None = None  # the newest whole checkpoint (set by the launcher, not the log)
+    resumed_from: str | None = None  # the checkpoint this attempt resumed from (set by the launcher)
     # Training SLIs (set by the launcher, not the log): see METRICS.
     seconds_to_first_step: float | None = None  # launcher start -> first logged step: GPUs held, not training
     seconds_since_step: float | None = None  # since the step last moved (a stall grows it)
@@ -108,6 +109,10 @@ class ProgressTracker:
         """spec.evaluation's result (api/evaluation.py, camelCase): its scores join /metrics."""
         with self._lock:
             self.evaluation = dict(evaluation)
+
+    def set_resumed_from(self, location: str | None) -> None:
+        with self._lock:
+            self.record.resumed_from = location
 
     def set_checkpoint(self, location: str | None, save_seconds: float | None = None) -> None:
         with self._lock:

@@ -409,6 +409,7 @@ def _attempt(spec: FineTuneJobSpec, opts: RunOptions, stage: list[str], cleanup:
     )
     tracker.poll()  # a resumed run appends: start from what is already there
     tracker.mark_start()  # ...and its SLIs count from this attempt's first step
+    tracker.set_resumed_from(_display(prepared.resume_from, opts) if prepared.resume_from else None)
     if opts.progress_port is not None and opts.world.is_rank0_node:
         server = ProgressServer(tracker, opts.progress_port, opts.progress_host).start()
         cleanup.append(server.stop)  # it answers until the attempt ends (the evaluation included)

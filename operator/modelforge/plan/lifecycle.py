@@ -28,6 +28,7 @@ from ..api.finetunejob import (
 from ..api.redact import redact
 from .capacity import PlanSettings, plan
 from .evaluation import judge, measured_status, promotion
+from .kueue import kueue_wait
 from .models import guess
 from .phases import job_phase_of, set_condition, timestamp, without_refusals
 from .pods import pod_trouble
@@ -56,6 +57,8 @@ class Observed:
     refusal: str | None = None
     # The spec the current attempt runs (its ConfigMap), read only when the spec changed since it started.
     attempt_spec: dict[str, Any] | None = None
+    # Kueue's Workload of a suspended, queued attempt's Job: its conditions say why it waits (or was preempted).
+    workload: dict[str, Any] | None = None
 
 
 # Spec fields whose change needs no new pods: the operator applies them as it goes.
@@ -264,7 +267,7 @@ def progress_status(progress: dict[str, Any] | None) -> dict[str, Any] | None:
         "step": "step", "total_steps": "totalSteps", "percent": "percent", "summary": "summary",
         "epoch": "epoch", "loss": "loss", "eval_loss": "evalLoss", "learning_rate": "learningRate",
         "tokens_per_second": "tokensPerSecond", "eta": "eta", "updated_at": "updatedAt",
-        "last_step": "step",
+        "last_step": "step", "resumed_from": "resumedFrom",
     }  # fmt: skip
     out = {mapping[k]: v for k, v in progress.items() if k in mapping and Progress.field_fits(mapping[k], v)}
     history = loss_history(progress.get("loss_history"))
@@ -666,6 +669,41 @@ def _training(b: _Builder, spec: FineTuneJobSpec, observed: Observed, message: s
     b.announce(Reason.TRAINING, event)
 
 
+def _queued(b: _Builder, spec: FineTuneJobSpec, observed: Observed, attempt: int) -> Decision:
+    """The attempt's Job is suspended: Kueue has not admitted it yet, or took it back (preempted it). The
+    Admitted condition carries Kueue's own reason and message (plan/kueue.py); the operator never unsuspends."""
+    queue = spec.scheduling.queue_name if spec.scheduling else "?"
+    wait = kueue_wait(observed.workload)
+    reason, message = (wait.reason, wait.message) if wait else (Reason.QUEUED, f"waiting for Kueue to admit it "
+                                                                                f"(queue {queue})")  # fmt: skip
+    if b.said(ConditionType.ADMITTED).get("status") == "True":
+        # It was admitted and is suspended again: Kueue took it back. Its trainers got SIGTERM and save a
+        # checkpoint at the step they reached; readmitted, the Job's new pods resume from it. Not a restart.
+        b.status["preemptions"] = int(b.status.get("preemptions") or 0) + 1
+        if wait is None:
+            reason, message = Reason.PREEMPTED, f"stopped by Kueue (queue {queue}); it waits to be admitted again"
+    b.condition(ConditionType.ADMITTED, False, reason, message)
+    if _job_condition(observed.job, "Failed") or _job_condition(observed.job, "FailureTarget"):
+        # The Job controller failed the Job while Kueue was stopping it: a trainer's exit on its SIGTERM (75,
+        # retryable: checkpoint saved) matched the pod failure policy before its pod was gone (a race the Job
+        # controller has with a suspend). Kueue lets go of a finished Job, so the next attempt queues again and
+        # resumes from that checkpoint: a preemption still, not a failure nor a restart.
+        b.delete_attempt = attempt
+        b.status["nextAttemptTime"] = timestamp(b.now)
+        b.condition(
+            ConditionType.RUNNING,
+            False,
+            Reason.RESTARTING,
+            f"{message[:700]}; attempt {attempt + 1} queues again and resumes from the newest checkpoint",
+        )
+        b.announce(reason, message)
+        return b.done()
+    # Not Running any more if it ran: Queued until Kueue admits it (again).
+    b.condition(ConditionType.RUNNING, False, reason, message)
+    b.announce(reason, message)
+    return b.done()
+
+
 def _ray_attempt(b: _Builder, spec: FineTuneJobSpec, observed: Observed, attempt: int, restarts: int) -> Decision:
     """A running `distributed.runtime: ray` attempt, from its RayJob's status (KubeRay's words) and pods."""
     job = observed.job or {}
@@ -791,13 +829,7 @@ def decide(
             b.status["attemptGeneration"] = generation  # nothing the pods see changed
 
     if observed.job.get("spec", {}).get("suspend"):
-        queue = spec.scheduling.queue_name if spec.scheduling else "?"
-        message = f"waiting for Kueue to admit it (queue {queue})"
-        b.condition(ConditionType.ADMITTED, False, Reason.QUEUED, message)
-        # Suspended again after it ran (Kueue preempted it): not Running any more.
-        b.condition(ConditionType.RUNNING, False, Reason.QUEUED, message)
-        b.announce(Reason.QUEUED, message)
-        return b.done()
+        return _queued(b, spec, observed, attempt)
     if spec.scheduling and spec.scheduling.queue_name:
         b.condition(ConditionType.ADMITTED, True, Reason.ADMITTED, "admitted by Kueue")
 

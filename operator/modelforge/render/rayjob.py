@@ -24,7 +24,17 @@ from ..plan.capacity import RAY_HEAD_CPU, RAY_HEAD_MEMORY_GIB
 from .names import attempt_name
 from .security import harden
 from .settings import RenderSettings
-from .training import Owner, _env, _meta, _resources, _shm_size, job_labels, pod_placement, pod_volumes
+from .training import (
+    Owner,
+    _env,
+    _meta,
+    _resources,
+    _shm_size,
+    job_labels,
+    kueue_labels,
+    pod_placement,
+    pod_volumes,
+)
 
 RAYJOB_API_VERSION = "ray.io/v1"
 RAY_VERSION = "2.60.0"  # the trainer images' ray[train] (images/*/Dockerfile)
@@ -98,8 +108,7 @@ def render_rayjob(owner: Owner, spec: FineTuneJobSpec, attempt: int, settings: R
     store = object_store_bytes(spec)
     metadata = _meta(attempt_name(owner.name, attempt), owner, job_labels(owner, attempt))
     queue = spec.scheduling.queue_name if spec.scheduling else None
-    if queue:
-        metadata["labels"]["kueue.x-k8s.io/queue-name"] = queue
+    metadata["labels"].update(kueue_labels(spec))
     job_spec: dict[str, Any] = {
         "entrypoint": "modelforge launch",
         "submissionMode": "K8sJobMode",

@@ -270,8 +270,7 @@ def render_job(
 
     job_metadata = _meta(name, owner, dict(labels))
     queue = spec.scheduling.queue_name if spec.scheduling else None
-    if queue:
-        job_metadata["labels"]["kueue.x-k8s.io/queue-name"] = queue
+    job_metadata["labels"].update(kueue_labels(spec))
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": resources.nodes,
@@ -321,3 +320,16 @@ def render_attempt(
         render_service(owner, spec, attempt, settings),
         render_job(owner, spec, attempt, settings),
     ]
+
+
+def kueue_labels(spec: FineTuneJobSpec) -> dict[str, str]:
+    """The labels that make an attempt (Job or RayJob) a Kueue workload: Kueue's batch/Job (or RayJob)
+    integration creates its Workload, admits all of its pods at once (one pod set: parallelism x the pod's
+    requests) and unsuspends it; the priority class orders admission and preemption (docs/operator.md)."""
+    scheduling = spec.scheduling
+    if scheduling is None or not scheduling.queue_name:
+        return {}
+    labels = {"kueue.x-k8s.io/queue-name": scheduling.queue_name}
+    if scheduling.priority_class:
+        labels["kueue.x-k8s.io/priority-class"] = scheduling.priority_class
+    return labels
