@@ -51,8 +51,12 @@ FINETUNEJOB = Resource(
         # Kueue's reason (Pending, Inadmissible, Preempted ...) for a queued job; "Admitted" once admitted; the
         # message is the Admitted condition's (`kubectl describe`, or -o wide).
         {"name": "Kueue", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Admitted")].reason'},
-        {"name": "Kueue Message", "type": "string", "priority": 1,
-         "jsonPath": '.status.conditions[?(@.type=="Admitted")].message'},  # fmt: skip
+        {
+            "name": "Kueue Message",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Admitted")].message',
+            "priority": 1,
+        },
         {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
         {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
