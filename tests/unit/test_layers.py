@@ -1,61 +1,38 @@
-"""The layers are a contract: api <- plan <- render <- launcher / controller / cli (`make lint` runs this).
+"""The layers are a contract: api <- plan <- render | status_view <- controller | launcher <- cli, checked by
+import-linter (`lint-imports`, contracts in pyproject.toml [tool.importlinter]); `make lint` runs this file.
 
-A module may import from its own layer and the layers below it, never from one above. `paths` and
-`specfile` are shared leaves below api's users; `testing` builds tiny models for tests and the CLI.
+A module imports from its own layer and the layers below it, never from one above; siblings never import each
+other; api, plan and render are pure; the leaves (paths, specfile, client, testing) import nothing of the
+package. Every module of the package is placed by some contract, so a new one cannot slip past unchecked.
 """
 
 from __future__ import annotations
 
-import ast
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "modelforge"
-# Each layer and what it may import from the package.
-ALLOWED = {
-    "api": {"api"},
-    "paths": {"paths"},
-    "plan": {"api", "plan", "paths"},
-    "render": {"api", "plan", "render", "paths"},
-    "launcher": {"api", "plan", "launcher", "paths", "specfile"},
-    "controller": {"api", "plan", "render", "controller", "paths"},
-}
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "operator" / "modelforge"
 
 
-def layer_of(path: Path) -> str:
-    rel = path.relative_to(PACKAGE)
-    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+def test_the_import_contracts_hold() -> None:
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    done = subprocess.run([str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False)
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, "layer contract broken (pyproject.toml [tool.importlinter]):\n" + report
+    assert "0 broken" in report, report
 
 
-def imported_layers(path: Path) -> set[tuple[str, int]]:
-    tree = ast.parse(path.read_text(), str(path))
-    package_parts = path.relative_to(PACKAGE).parts[:-1]
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: resolve against this module's package
-                base = package_parts[: len(package_parts) - (node.level - 1)]
-                target = (*base, *(node.module or "").split(".")) if node.module else base
-                if not target:  # `from . import x` at the top level
-                    target = tuple((node.names[0].name,))
-                found.add((target[0], node.lineno))
-            elif node.module and node.module.startswith("modelforge."):
-                found.add((node.module.split(".")[1], node.lineno))
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("modelforge."):
-                    found.add((alias.name.split(".")[1], node.lineno))
-    return found
-
-
-def test_no_layer_imports_a_higher_one() -> None:
-    violations = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        layer = layer_of(path)
-        if layer not in ALLOWED:
-            continue  # cli.py, client.py, generate.py, testing.py: the top, may use everything
-        for target, line in imported_layers(path):
-            if target not in ALLOWED[layer] and target in {*ALLOWED, "cli", "specfile", "testing"}:
-                violations.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {layer} imports {target}")
-    assert not violations, "layer contract broken (api <- plan <- render <- launcher/controller/cli):\n" + "\n".join(
-        sorted(violations)
-    )
+def test_every_module_of_the_package_is_placed_by_a_contract() -> None:
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    named = set()
+    for contract in contracts:
+        for layer in contract.get("layers", []):
+            named |= {m.strip() for m in layer.split("|")}
+        named |= set(contract.get("source_modules", []))
+    modules = [p for p in PACKAGE.iterdir() if p.suffix == ".py" and p.stem != "__init__"]
+    packages = [p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()]
+    top = {f"modelforge.{p.stem}" for p in modules} | {f"modelforge.{p.name}" for p in packages}
+    assert not top - named, f"modules no import contract places: {sorted(top - named)} (pyproject.toml)"
