@@ -20,7 +20,7 @@ def _type_of(node: dict[str, Any]) -> str:
         return f"[]{_type_of(node['items'])}"
     if kind == "object" and isinstance(node.get("additionalProperties"), dict):
         return "map[string]string"
-    return kind
+    return str(kind)
 
 
 def _bounds(node: dict[str, Any]) -> str:

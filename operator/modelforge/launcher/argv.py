@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..api.finetunejob import DatasetSpec, DeepSpeed, Dtype, FineTuneJobSpec, Hub, LoraSpec, Method, QuantizationSpec
+from ..api.common import Dtype, Hub
+from ..api.finetunejob import DatasetSpec, DeepSpeed, FineTuneJobSpec, LoraSpec, Method, QuantizationSpec
 from ..plan.performance import DEFAULT_LORA_DROPOUT, DEFAULT_OPTIMIZER, Capabilities, switches
 from ..plan.resolve import Resolved
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -234,7 +234,7 @@ def job_failure_cause(failed: dict[str, Any]) -> Cause:
 
 def _job_condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
     for condition in (job or {}).get("status", {}).get("conditions") or []:
-        if condition.get("type") == kind and condition.get("status") == "True":
+        if isinstance(condition, dict) and condition.get("type") == kind and condition.get("status") == "True":
             return condition
     return None
 
@@ -731,6 +731,19 @@ def _ray_attempt(b: _Builder, spec: FineTuneJobSpec, observed: Observed, attempt
     return b.done()
 
 
+@dataclass
+class _Attempt:
+    """What every step of a reconcile reads: the status being built, the spec, what was observed."""
+
+    b: _Builder
+    spec: FineTuneJobSpec
+    observed: Observed
+    phase: JobPhase  # as the stored conditions say, before this reconcile
+    attempt: int
+    restarts: int
+    generation: int | None
+
+
 def decide(
     spec: FineTuneJobSpec | None,
     problems: list[str],
@@ -743,7 +756,8 @@ def decide(
     """The next step for one FineTuneJob. Idempotent: the same inputs give the same decision.
 
     `current` is the object's status (typed, or as read from the API server); where the job stands is
-    read from its conditions, never from `phase`."""
+    read from its conditions, never from `phase`. A finished job stays finished; then the spec is validated
+    (and planned); then STEPS, in order: the first that decides ends the reconcile."""
     if not isinstance(current, FineTuneJobStatus):
         current = FineTuneJobStatus.model_validate(dict(current))
     status = current.to_wire()
@@ -763,118 +777,180 @@ def decide(
         if status.get("attempt") and phase not in (JobPhase.SUCCEEDED, JobPhase.FAILED):
             b.delete_attempt = int(status["attempt"])  # refused mid-run (an edit): its pods must not keep GPUs
         return b.done()
+    a = _Attempt(b, spec, observed, phase, int(status.get("attempt") or 0), int(status.get("restarts") or 0),
+                 generation)  # fmt: skip
+    for step in STEPS:
+        decision = step(a)
+        if decision is not None:
+            return decision
+    return _observe_pods(a)
 
-    attempt = int(status.get("attempt") or 0)
-    restarts = int(status.get("restarts") or 0)
-    started = parse_time(status.get("startTime"))
-    deadline = spec.active_deadline_seconds
-    if deadline and started and now - started > timedelta(seconds=deadline):
-        b.delete_attempt = attempt or None
-        _fail(b, Reason.DEADLINE_EXCEEDED, f"the job ran longer than activeDeadlineSeconds ({deadline} s)")
-        return b.done()
 
-    if spec.suspend:
-        if observed.job is not None or observed.pods:
-            b.delete_attempt = attempt
+def _past_deadline(a: _Attempt) -> Decision | None:
+    started, deadline = parse_time(a.b.status.get("startTime")), a.spec.active_deadline_seconds
+    if not (deadline and started and a.b.now - started > timedelta(seconds=deadline)):
+        return None
+    a.b.delete_attempt = a.attempt or None
+    _fail(a.b, Reason.DEADLINE_EXCEEDED, f"the job ran longer than activeDeadlineSeconds ({deadline} s)")
+    return a.b.done()
+
+
+def _suspended_by_spec(a: _Attempt) -> Decision | None:
+    """spec.suspend: the attempt is stopped; unsuspended, the next one starts once its pods are gone."""
+    b = a.b
+    if a.spec.suspend:
+        if a.observed.job is not None or a.observed.pods:
+            b.delete_attempt = a.attempt
         message = "suspended: the attempt was stopped; checkpoints and outputs are kept"
         b.condition(ConditionType.SUSPENDED, True, Reason.SUSPENDED, message)
         b.condition(ConditionType.RUNNING, False, Reason.SUSPENDED, message)
         b.announce(Reason.SUSPENDED, message)
         return b.done()
-    if phase == JobPhase.SUSPENDED:
-        if _waits_for_stopping(b, observed, attempt, attempt + 1, Reason.SUSPENDED):
-            return b.done()
-        b.condition(ConditionType.SUSPENDED, False, Reason.STARTING, "resumed")
-        _start_attempt(b, spec, attempt + 1)
+    if a.phase != JobPhase.SUSPENDED:
+        return None
+    if _waits_for_stopping(b, a.observed, a.attempt, a.attempt + 1, Reason.SUSPENDED):
         return b.done()
+    b.condition(ConditionType.SUSPENDED, False, Reason.STARTING, "resumed")
+    _start_attempt(b, a.spec, a.attempt + 1)
+    return b.done()
 
-    if attempt == 0:
-        _start_attempt(b, spec, 1)
+
+def _first_attempt(a: _Attempt) -> Decision | None:
+    if a.attempt != 0:
+        return None
+    _start_attempt(a.b, a.spec, 1)
+    return a.b.done()
+
+
+def _restart_when_due(a: _Attempt) -> Decision | None:
+    """Restarting: after the backoff, once the old attempt's Job and pods are gone, the next attempt."""
+    if a.phase != JobPhase.RESTARTING:
+        return None
+    b = a.b
+    next_time = parse_time(b.status.get("nextAttemptTime"))
+    if next_time and b.now < next_time:
         return b.done()
-
-    if phase == JobPhase.RESTARTING:
-        next_time = parse_time(status.get("nextAttemptTime"))
-        if next_time and now < next_time:
-            return b.done()
-        if observed.job is not None:
-            b.delete_attempt = attempt  # the old attempt is still being torn down
-            return b.done()
-        if _waits_for_stopping(b, observed, attempt, attempt + 1, Reason.RESTARTING):
-            return b.done()
-        _start_attempt(b, spec, attempt + 1)
+    if a.observed.job is not None:
+        b.delete_attempt = a.attempt  # the old attempt is still being torn down
         return b.done()
-
-    if observed.job is None:
-        if _waits_for_stopping(b, observed, attempt, attempt, Reason.STARTING):
-            return b.done()  # a Job deleted by hand: its pods, same labels, may still be saving
-        b.create_attempt = attempt  # lost or never created (operator restart): recreate, same name
+    if _waits_for_stopping(b, a.observed, a.attempt, a.attempt + 1, Reason.RESTARTING):
         return b.done()
+    _start_attempt(b, a.spec, a.attempt + 1)
+    return b.done()
 
-    if observed.attempt_spec is not None:
-        # Compared as the pods got it: `deepspeed: auto` resolved by the plan, as in the attempt's ConfigMap.
-        planned = with_planned_deepspeed(spec, b.status.get("plan"))
-        pod_fields = pod_changes(planned, observed.attempt_spec)
-        if pod_fields:
-            # Never ignore an edit silently: the attempt is replaced (not counted as a restart) and the next
-            # one resumes from the newest checkpoint with the new spec.
-            fields = ", ".join(_replanned(pod_fields, spec, planned, observed.attempt_spec))
-            message = (f"{fields} changed: stopping attempt {attempt}; attempt {attempt + 1} applies it, "
-                       "resuming from the newest checkpoint")  # fmt: skip
-            b.delete_attempt = attempt
-            b.status["nextAttemptTime"] = timestamp(b.now)
-            b.condition(ConditionType.RUNNING, False, Reason.SPEC_CHANGED, message)
-            b.announce(Reason.SPEC_CHANGED, message)
-            return b.done()
-        if generation is not None:
-            b.status["attemptGeneration"] = generation  # nothing the pods see changed
 
-    if observed.job.get("spec", {}).get("suspend"):
-        return _queued(b, spec, observed, attempt)
-    if spec.scheduling and spec.scheduling.queue_name:
-        b.condition(ConditionType.ADMITTED, True, Reason.ADMITTED, "admitted by Kueue")
+def _recreate_a_lost_job(a: _Attempt) -> Decision | None:
+    if a.observed.job is not None:
+        return None
+    if not _waits_for_stopping(a.b, a.observed, a.attempt, a.attempt, Reason.STARTING):
+        # A Job deleted by hand (its pods, same labels, may still be saving: waited for above), or never created
+        # (operator restart): recreate, same name.
+        a.b.create_attempt = a.attempt
+    return a.b.done()
 
-    if is_rayjob(observed.job):
-        return _ray_attempt(b, spec, observed, attempt, restarts)
 
-    rank0 = rank0_pod(observed.pods)
-    if _job_condition(observed.job, "Complete") or (
-        observed.pods and len(observed.pods) >= spec.resources.nodes
-        and all(p.get("status", {}).get("phase") == "Succeeded" for p in observed.pods)
-    ):  # fmt: skip
-        _, outcome = _termination(rank0) if rank0 else (None, None)
-        _completed(b, spec, attempt, outcome)
-        return b.done()
+def _apply_a_spec_edit(a: _Attempt) -> Decision | None:
+    """A spec edit the pods see replaces the attempt (not counted as a restart); one they do not see is taken
+    by the running attempt."""
+    if a.observed.attempt_spec is None:
+        return None
+    b, spec, attempt = a.b, a.spec, a.attempt
+    # Compared as the pods got it: `deepspeed: auto` resolved by the plan, as in the attempt's ConfigMap.
+    planned = with_planned_deepspeed(spec, b.status.get("plan"))
+    pod_fields = pod_changes(planned, a.observed.attempt_spec)
+    if not pod_fields:
+        if a.generation is not None:
+            b.status["attemptGeneration"] = a.generation  # nothing the pods see changed
+        return None
+    # Never ignore an edit silently: the next attempt resumes from the newest checkpoint with the new spec.
+    fields = ", ".join(_replanned(pod_fields, spec, planned, a.observed.attempt_spec))
+    message = (f"{fields} changed: stopping attempt {attempt}; attempt {attempt + 1} applies it, "
+               "resuming from the newest checkpoint")  # fmt: skip
+    b.delete_attempt = attempt
+    b.status["nextAttemptTime"] = timestamp(b.now)
+    b.condition(ConditionType.RUNNING, False, Reason.SPEC_CHANGED, message)
+    b.announce(Reason.SPEC_CHANGED, message)
+    return b.done()
 
-    causes = [c for c in (pod_failure_cause(p) for p in observed.pods) if c is not None]
+
+def _admission(a: _Attempt) -> Decision | None:
+    """A suspended Job waits for Kueue (or was preempted by it); an unsuspended one of a queue was admitted."""
+    if (a.observed.job or {}).get("spec", {}).get("suspend"):
+        return _queued(a.b, a.spec, a.observed, a.attempt)
+    if a.spec.scheduling and a.spec.scheduling.queue_name:
+        a.b.condition(ConditionType.ADMITTED, True, Reason.ADMITTED, "admitted by Kueue")
+    return None
+
+
+def _ray(a: _Attempt) -> Decision | None:
+    return _ray_attempt(a.b, a.spec, a.observed, a.attempt, a.restarts) if is_rayjob(a.observed.job) else None
+
+
+def _completed_attempt(a: _Attempt) -> Decision | None:
+    pods, nodes = a.observed.pods, a.spec.resources.nodes
+    if not (_job_condition(a.observed.job, "Complete") or (
+        pods and len(pods) >= nodes and all(p.get("status", {}).get("phase") == "Succeeded" for p in pods)
+    )):  # fmt: skip
+        return None
+    rank0 = rank0_pod(pods)
+    _, outcome = _termination(rank0) if rank0 else (None, None)
+    _completed(a.b, a.spec, a.attempt, outcome)
+    return a.b.done()
+
+
+def _classify_failures(a: _Attempt) -> Decision | None:
+    pods = a.observed.pods
+    causes = [c for c in (pod_failure_cause(p) for p in pods) if c is not None]
     # FailureTarget: the Job controller's decision (since Kubernetes 1.31), before Failed, which waits for every
     # pod to stop; a deleted pod can be gone while only FailureTarget is set.
-    job_failed = _job_condition(observed.job, "Failed") or _job_condition(observed.job, "FailureTarget")
+    job_failed = _job_condition(a.observed.job, "Failed") or _job_condition(a.observed.job, "FailureTarget")
     if job_failed and not causes:
         causes.append(job_failure_cause(job_failed))
-    if causes:
-        # A permanent cause anywhere decides; otherwise the first retryable one.
-        cause = next((c for c in causes if not c.retryable), causes[0])
-        # Stopped: the Job controller has failed the Job, or (it syncs a second after a pod changes) every pod
-        # of the gang has ended and none is being deleted: nothing of it holds a GPU any more.
-        ended = len(observed.pods) >= spec.resources.nodes and all(
-            p.get("status", {}).get("phase") in ("Succeeded", "Failed") and not p["metadata"].get("deletionTimestamp")
-            for p in observed.pods
-        )
-        _failed_attempt(b, spec, cause, attempt, restarts, stopped=job_failed is not None or ended)
-        return b.done()
+    if not causes:
+        return None
+    # A permanent cause anywhere decides; otherwise the first retryable one.
+    cause = next((c for c in causes if not c.retryable), causes[0])
+    # Stopped: the Job controller has failed the Job, or (it syncs a second after a pod changes) every pod
+    # of the gang has ended and none is being deleted: nothing of it holds a GPU any more.
+    ended = len(pods) >= a.spec.resources.nodes and all(
+        p.get("status", {}).get("phase") in ("Succeeded", "Failed") and not p["metadata"].get("deletionTimestamp")
+        for p in pods
+    )
+    _failed_attempt(a.b, a.spec, cause, a.attempt, a.restarts, stopped=job_failed is not None or ended)
+    return a.b.done()
 
-    problem = pod_trouble(observed.pods)
-    if not observed.pods and observed.refusal:
-        problem = (Reason.PODS_REFUSED, f"the API server refused the pods: {observed.refusal}")
-    running = [p for p in observed.pods if p.get("status", {}).get("phase") == "Running"]
+
+def _observe_pods(a: _Attempt) -> Decision:
+    """The attempt runs: training once every pod runs (progress from rank 0), else starting, or what is wrong."""
+    b, pods, nodes, attempt = a.b, a.observed.pods, a.spec.resources.nodes, a.attempt
+    problem = pod_trouble(pods)
+    if not pods and a.observed.refusal:
+        problem = (Reason.PODS_REFUSED, f"the API server refused the pods: {a.observed.refusal}")
+    running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
     if problem:
         b.condition(ConditionType.RUNNING, False, problem[0], problem[1])
         b.announce(problem[0], problem[1], warning=True)
-    elif observed.pods and len(running) >= spec.resources.nodes:
-        _training(b, spec, observed, f"attempt {attempt}: training",
-                  f"attempt {attempt}: all {spec.resources.nodes} pod(s) running")  # fmt: skip
+    elif pods and len(running) >= nodes:
+        _training(
+            b, a.spec, a.observed, f"attempt {attempt}: training", f"attempt {attempt}: all {nodes} pod(s) running"
+        )
     else:
-        message = f"attempt {attempt}: {len(running)}/{spec.resources.nodes} pod(s) running"
+        message = f"attempt {attempt}: {len(running)}/{nodes} pod(s) running"
         b.condition(ConditionType.RUNNING, False, Reason.STARTING, message)
         b.announce(Reason.STARTING, message)
     return b.done()
+
+
+# One FineTuneJob reconcile, after validation: the first step that decides ends it (_observe_pods if none).
+STEPS: tuple[Callable[[_Attempt], Decision | None], ...] = (
+    _past_deadline,
+    _suspended_by_spec,
+    _first_attempt,
+    _restart_when_due,
+    _recreate_a_lost_job,
+    _apply_a_spec_edit,
+    _admission,
+    _ray,
+    _completed_attempt,
+    _classify_failures,
+)

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.base import API_VERSION
+from ..api.common import Hub
 from ..api.conditions import EXIT_RETRYABLE
 from ..api.evaluation import JUDGE_API_KEY_ENV
-from ..api.finetunejob import FineTuneJobSpec, Hub, Runtime
+from ..api.finetunejob import FineTuneJobSpec, Runtime
 from ..paths import CACHE_ROOT, CONFIGMAP_ROOT, JOB_CONFIG, OUTPUT_ROOT, PVC_ROOT, TRUST_REMOTE_CODE_ENV, split_uri
 from ..plan.outputs import output_root_uri
 from .names import attempt_name, label_value
