@@ -46,7 +46,9 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "RayJob": ("ray.io/v1", "rayjobs", True),  # KubeRay's CRD, installed by the session (conftest.py)
     "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
     "Logs": ("kwok.x-k8s.io/v1alpha1", "logs", True),  # kwok's: which file is a pod's container log
-    # Kueue's (tests/cluster/kueue.py installs them with the real Kueue)
+}
+# Kueue's, installed with the real Kueue (tests/cluster/kueue.py) for tests/cluster/test_kueue.py only.
+KUEUE_KINDS: dict[str, tuple[str, str, bool]] = {
     "ResourceFlavor": ("kueue.x-k8s.io/v1beta2", "resourceflavors", False),
     "ClusterQueue": ("kueue.x-k8s.io/v1beta2", "clusterqueues", False),
     "LocalQueue": ("kueue.x-k8s.io/v1beta2", "localqueues", True),
@@ -60,7 +62,7 @@ def now() -> str:
 
 
 def _path(kind: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
-    api_version, plural, namespaced = KINDS[kind]
+    api_version, plural, namespaced = KINDS[kind] if kind in KINDS else KUEUE_KINDS[kind]
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     path = base + (f"/namespaces/{namespace}" if namespaced and namespace else "") + f"/{plural}"
     if name:

@@ -43,9 +43,9 @@ def test_get_shows_printer_columns_with_values(kube: Kube, operator: OperatorPro
                   "the ModelServe's phase")  # fmt: skip
     table = kubectl(kubeconfig, "get", "ftj,mserve", "-n", ns).stdout
     header_ftj = table.splitlines()[0].split()
-    assert header_ftj[:4] == ["NAME", "PHASE", "METHOD", "GPUS"], table
+    assert header_ftj[:5] == ["NAME", "PHASE", "KUEUE", "METHOD", "GPUS"], table
     row = next(line.split() for line in table.splitlines() if line.startswith("finetunejob"))
-    assert row[1] == "Running" and row[2] == "qlora" and row[3] == "2", table
+    assert row[1] == "Running" and row[2] == "qlora" and row[3] == "2", table  # KUEUE empty: no queue
     serve_row = next(line for line in table.splitlines() if line.startswith("modelserve"))
     assert "Pending" in serve_row, table  # waits for the job
     # Conditions are the API: each says which spec generation it was computed from.

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes.client.exceptions import ApiException
 
 from modelforge.testing import build_tiny_model, write_chat_dataset
 
@@ -75,8 +74,7 @@ def queues(kube: Kube, kueue: None, claims: str) -> Iterator[list[str]]:
     for fj in kube.list("FineTuneJob", claims):
         kube.delete("FineTuneJob", claims, fj["metadata"]["name"])
     for name in made:
-        with contextlib.suppress(ApiException):
-            kube.request("DELETE", f"/apis/kueue.x-k8s.io/v1beta2/clusterqueues/{name}")
+        kube.delete("ClusterQueue", None, name)
 
 
 def local_queue(kube: Kube, ns: str, cq: str, name: str = "team") -> str:
@@ -279,7 +277,7 @@ def test_the_two_teams_example_borrows_then_gives_back_as_its_readme_says(
     """examples/kueue-two-teams with its README's commands, as the cluster admin: team A's two-node job borrows
     team B's idle GPUs; team B's job takes them back (Kueue preempts team A's, which waits, Preempted)."""
     lines = commands(EXAMPLE / "README.md")
-    assert [line.split()[-1] for line in lines] == ["queues.yaml", "team-a.yaml", "team-b.yaml"], lines
+    assert [line.split()[-1] for line in lines] == ["queues.yaml", "team-a", "team-a.yaml", "team-b", "team-b.yaml"]
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": f"{KUBECTL.parent}:{os.environ['PATH']}"}
 
     def run(line: str) -> None:
@@ -287,12 +285,13 @@ def test_the_two_teams_example_borrows_then_gives_back_as_its_readme_says(
         assert done.returncode == 0, f"`{line}` failed:\n{done.stderr}"
 
     try:
-        run(lines[0])
-        run(lines[1])
+        for line in lines[:3]:
+            run(line)
         kube.wait_for(lambda: admitted(kube, "team-a", "big-lora").get("status") == "True", 60,
                       "team A's 16-GPU job admitted (8 of them borrowed)")  # fmt: skip
         assert len(pods_of(kube, "team-a", "big-lora", 1)) == 2  # both nodes at once
-        run(lines[2])
+        for line in lines[3:]:
+            run(line)
         kube.wait_for(lambda: admitted(kube, "team-b", "urgent-lora").get("status") == "True", 60,
                       "team B's job admitted: its quota reclaimed")  # fmt: skip
         said = admitted(kube, "team-a", "big-lora")
@@ -306,5 +305,4 @@ def test_the_two_teams_example_borrows_then_gives_back_as_its_readme_says(
         kube.wait_for(lambda: all(kube.get("Namespace", None, ns) is None for ns in ("team-a", "team-b")), 120,
                       "the example's namespaces gone")  # fmt: skip
         for doc in yaml.safe_load_all((EXAMPLE / "queues.yaml").read_text()):
-            with contextlib.suppress(ApiException):
-                kube.request("DELETE", f"/apis/kueue.x-k8s.io/v1beta2/{doc['kind'].lower()}s/{doc['metadata']['name']}")
+            kube.delete(doc["kind"], None, doc["metadata"]["name"])
