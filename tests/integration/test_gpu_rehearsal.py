@@ -26,7 +26,7 @@ LAUNCHER_RUNS = STEPS[4:]
 def rehearsal(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path, dict]:
     out = tmp_path_factory.mktemp("gpu-rehearsal")
     result = subprocess.run(["bash", str(ROOT / "bench/gpu/run.sh"), "--rehearse", "--out", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+                            cwd=ROOT, capture_output=True, text=True, timeout=720, check=False)  # fmt: skip
     report = out / "gpu-bench.json"
     assert report.exists(), f"no report; run.sh exited {result.returncode}:\n{result.stdout[-4000:]}{result.stderr}"
     return result, out, json.loads(report.read_text())
