@@ -77,7 +77,10 @@ def describe(obj: dict[str, Any], ascii_only: bool = False) -> list[str]:
         if loss := loss_line(progress.get("lossHistory"), ascii_only):
             lines.append(loss)
         if status.get("attempt"):
-            lines.append(f"  attempt     {status['attempt']} (restarts {status.get('restarts') or 0})")
+            preempted = f", preempted {status['preemptions']}x by Kueue" if status.get("preemptions") else ""
+            lines.append(f"  attempt     {status['attempt']} (restarts {status.get('restarts') or 0}{preempted})")
+        if progress.get("resumedFrom"):
+            lines.append(f"  resumed     from {progress['resumedFrom']}")
         if status.get("latestCheckpoint"):
             lines.append(f"  checkpoint  {status['latestCheckpoint']}")
         for key, value in (status.get("outputs") or {}).items():

@@ -17,6 +17,16 @@ def test_a_running_job():
     assert lines[-1] == "  Running     True  Training: ok"
 
 
+def test_a_job_kueue_preempted_then_resumed():
+    progress = {"step": 12, "totalSteps": 24, "resumedFrom": "pvc://models/tuned/run/checkpoint-6"}
+    admitted = [{"type": "Admitted", "status": "True", "reason": "Admitted", "message": "admitted by Kueue"}]
+    status = {"phase": "Running", "attempt": 1, "preemptions": 1, "progress": progress, "conditions": admitted}
+    text = "\n".join(describe({"kind": "FineTuneJob", "metadata": {"name": "tuned", "namespace": "ml"},
+                               "status": status}))  # fmt: skip
+    assert "attempt     1 (restarts 0, preempted 1x by Kueue)" in text, text
+    assert "resumed     from pvc://models/tuned/run/checkpoint-6" in text, text
+
+
 def test_a_serve_with_adapters():
     adapters = [{"name": "a", "state": "Failed", "message": "no path"}]
     serve = {"kind": "ModelServe", "metadata": {"name": "chat", "namespace": "ml"},
