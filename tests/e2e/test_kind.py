@@ -292,7 +292,7 @@ def test_finetune_in_a_container_then_serve_then_chat(models: str) -> None:
     wait_for("progress with a loss", lambda: status("ftj", "tiny").get("progress", {}).get("loss") is not None,
              show=lambda: status("ftj", "tiny"))  # fmt: skip
     header, row = kubectl("get", "ftj", "tiny", "-n", NS).stdout.splitlines()[:2]
-    assert header.split()[4:6] == ["PROGRESS", "LOSS"], header  # the printer columns, with values
+    assert header.split()[5:7] == ["PROGRESS", "LOSS"], header  # the printer columns, with values
     assert re.search(r" Running .* \d+/800 \(\d+%\) +\d+\.\d+ ", row), row
     pod = get("pod", running_pod("tiny"))
     context = {**pod["spec"].get("securityContext", {}), **pod["spec"]["containers"][0].get("securityContext", {})}
