@@ -280,6 +280,15 @@ def test_running_progress_updates_the_latest_checkpoint():
     assert d.wire["latestCheckpoint"] == "pvc://models/tiny/run/checkpoint-5"
 
 
+def test_a_resumed_run_reporting_a_step_past_its_total_still_succeeds():
+    """Resumed from a checkpoint saved on SIGTERM, a run logged step 25 of 24 (measured with Kueue's preemption,
+    tests/cluster/test_kueue.py): the job Succeeds, percent capped at 100 (the status schema's bound)."""
+    outcome = {"outcome": "Succeeded", "reason": "Completed", "message": "trained", "last_step": 25, "total_steps": 24}
+    done = {**JOB, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    d = decide(spec(), [], RUNNING_STATUS, Observed(done, (terminated("Succeeded", outcome, "Completed", 0),)), NOW)
+    assert d.wire["phase"] == "Succeeded" and d.wire["progress"]["percent"] == 100.0, d.wire
+
+
 def test_success_records_outputs():
     outcome = {"outcome": "Succeeded", "reason": "Completed", "message": "trained 40 step(s)", "last_step": 40,
                "total_steps": 40, "last_checkpoint": "pvc://models/tiny/run/checkpoint-40",

@@ -498,7 +498,8 @@ def _record_outcome(b: _Builder, outcome: dict[str, Any] | None) -> None:
         progress["step"] = outcome["last_step"]
         if outcome.get("total_steps"):
             progress["totalSteps"] = outcome["total_steps"]
-            progress["percent"] = round(100.0 * outcome["last_step"] / outcome["total_steps"], 1)
+            # At most 100: a run resumed from a checkpoint saved on SIGTERM can report a step past the total.
+            progress["percent"] = min(100.0, round(100.0 * outcome["last_step"] / outcome["total_steps"], 1))
             progress["summary"] = f"{outcome['last_step']}/{outcome['total_steps']} ({progress['percent']:.0f}%)"
         b.status["progress"] = progress
 
