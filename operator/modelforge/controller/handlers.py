@@ -62,8 +62,8 @@ def observe(
             and status.get("attemptGeneration") not in (None, generation)):  # fmt: skip
         attempt_spec = kube.attempt_spec(namespace, attempt_name(name, attempt))
     workload = None
-    if suspended and not ray and "kueue.x-k8s.io/queue-name" in (job or {}).get("metadata", {}).get("labels", {}):
-        workload = kube.kueue_workload(namespace, (job or {})["metadata"]["uid"])  # why it waits, in Kueue's words
+    if job is not None and suspended and not ray and "kueue.x-k8s.io/queue-name" in job["metadata"].get("labels", {}):
+        workload = kube.kueue_workload(namespace, job["metadata"]["uid"])  # why it waits, in Kueue's words
     return Observed(job, pods, progress, refusal, attempt_spec, workload)
 
 
